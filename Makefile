@@ -1,0 +1,54 @@
+# mt-lstm: every target bootstraps what it needs, so `make train` and `make test` work on a fresh clone.
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+RUN ?= runs/multi30k-en-de
+CONFIG ?= configs/multi30k_en_de.yaml
+SRC ?= en
+TGT ?= de
+SHARED_DATA := ../shared/data/multi30k
+DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+HF_DATASET ?= bentrevett/multi30k
+SPLIT ?= test_2016_flickr
+ARGS ?=
+
+.PHONY: install data train eval demo test bench lint clean
+
+install: $(STAMP)
+
+# torch==2.13.0 goes first: with it installed, the project's torch range adds nothing (no CUDA wheels on CPU boxes).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+data: $(STAMP)
+	$(BIN)/mt prepare --run $(RUN) --config $(CONFIG) --src $(SRC) --tgt $(TGT) \
+	  $(if $(DATA_DIR),--data-dir $(DATA_DIR),--hf-dataset $(HF_DATASET))
+
+train: data
+	$(BIN)/mt train --run $(RUN) --config $(CONFIG) $(ARGS)
+
+eval: $(STAMP)
+	$(BIN)/mt eval --run $(RUN) --all-splits $(ARGS)
+
+demo: $(STAMP)
+	$(BIN)/mt demo --run $(RUN) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: data
+	$(BIN)/python -m eval.bench --run $(RUN) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mt data_prep eval demo tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,255 @@
+"""The typed configuration tree: data, model, train and decode sections.
+
+A config is loaded from YAML (``load_config``), then adjusted with ``key=value`` overrides that use the same
+dotted names as the YAML (``apply_overrides(cfg, ["model.cell=gru", "train.lr=5e-4"])``). Unknown keys, wrong
+types and values outside their choices raise ``MTError`` naming the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mt.errors import MTError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "DecodeConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+
+@dataclass
+class DataConfig:
+    src: str = "en"  # source language code (file suffix / column name)
+    tgt: str = "de"  # target language code
+    vocab_size: int = 8000  # SentencePiece pieces (per model); lowered with a warning for tiny corpora
+    joint_vocab: bool = True  # one SentencePiece model for both sides (else one per side)
+    spm_model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
+    character_coverage: float = 1.0  # share of characters the SentencePiece model must cover
+    max_tokens: int = 100  # training pairs with a side longer than this (subwords) are dropped
+    max_ratio: float = 3.0  # training pairs whose longer side has over this many times the tokens of the other
+    ratio_min_tokens: int = 10  # ...are dropped, but only when the longer side has at least this many tokens
+    dedup: bool = True  # drop exact duplicate training pairs
+
+
+@dataclass
+class ModelConfig:
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # recurrent cell of encoder and decoder
+    attention: Literal["bahdanau", "luong", "none"] = "bahdanau"
+    emb_dim: int = 256  # E, source and target embeddings
+    hidden_dim: int = 512  # H: decoder state size and encoder output size (both directions together)
+    layers: int = 1  # L, recurrent layers in encoder and in decoder
+    bidirectional: bool = True  # encoder reads both directions (each direction has H/2 units)
+    dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
+    tie_embeddings: bool = False  # share target embeddings and output projection (needs E == H)
+    init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
+    init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 30
+    max_minutes: float = 0.0  # wall-clock budget for training; 0 means no limit
+    batch_tokens: int = 4000  # target tokens per batch (padding included)
+    lr: float = 1e-3  # Adam learning rate after warm-up
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    schedule: Literal["plateau", "inverse_sqrt", "constant"] = "plateau"
+    lr_decay: float = 0.5  # plateau: multiply lr by this when validation BLEU stalls
+    lr_patience: int = 1  # plateau: validations without improvement before decaying
+    min_lr: float = 1e-5  # plateau: never go below
+    patience: int = 5  # early stopping: validations without BLEU improvement
+    clip: float = 1.0  # gradient-norm clipping (0 disables)
+    label_smoothing: float = 0.1
+    weight_decay: float = 0.0
+    seed: int = 42
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast pays only on CPUs/GPUs with bf16 units
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = all cores
+    checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often
+    log_every: int = 50  # steps between train_log.jsonl records
+    val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 5
+    alpha: float = 1.0  # length penalty exponent of Wu et al. (2016); 0 disables
+    max_len_ratio: float = 1.5  # hypotheses stop at max_len_ratio * source length + max_len_extra
+    max_len_extra: int = 10
+    batch_tokens: int = 6000  # source tokens per decoding batch
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def validate(self) -> Config:
+        """Cross-field checks that types alone cannot express."""
+        m, t, d = self.model, self.train, self.decode
+        positive = {
+            "data.vocab_size": self.data.vocab_size,
+            "data.max_tokens": self.data.max_tokens,
+            "model.emb_dim": m.emb_dim,
+            "model.hidden_dim": m.hidden_dim,
+            "model.layers": m.layers,
+            "train.max_epochs": t.max_epochs,
+            "train.batch_tokens": t.batch_tokens,
+            "train.lr": t.lr,
+            "train.log_every": t.log_every,
+            "decode.beam": d.beam,
+            "decode.max_len_ratio": d.max_len_ratio,
+            "decode.batch_tokens": d.batch_tokens,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise MTError(f"config key '{key}' must be > 0, got {value}")
+        if not 0.0 <= m.dropout < 1.0:
+            raise MTError(f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+        if not 0.0 <= t.label_smoothing < 1.0:
+            raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
+        if m.bidirectional and m.hidden_dim % 2:
+            raise MTError(f"config key 'model.hidden_dim' must be even with a bidirectional encoder, got {m.hidden_dim}")
+        if m.tie_embeddings and m.emb_dim != m.hidden_dim:
+            raise MTError(
+                f"config key 'model.tie_embeddings' needs model.emb_dim == model.hidden_dim, "
+                f"got {m.emb_dim} and {m.hidden_dim}"
+            )
+        if self.data.src == self.data.tgt:
+            raise MTError(f"config keys 'data.src' and 'data.tgt' must differ, both are '{self.data.src}'")
+        return self
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted where floats are expected."""
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise MTError(f"config key '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+    raise MTError(f"config key '{key}' must be {_type_name(tp)}; got {value!r} ({type(value).__name__})")
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls, include_extras=False)
+
+
+def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Config:
+    """Build a validated ``Config`` from nested dicts; missing keys keep their defaults."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise MTError(f"{source}: expected a mapping with sections {', '.join(_SECTIONS)}")
+    cfg = Config()
+    for section, values in raw.items():
+        if section not in _SECTIONS:
+            raise MTError(f"{source}: unknown config section '{section}'; valid: {', '.join(_SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise MTError(f"{source}: config section '{section}' must be a mapping of keys to values")
+        obj = getattr(cfg, section)
+        types_ = _section_types(type(obj))
+        for key, value in values.items():
+            if key not in types_:
+                raise MTError(
+                    f"{source}: unknown config key '{section}.{key}'; valid keys in '{section}': {', '.join(types_)}"
+                )
+            setattr(obj, key, _coerce(f"{section}.{key}", value, types_[key]))
+    return cfg.validate()
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MTError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MTError(f"cannot read config file {path}: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise MTError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    return config_from_dict(raw, source=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings; values are parsed as YAML scalars (``1e-3``, ``true``, ``lstm``)."""
+    raw = config_to_dict(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or "." not in key:
+            raise MTError(f"override '{item}' must look like section.key=value, e.g. model.cell=gru")
+        section, _, name = key.partition(".")
+        if section not in raw:
+            raise MTError(f"unknown config section '{section}' in override '{item}'; valid: {', '.join(raw)}")
+        if name not in raw[section]:
+            raise MTError(
+                f"unknown config key '{key}' in override '{item}'; valid keys in '{section}': {', '.join(raw[section])}"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dict, list)):
+            value = text  # a bracketed string is still a string
+        raw[section][name] = value
+    return config_from_dict(raw, source="command line")
+

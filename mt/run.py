@@ -1,0 +1,73 @@
+"""The run directory: one folder holds everything about one model.
+
+    RUN/config.yaml           resolved config (written by prepare, updated by train)
+    RUN/data/                 meta.json, stats.json, SentencePiece model(s), encoded/ (datasets Arrow cache)
+    RUN/checkpoints/          best.pt, last.pt
+    RUN/train_log.jsonl       one JSON record per logging interval and per validation
+    RUN/plots/                curves.png
+    RUN/eval/                 NAME.hyp, NAME.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mt.config import Config, load_config
+from mt.errors import MTError
+from mt.tokenizer import Tokenizer
+
+__all__ = ["RunDir"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def of(cls, path: str | Path) -> RunDir:
+        return cls(Path(path))
+
+    config_path = property(lambda self: self.root / "config.yaml")
+    data_dir = property(lambda self: self.root / "data")
+    encoded_dir = property(lambda self: self.root / "data" / "encoded")
+    meta_path = property(lambda self: self.root / "data" / "meta.json")
+    stats_path = property(lambda self: self.root / "data" / "stats.json")
+    checkpoint_dir = property(lambda self: self.root / "checkpoints")
+    log_path = property(lambda self: self.root / "train_log.jsonl")
+    plot_dir = property(lambda self: self.root / "plots")
+    eval_dir = property(lambda self: self.root / "eval")
+
+    def require_prepared(self) -> None:
+        if not self.root.is_dir():
+            raise MTError(f"run folder not found: {self.root} (create it with `mt prepare --run {self.root} ...`)")
+        if not self.meta_path.is_file() or not self.encoded_dir.is_dir():
+            raise MTError(f"{self.root} has no prepared data: run `mt prepare --run {self.root} ...` (or `make data`)")
+
+    def config(self) -> Config:
+        if not self.config_path.is_file():
+            raise MTError(f"{self.config_path} not found: run `mt prepare --run {self.root} ...` first")
+        return load_config(self.config_path)
+
+    def meta(self) -> dict[str, Any]:
+        self.require_prepared()
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise MTError(f"cannot read {self.meta_path}: {e}; re-run `mt prepare`") from None
+
+    def tokenizer(self) -> Tokenizer:
+        meta = self.meta()
+        return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
+
+    def encoded(self):
+        """The encoded splits as a ``datasets.DatasetDict`` (memory-mapped Arrow)."""
+        import datasets
+
+        self.require_prepared()
+        try:
+            return datasets.load_from_disk(str(self.encoded_dir))
+        except Exception as e:  # noqa: BLE001 - a damaged cache is one line for the user
+            raise MTError(f"cannot read the encoded data in {self.encoded_dir}: {e}; re-run `mt prepare`") from None

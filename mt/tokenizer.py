@@ -1,0 +1,116 @@
+"""SentencePiece subword tokenizers for the source and target side (one shared model when the vocabulary is joint).
+
+Every model is trained with the same special ids, so ``PAD_ID`` etc. hold for any run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+from mt.errors import MTError
+
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Tokenizer", "train_sentencepiece"]
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+log = logging.getLogger("mt")
+
+
+def train_sentencepiece(
+    sentences: Iterable[str],
+    path: Path,
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    threads: int = 2,
+    seed_sentencepiece_size: int = 1_000_000,
+) -> int:
+    """Train a SentencePiece model on ``sentences`` and write it to ``path``; return the vocabulary size.
+
+    A vocabulary too large for the corpus is lowered to the largest size SentencePiece accepts, with a warning.
+    """
+    data = [s for s in sentences if s]
+    if not data:
+        raise MTError(f"cannot train SentencePiece model {path.name}: no non-empty sentences")
+    size = vocab_size
+    while True:
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(data),
+                model_writer=model,
+                vocab_size=size,
+                model_type=model_type,
+                character_coverage=character_coverage,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+                input_sentence_size=2_000_000,
+                shuffle_input_sentence=True,
+                seed_sentencepiece_size=seed_sentencepiece_size,
+                num_threads=max(1, threads),
+                max_sentence_length=1 << 16,
+                minloglevel=2,
+            )
+            break
+        except RuntimeError as e:
+            # e.g. "Vocabulary size too high (8000). Please set it to a value <= 1234."
+            match = re.search(r"<= *(\d+)", str(e))
+            if match and int(match.group(1)) < size:
+                lower = int(match.group(1))
+                log.warning("vocabulary size %d is too large for this corpus (%s): using %d", size, path.name, lower)
+                size = lower
+                continue
+            raise MTError(f"SentencePiece training failed for {path.name}: {e}") from None
+    path.write_bytes(model.getvalue())
+    return size
+
+
+class Tokenizer:
+    """Encodes source text and decodes target ids. ``src`` and ``tgt`` are the same model for a joint vocabulary."""
+
+    def __init__(self, src_model: Path, tgt_model: Path):
+        self.src_model_path, self.tgt_model_path = Path(src_model), Path(tgt_model)
+        self.src = self._load(self.src_model_path)
+        self.tgt = self.src if self.tgt_model_path == self.src_model_path else self._load(self.tgt_model_path)
+
+    @staticmethod
+    def _load(path: Path) -> spm.SentencePieceProcessor:
+        if not path.is_file():
+            raise MTError(f"tokenizer model not found: {path} (run `mt prepare` first)")
+        proc = spm.SentencePieceProcessor()
+        try:
+            proc.load(str(path))
+        except (OSError, RuntimeError) as e:
+            raise MTError(f"cannot load tokenizer model {path}: {e}") from None
+        return proc
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def encode_src(self, texts: list[str]) -> list[list[int]]:
+        return self.src.encode(texts)
+
+    def encode_tgt(self, texts: list[str]) -> list[list[int]]:
+        return self.tgt.encode(texts)
+
+    def src_pieces(self, text: str) -> list[str]:
+        return self.src.encode(text, out_type=str)
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [self.tgt.id_to_piece(i) for i in ids]
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def decode_src(self, ids: list[list[int]]) -> list[str]:
+        return self.src.decode(ids)

@@ -1,0 +1,231 @@
+"""mt prepare: round trip, filters, cache reuse, and a clear one-line error for each kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+from conftest import synthetic_pairs, write_split
+from data_prep.clean import normalize
+from data_prep.prepare import prepare
+from mt.cli import main
+from mt.config import Config, apply_overrides
+from mt.errors import MTError
+from mt.run import RunDir
+
+
+def small_cfg(**data) -> Config:
+    return apply_overrides(Config(), [f"data.{k}={v}" for k, v in {"vocab_size": 60, **data}.items()])
+
+
+def test_round_trip_and_splits(corpus, tmp_path):
+    run = RunDir.of(tmp_path / "run")
+    # An odd line in a test split: extra spaces, a tab and a decomposed umlaut (u + combining diaeresis).
+    with open(corpus / "test_toy.en", "a", encoding="utf-8") as f:
+        f.write("  the   dog\tjumps  ")
+    with open(corpus / "test_toy.de", "a", encoding="utf-8") as f:
+        f.write("hund  gru\u0308n\n")
+    stats = prepare(run, small_cfg(), data_dir=str(corpus))
+    encoded = run.encoded()
+    assert set(encoded) == {"train", "val", "test_toy"}
+    assert len(encoded["val"]) == 40 and len(encoded["test_toy"]) == 31  # evaluation splits stay line for line
+    tok = run.tokenizer()
+    for split in encoded.values():
+        rows = split.select(range(min(len(split), 25)))
+        assert tok.decode_src(rows["src_ids"]) == rows["src"]
+        assert tok.decode_tgt(rows["tgt_ids"]) == rows["tgt"]
+    last = encoded["test_toy"][30]
+    assert last["src"] == "the dog jumps"
+    assert last["tgt"] == "hund gr\u00fcn"  # NFC
+    assert last["ref"] == "hund  gru\u0308n"  # the reference exactly as given, for scoring
+    assert stats["tokenizer"]["src_vocab_size"] == 60
+    assert stats["splits"]["train"]["sentences"] == len(encoded["train"])
+    assert json.loads(run.stats_path.read_text()) == stats
+
+
+def test_separate_vocabularies(corpus, tmp_path):
+    run = RunDir.of(tmp_path / "run")
+    stats = prepare(run, small_cfg(joint_vocab="false", vocab_size=40), data_dir=str(corpus))
+    tok = run.tokenizer()
+    assert tok.src is not tok.tgt
+    assert stats["tokenizer"]["src_model"] != stats["tokenizer"]["tgt_model"]
+    assert "grün" not in {tok.src.id_to_piece(i) for i in range(tok.src_vocab_size)}
+
+
+def test_filters_count_each_reason(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    pairs = synthetic_pairs(200, seed=5)
+    planted = [
+        ("", "ein hund"), ("a dog", "   "),                                  # 2 empty
+        (pairs[0][0], pairs[0][1]), (pairs[1][0], " " + pairs[1][1] + " "),  # 2 duplicates (after normalising)
+        (" ".join(["dog"] * 150), " ".join(["hund"] * 150)),                # 1 too long
+        (" ".join(["the dog runs"] * 6), "hund"),                           # 1 extreme length ratio
+    ]
+    write_split(folder, "train", pairs + planted)
+    write_split(folder, "val", synthetic_pairs(10, seed=6) + [("", "")])
+    stats = prepare(RunDir.of(tmp_path / "run"), small_cfg(), data_dir=str(folder))
+    f = stats["filtered"]
+    assert (f["empty"], f["duplicate"], f["too_long"], f["length_ratio"]) == (2, 2, 1, 1)
+    assert f["input_pairs"] == 206 and f["kept_pairs"] == 200
+    assert stats["splits"]["val"]["sentences"] == 11  # never filtered, empty line kept
+
+
+def test_vocabulary_too_large_is_lowered_with_warning(corpus, tmp_path, caplog):
+    stats = prepare(RunDir.of(tmp_path / "run"), small_cfg(vocab_size=5000), data_dir=str(corpus))
+    assert 30 < stats["tokenizer"]["src_vocab_size"] < 5000
+    assert "too large" in caplog.text
+
+
+def test_cache_reused_then_rebuilt_when_input_changes(corpus, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mt")
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    model_mtime = (run.data_dir / "spm.model").stat().st_mtime_ns
+    caplog.clear()
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    assert "reusing the cache" in caplog.text
+    assert (run.data_dir / "spm.model").stat().st_mtime_ns == model_mtime
+    write_split(corpus, "val", synthetic_pairs(20, seed=9))  # changed input
+    caplog.clear()
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    assert "reusing" not in caplog.text
+    assert len(run.encoded()["val"]) == 20
+    prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))  # changed config
+    assert run.meta()["src_vocab_size"] == 50
+    assert not list(run.root.glob(".data*")), "temporary folders left behind"
+
+
+def _bad(tmp_path: Path, corpus: Path, expected: str) -> str:
+    with pytest.raises(MTError) as err:
+        prepare(RunDir.of(tmp_path / "run"), small_cfg(), data_dir=str(corpus))
+    message = str(err.value)
+    assert expected in message, message
+    assert "\n" not in message
+    assert not (tmp_path / "run" / "data").exists()
+    return message
+
+
+def test_missing_train_split(corpus, tmp_path):
+    (corpus / "train.de.gz").unlink()
+    _bad(tmp_path, corpus, "train.de")
+
+
+def test_missing_validation_split(corpus, tmp_path):
+    (corpus / "val.en").unlink()
+    (corpus / "val.de").unlink()
+    _bad(tmp_path, corpus, "no validation split")
+
+
+def test_different_line_counts_gives_both(corpus, tmp_path):
+    with open(corpus / "val.de", "a", encoding="utf-8") as f:
+        f.write("ein extra satz\n")
+    _bad(tmp_path, corpus, "val.en has 40 lines but")
+    _bad(tmp_path, corpus, "val.de has 41")
+
+
+def test_bytes_not_utf8_name_file_and_line(corpus, tmp_path):
+    lines = (corpus / "val.en").read_bytes().split(b"\n")
+    lines[6] = b"caf\xe9 au lait"
+    (corpus / "val.en").write_bytes(b"\n".join(lines))
+    _bad(tmp_path, corpus, "val.en line 7: bytes that are not UTF-8")
+
+
+def test_bad_utf8_inside_gzip(corpus, tmp_path):
+    (corpus / "train.en.gz").write_bytes(gzip.compress(b"ok line\n\xff\xfe broken\n"))
+    _bad(tmp_path, corpus, "train.en.gz line 2")
+
+
+def test_corrupt_gzip(corpus, tmp_path):
+    (corpus / "train.en.gz").write_bytes(b"\x1f\x8b not really gzip")
+    _bad(tmp_path, corpus, "cannot read")
+
+
+def test_empty_corpus(corpus, tmp_path):
+    write_split(corpus, "train", [("", "")] * 3, gz=True)
+    _bad(tmp_path, corpus, "no pair with both sides non-empty")
+    for lang in ("en", "de"):
+        (corpus / f"train.{lang}.gz").write_bytes(gzip.compress(b""))
+    _bad(tmp_path, corpus, "split 'train' is empty")
+
+
+def test_unreadable_and_missing_paths(tmp_path):
+    _bad(tmp_path, tmp_path / "nowhere", "data folder not found")
+
+
+def test_failed_prepare_keeps_previous_data(corpus, tmp_path, monkeypatch):
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    before = run.meta()
+    import data_prep.prepare as module
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "train_sentencepiece", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))
+    assert run.meta() == before and len(run.encoded()["train"]) > 0
+    assert not list(run.root.glob(".data*"))
+
+
+def _hub(monkeypatch, dsd):
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: dsd)
+
+
+def test_hub_translation_column(monkeypatch, tmp_path):
+    def split(n, seed):
+        return datasets.Dataset.from_dict({"translation": [{"en": s, "de": t} for s, t in synthetic_pairs(n, seed)]})
+
+    _hub(monkeypatch, datasets.DatasetDict(train=split(300, 1), validation=split(20, 2), test=split(10, 3)))
+    stats = prepare(RunDir.of(tmp_path / "run"), small_cfg(), hf_dataset="someone/pairs")
+    assert set(stats["splits"]) == {"train", "val", "test"}
+    assert stats["origin"] == "hub:someone/pairs"
+
+
+def test_hub_language_columns_and_unknown_language(monkeypatch, tmp_path):
+    def split(n, seed):
+        pairs = synthetic_pairs(n, seed)
+        return datasets.Dataset.from_dict({"en": [p[0] for p in pairs], "de": [p[1] for p in pairs]})
+
+    _hub(monkeypatch, datasets.DatasetDict(train=split(300, 1), validation=split(20, 2)))
+    stats = prepare(RunDir.of(tmp_path / "run"), small_cfg(), hf_dataset="someone/pairs")
+    assert stats["splits"]["val"]["sentences"] == 20
+    with pytest.raises(MTError, match="no column for language 'fr'; columns are en, de"):
+        prepare(RunDir.of(tmp_path / "run2"), small_cfg(tgt="fr"), hf_dataset="someone/pairs")
+
+
+def test_cli_prepare_writes_config_and_reports(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["prepare", "--run", str(run), "--data-dir", str(corpus), "--src", "en", "--tgt", "de",
+                 "--vocab-size", "60", "--config", "configs/tiny.yaml"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "train: kept 400 of 400 pairs" in out or "train: kept" in out
+    assert RunDir.of(run).config().data.vocab_size == 60
+
+
+def test_cli_bad_input_is_one_line_exit_2(corpus, tmp_path):
+    (corpus / "val.en").write_bytes(b"\xff\n" * 40)
+    result = subprocess.run(
+        [sys.executable, "-m", "mt", "prepare", "--run", str(tmp_path / "run"), "--data-dir", str(corpus),
+         "--src", "en", "--tgt", "de"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {corpus / 'val.en'} line 1: bytes that are not UTF-8 at byte 0 of the line"]
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("a  b", "a b"), ("\tA\u00a0dog\n", "A dog"), ("e\u0301", "\u00e9"), ("", ""), ("   ", "")],
+)
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
