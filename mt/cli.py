@@ -51,6 +51,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mt.trainer import train
+
+    run = RunDir.of(args.run)
+    run.require_prepared()
+    cfg = _resolve_config(run, args.config, args.overrides)
+    save_config(cfg, run.config_path)
+    result = train(run, cfg)
+    return 0 if result.stopped != "interrupted" else 130
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory (holds data, checkpoints, logs, results)")
 
@@ -72,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (default: RUN/config.yaml, else the package defaults)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.joint_vocab=false")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train (or resume) the model of RUN")
+    _add_run(p)
+    p.add_argument("--config", help="YAML config (default: RUN/config.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_minutes=10")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation (sacreBLEU scoring and reports) and speed benchmarks."""

@@ -1,0 +1,75 @@
+"""Checkpoints: atomic writes, safe loading, and averaging.
+
+A checkpoint is a dict of tensors and plain data (numbers, strings, lists, dicts), so it loads with
+``torch.load(weights_only=True)``: no arbitrary unpickling. It is written to a temporary file in the same
+folder, flushed to disk and renamed over the old one, so the previous good checkpoint survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mt.errors import MTError
+
+__all__ = ["average_checkpoints", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MTError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MTError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, foreign file: one line for the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MTError(f"checkpoint {path} is damaged or not a checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise MTError(f"checkpoint {path} is not an mt checkpoint (format {FORMAT})")
+    return state
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints of one run."""
+    if not paths:
+        raise MTError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for path in paths:
+        model = load_checkpoint(path)["model"]
+        if total and model.keys() != total.keys():
+            raise MTError(f"checkpoint {path} has different parameters from {paths[0]}")
+        for name, tensor in model.items():
+            dtypes[name] = tensor.dtype
+            total[name] = total.get(name, 0) + tensor.double()
+    return {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}

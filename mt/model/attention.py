@@ -1,0 +1,80 @@
+"""Attention over the encoder states, with source padding masked out.
+
+Each module has two calls: ``keys(states)`` once per sentence (work that does not depend on the decoder
+step), then ``forward(query, keys, states, mask)`` at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mt.model.init import init_linear
+
+__all__ = ["BahdanauAttention", "LuongAttention", "NoAttention", "build_attention"]
+
+
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """scores, mask: (B, S) -> weights (B, S), exactly zero at padding, rows summing to one."""
+    return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention (Bahdanau et al. 2015): score(q, k) = v^T tanh(W_q q + W_k k)."""
+
+    def __init__(self, query_dim: int, key_dim: int, attention_dim: int):
+        super().__init__()
+        self.key_layer = nn.Linear(key_dim, attention_dim, bias=False)
+        self.query_layer = nn.Linear(query_dim, attention_dim, bias=False)
+        self.energy = nn.Linear(attention_dim, 1, bias=False)
+        for layer in (self.key_layer, self.query_layer, self.energy):
+            init_linear(layer)
+
+    def keys(self, states: torch.Tensor) -> torch.Tensor:
+        return self.key_layer(states)  # (B, S, A): projected once per sentence
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, states: torch.Tensor, mask: torch.Tensor):
+        """query (B, H), keys (B, S, A), states (B, S, H), mask (B, S) -> context (B, H), weights (B, S)."""
+        energy = torch.tanh(keys + self.query_layer(query).unsqueeze(1))  # (B, S, A)
+        weights = _masked_softmax(self.energy(energy).squeeze(2), mask)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
+        return context, weights
+
+
+class LuongAttention(nn.Module):
+    """Multiplicative "general" attention (Luong et al. 2015): score(q, k) = q^T W k.
+
+    The query is projected rather than the keys (q^T W k = (W^T q)^T k), which is cheaper per step."""
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.query_layer = nn.Linear(query_dim, key_dim, bias=False)
+        init_linear(self.query_layer)
+
+    def keys(self, states: torch.Tensor) -> torch.Tensor:
+        return states  # (B, S, H)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, states: torch.Tensor, mask: torch.Tensor):
+        scores = torch.bmm(keys, self.query_layer(query).unsqueeze(2)).squeeze(2)  # (B, S)
+        weights = _masked_softmax(scores, mask)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
+        return context, weights
+
+
+class NoAttention(nn.Module):
+    """No attention: the classic encoder-decoder (Cho et al. 2014; Sutskever et al. 2014). Every step sees the
+    same sentence vector, the encoder's final state (forward and backward concatenated) instead of a context."""
+
+    def keys(self, states: torch.Tensor) -> torch.Tensor:
+        return states[:, :0]  # (B, 0, H): nothing to precompute
+
+    def forward(self, query, keys, states, mask, sentence: torch.Tensor | None = None):
+        raise RuntimeError("NoAttention has no per-step computation; the decoder uses the sentence vector")
+
+
+def build_attention(kind: str, hidden_dim: int) -> nn.Module:
+    if kind == "bahdanau":
+        return BahdanauAttention(hidden_dim, hidden_dim, hidden_dim)
+    if kind == "luong":
+        return LuongAttention(hidden_dim, hidden_dim)
+    return NoAttention()

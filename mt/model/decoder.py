@@ -1,0 +1,93 @@
+"""Attentional recurrent decoder with input feeding (Luong et al. 2015).
+
+At step t: the recurrent cell reads [y_{t-1} embedding; attentional vector of t-1] and gives h_t; attention
+over the encoder states with query h_t gives the context c_t; the attentional vector is
+a_t = tanh(W_c [h_t; c_t]), fed to the output layer and to the next step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mt.model.attention import NoAttention, build_attention
+from mt.model.encoder import EncoderOutput
+from mt.model.init import init_linear
+from mt.model.recurrent import StackedRecurrent
+from mt.tokenizer import PAD_ID
+
+__all__ = ["Decoder", "DecoderState", "StepContext"]
+
+
+@dataclass
+class DecoderState:
+    h: list[torch.Tensor]  # L x (B, H)
+    c: list[torch.Tensor] | None  # L x (B, H) for LSTM
+    feed: torch.Tensor  # (B, H) previous attentional vector
+
+    def index_select(self, index: torch.Tensor) -> DecoderState:
+        pick = lambda xs: None if xs is None else [x.index_select(0, index) for x in xs]  # noqa: E731
+        return DecoderState(pick(self.h), pick(self.c), self.feed.index_select(0, index))
+
+
+@dataclass
+class StepContext:
+    """What every step of one batch reuses: the encoder output, its attention keys, the fused step weights."""
+    enc: EncoderOutput
+    keys: torch.Tensor  # (B, S, A)
+    weights: list[torch.Tensor]
+
+    def index_select(self, index: torch.Tensor) -> StepContext:
+        return StepContext(self.enc.index_select(index), self.keys.index_select(0, index), self.weights)
+
+
+class Decoder(nn.Module):
+    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
+                 attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False):
+        super().__init__()
+        self.cell = cell
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout)
+        self.attention = build_attention(attention, hidden_dim)
+        self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)
+        self.output = nn.Linear(hidden_dim, vocab_size, bias=False)
+        init_linear(self.combine)
+        nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
+        with torch.no_grad():
+            self.embed.weight[PAD_ID].zero_()
+        if tie_embeddings:
+            self.output.weight = self.embed.weight
+        else:
+            init_linear(self.output)
+
+    def context(self, enc: EncoderOutput) -> StepContext:
+        return StepContext(enc, self.attention.keys(enc.states), self.rnn.step_weights())
+
+    def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None."""
+        h, c = self.rnn.step(x_proj, state.feed, state.h, state.c, ctx.weights)
+        top = h[-1]  # (B, H)
+        if isinstance(self.attention, NoAttention):
+            context, weights = ctx.enc.final_h[-1], None  # (B, H): the sentence vector at every step
+        else:
+            context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
+        feed = torch.tanh(self.combine(self.dropout(torch.cat([top, context], dim=1))))  # (B, H)
+        return DecoderState(h, c, feed), weights
+
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:
+        """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> attentional vectors (B, T, H)."""
+        x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in)))  # (B, T, G*H)
+        outputs = []
+        for x_t in x_proj.unbind(1):  # unbind, not x_proj[:, t]: its backward is one stack, not T full-size adds
+            state, _ = self._advance(x_t, state, ctx)
+            outputs.append(state.feed)
+        return torch.stack(outputs, dim=1)  # (B, T, H)
+
+    def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
+        x_proj = self.rnn.project_input(self.embed(prev).unsqueeze(1)).squeeze(1)  # (B, G*H)
+        state, weights = self._advance(x_proj, state, ctx)
+        return torch.log_softmax(self.output(state.feed), dim=-1), state, weights

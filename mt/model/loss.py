@@ -1,0 +1,53 @@
+"""Output layer and label-smoothed cross-entropy fused into one memory-light autograd function.
+
+The plain route (logits -> log_softmax -> NLL, then their backward passes) writes and re-reads several
+(N, V) tensors, about 128 MB each for a 4,000-token batch with 8,000 pieces, and zero-fills another for the
+NLL gradient. Here logits are made one row block at a time; the gradient (softmax - smoothed target) is formed
+in place and immediately multiplied back into the input and weight gradients, so no (N, V) tensor outlives its
+block. The loss is the last node of the graph, so computing the gradients during the forward pass is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["linear_cross_entropy"]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float, block: int):
+        """x: (N, H), weight: (V, H), target: (N,) -> summed label-smoothed cross-entropy, a scalar."""
+        n, vocab = x.shape[0], weight.shape[0]
+        want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if want_grad else None
+        grad_w = torch.zeros_like(weight) if want_grad else None
+        total = x.new_zeros((), dtype=torch.float32)
+        for start in range(0, n, block):
+            xs, ts = x[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
+            logits = xs @ weight.t()  # (n_b, V)
+            lse = torch.logsumexp(logits, dim=1)  # (n_b,)
+            # loss = lse - (1 - eps) * z_target - eps / V * sum_j z_j   (PyTorch's label smoothing)
+            picked = logits.gather(1, ts.unsqueeze(1)).squeeze(1)  # (n_b,)
+            total += (lse - (1.0 - smoothing) * picked - (smoothing / vocab) * logits.sum(dim=1)).sum()
+            if want_grad:
+                grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place: (n_b, V)
+                if smoothing:
+                    grad.sub_(smoothing / vocab)
+                grad.scatter_add_(1, ts.unsqueeze(1), grad.new_full((ts.shape[0], 1), -(1.0 - smoothing)))
+                grad_x[start:start + block] = grad @ weight  # (n_b, H)
+                grad_w.addmm_(grad.t(), xs)  # (V, H)
+        ctx.save_for_backward(grad_x, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_output, grad_w * grad_output, None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
+                         block: int = 1024) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target`` (always in fp32)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block)

@@ -1,0 +1,42 @@
+"""The translation model: encoder, bridge and attentional decoder, built from the model config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mt.config import ModelConfig
+from mt.model.decoder import Decoder, DecoderState, StepContext
+from mt.model.encoder import Bridge, Encoder, EncoderOutput
+
+__all__ = ["Seq2Seq", "build_model"]
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Encoder, bridge: Bridge, decoder: Decoder):
+        super().__init__()
+        self.encoder, self.bridge, self.decoder = encoder, bridge, decoder
+
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> tuple[StepContext, DecoderState]:
+        """src: (B, S), src_lens: (B,) -> what the decoder needs at every step, and its initial state."""
+        enc: EncoderOutput = self.encoder(src, src_lens)
+        h0, c0 = self.bridge(enc)  # (L, B, H) each
+        feed = enc.states.new_zeros(enc.states.shape[0], enc.states.shape[2])  # (B, H)
+        state = DecoderState(list(h0.unbind(0)), None if c0 is None else list(c0.unbind(0)), feed)
+        return self.decoder.context(enc), state
+
+    def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced pass -> attentional vectors (B, T, H); ``self.decoder.output`` turns them into logits."""
+        ctx, state = self.encode(src, src_lens)
+        return self.decoder(tgt_in, state, ctx)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    encoder = Encoder(src_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.bidirectional, cfg.dropout)
+    bridge = Bridge(cfg.hidden_dim, lstm=cfg.cell == "lstm")
+    decoder = Decoder(tgt_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.attention, cfg.dropout,
+                      cfg.tie_embeddings)
+    return Seq2Seq(encoder, bridge, decoder)

@@ -1,0 +1,40 @@
+"""Training curves: loss and validation BLEU against steps and minutes, from RUN/train_log.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["plot_curves"]
+
+
+def plot_curves(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [r for r in records if r["kind"] == "train"]
+    valid = [r for r in records if r["kind"] == "valid"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for col, x in enumerate(("step", "minutes")):
+        ax = axes[0][col]
+        ax.plot([r[x] for r in train], [r["loss"] for r in train], label="train loss (smoothed CE)", lw=1)
+        ax.plot([r[x] for r in valid], [r["val_loss"] for r in valid], "o-", label="validation loss")
+        ax.set_xlabel(x)
+        ax.set_ylabel("loss per token")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        ax = axes[1][col]
+        ax.plot([r[x] for r in valid], [r["val_bleu"] for r in valid], "o-", color="tab:green")
+        ax.set_xlabel(x)
+        ax.set_ylabel("validation BLEU (greedy)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)

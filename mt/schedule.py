@@ -1,0 +1,47 @@
+"""Learning-rate schedule: linear warm-up, then constant, inverse square root, or decay on a validation plateau.
+
+The state is plain numbers (``state_dict``), so it lives in checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+from mt.config import TrainConfig
+
+__all__ = ["LRSchedule"]
+
+
+class LRSchedule:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.scale = 1.0  # plateau decays multiply this
+        self.best = float("-inf")
+        self.bad = 0
+
+    def lr(self, step: int) -> float:
+        """Learning rate for update number ``step`` (1-based)."""
+        c = self.cfg
+        warm = c.warmup_steps
+        factor = min(1.0, step / warm) if warm else 1.0
+        if c.schedule == "inverse_sqrt" and step > max(warm, 1):
+            factor = (max(warm, 1) / step) ** 0.5
+        if c.schedule == "plateau":
+            return max(c.lr * factor * self.scale, c.min_lr if step > warm else 0.0)
+        return c.lr * factor
+
+    def observe(self, metric: float) -> bool:
+        """Report a validation score (higher is better); returns True when the rate was just decayed."""
+        if metric > self.best:
+            self.best, self.bad = metric, 0
+            return False
+        self.bad += 1
+        if self.cfg.schedule == "plateau" and self.bad >= self.cfg.lr_patience and \
+                self.cfg.lr * self.scale > self.cfg.min_lr:
+            self.scale *= self.cfg.lr_decay
+            self.bad = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best, self.bad = float(state["scale"]), float(state["best"]), int(state["bad"])

@@ -1,0 +1,58 @@
+"""Batched decoding: greedy search (beam search is in ``mt.beam``).
+
+Every sentence's result depends only on that sentence: finished rows are padded, never re-scored, and the
+maximum length is per sentence (``max_len_ratio`` x source length + ``max_len_extra``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mt.model import Seq2Seq
+from mt.tokenizer import BOS_ID, EOS_ID
+
+__all__ = ["Hypothesis", "greedy_search", "max_lengths"]
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS / EOS
+    score: float  # sum of token log-probabilities (EOS included when produced)
+    attention: torch.Tensor | None = field(default=None, repr=False)  # (len(tokens) + 1, S) or None
+
+
+def max_lengths(src_lens: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
+    """(B,) -> (B,) maximum number of generated tokens per sentence, EOS included."""
+    return (src_lens.float() * ratio).long() + extra
+
+
+@torch.no_grad()
+def greedy_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, max_len_ratio: float = 1.5,
+                  max_len_extra: int = 10, return_attention: bool = False) -> list[Hypothesis]:
+    """src: (B, S), src_lens: (B,) -> one hypothesis per sentence, in batch order."""
+    ctx, state = model.encode(src, src_lens)
+    batch = src.shape[0]
+    limits = max_lengths(src_lens, max_len_ratio, max_len_extra).to(src.device)  # (B,)
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+    tokens, scores, attentions = [], torch.zeros(batch, device=src.device), []
+    for t in range(int(limits.max())):
+        log_probs, state, weights = model.decoder.step(prev, state, ctx)  # (B, V)
+        best, prev = log_probs.max(dim=-1)  # (B,), (B,)
+        scores += best.masked_fill(done, 0.0)
+        tokens.append(prev.masked_fill(done, EOS_ID))
+        if return_attention and weights is not None:
+            attentions.append(weights)
+        done |= (prev == EOS_ID) | (t + 1 >= limits)
+        if bool(done.all()):
+            break
+    steps = torch.stack(tokens, dim=1).tolist()  # (B, steps)
+    att = torch.stack(attentions, dim=1) if attentions else None  # (B, steps, S)
+    results = []
+    for i, row in enumerate(steps):
+        n = row.index(EOS_ID) if EOS_ID in row else len(row)
+        lens = int(src_lens[i])
+        results.append(Hypothesis(row[:n], float(scores[i]), None if att is None else att[i, : n + 1, :lens].cpu()))
+    return results
