@@ -14,6 +14,7 @@ from torch import nn
 
 from mt.model.attention import NoAttention, build_attention
 from mt.model.encoder import EncoderOutput
+from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
 from mt.tokenizer import PAD_ID
@@ -49,7 +50,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cell = cell
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
         self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout)
         self.attention = build_attention(attention, hidden_dim)
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
 from mt.tokenizer import PAD_ID
 
@@ -44,7 +45,7 @@ class Encoder(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.hidden_dim = hidden_dim
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
         self.rnn = _RNN[cell](
             emb_dim, hidden_dim // self.directions, num_layers=layers, batch_first=True,
             bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0,

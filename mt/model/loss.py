@@ -26,12 +26,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, block):
             xs, ts = x[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
             logits = xs @ weight.t()  # (n_b, V)
-            lse = torch.logsumexp(logits, dim=1)  # (n_b,)
-            # loss = lse - (1 - eps) * z_target - eps / V * sum_j z_j   (PyTorch's label smoothing)
             picked = logits.gather(1, ts.unsqueeze(1)).squeeze(1)  # (n_b,)
-            total += (lse - (1.0 - smoothing) * picked - (smoothing / vocab) * logits.sum(dim=1)).sum()
+            row_sum = logits.sum(dim=1)  # (n_b,)
+            top = logits.amax(dim=1, keepdim=True)  # (n_b, 1)
+            probs = logits.sub_(top).exp_()  # in place: unnormalised softmax (n_b, V)
+            norm = probs.sum(dim=1)  # (n_b,)
+            lse = top.squeeze(1) + norm.log()  # (n_b,)
+            # loss = lse - (1 - eps) * z_target - eps / V * sum_j z_j   (PyTorch's label smoothing)
+            total += (lse - (1.0 - smoothing) * picked - (smoothing / vocab) * row_sum).sum()
             if want_grad:
-                grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place: (n_b, V)
+                grad = probs.mul_(norm.reciprocal_().unsqueeze(1))  # softmax - smoothed one-hot, in place
                 if smoothing:
                     grad.sub_(smoothing / vocab)
                 grad.scatter_add_(1, ts.unsqueeze(1), grad.new_full((ts.shape[0], 1), -(1.0 - smoothing)))
@@ -47,7 +51,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
-                         block: int = 1024) -> torch.Tensor:
+                         block: int = 512) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target`` (always in fp32)."""
     with torch.autocast(x.device.type, enabled=False):
         return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block)

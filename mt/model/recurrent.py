@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mt.model.encoder import GATES
+from mt.model.dropout import ByteDropout
 from mt.model.init import init_recurrent
 
 __all__ = ["StackedRecurrent"]
@@ -32,7 +33,7 @@ class StackedRecurrent(nn.Module):
             self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(gates)))
             self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(gates)))
             init_recurrent(*self._params(k), GATES[cell], cell == "lstm")
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
 
     def _params(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
