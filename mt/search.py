@@ -19,8 +19,9 @@ __all__ = ["Hypothesis", "greedy_search", "max_lengths"]
 @dataclass
 class Hypothesis:
     tokens: list[int]  # without BOS / EOS
-    score: float  # sum of token log-probabilities (EOS included when produced)
-    attention: torch.Tensor | None = field(default=None, repr=False)  # (len(tokens) + 1, S) or None
+    score: float  # what ranks hypotheses: log_prob, divided by the length penalty in beam search
+    log_prob: float  # sum of token log-probabilities (EOS included when produced)
+    attention: torch.Tensor | None = field(default=None, repr=False)  # (steps, S) or None
 
 
 def max_lengths(src_lens: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
@@ -38,6 +39,7 @@ def greedy_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, max
     prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     done = torch.zeros(batch, dtype=torch.bool, device=src.device)
     tokens, scores, attentions = [], torch.zeros(batch, device=src.device), []
+    steps_taken = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,) steps until done, EOS included
     for t in range(int(limits.max())):
         log_probs, state, weights = model.decoder.step(prev, state, ctx)  # (B, V)
         best, prev = log_probs.max(dim=-1)  # (B,), (B,)
@@ -45,14 +47,18 @@ def greedy_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, max
         tokens.append(prev.masked_fill(done, EOS_ID))
         if return_attention and weights is not None:
             attentions.append(weights)
+        steps_taken += (~done).long()
         done |= (prev == EOS_ID) | (t + 1 >= limits)
         if bool(done.all()):
             break
     steps = torch.stack(tokens, dim=1).tolist()  # (B, steps)
     att = torch.stack(attentions, dim=1) if attentions else None  # (B, steps, S)
     results = []
-    for i, row in enumerate(steps):
-        n = row.index(EOS_ID) if EOS_ID in row else len(row)
-        lens = int(src_lens[i])
-        results.append(Hypothesis(row[:n], float(scores[i]), None if att is None else att[i, : n + 1, :lens].cpu()))
+    for i, (row, taken) in enumerate(zip(steps, steps_taken.tolist())):
+        row = row[:taken]
+        if row and row[-1] == EOS_ID:
+            row = row[:-1]
+        score = float(scores[i])
+        attention = None if att is None else att[i, :taken, : int(src_lens[i])].cpu()
+        results.append(Hypothesis(row, score, score, attention))
     return results

@@ -1,0 +1,96 @@
+"""Greedy and beam search: beam 1 equals greedy, results do not depend on the batch, n-best ordering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mt.beam import beam_search, length_penalty
+from mt.config import ModelConfig
+from mt.model import build_model
+from mt.search import greedy_search
+from mt.tokenizer import PAD_ID
+
+V = 19
+
+
+def trained_ish_model(seed: int = 0, attention: str = "bahdanau"):
+    """A random model with a sharpened output layer, so that searches have real choices to make."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(emb_dim=10, hidden_dim=14, attention=attention, dropout=0.0), V, V).eval()
+    with torch.no_grad():
+        model.decoder.output.weight.mul_(8.0)
+    return model
+
+
+def batch_of(sentences: list[list[int]]):
+    lens = torch.tensor([len(s) for s in sentences])
+    src = torch.full((len(sentences), int(lens.max())), PAD_ID)
+    for i, s in enumerate(sentences):
+        src[i, : len(s)] = torch.tensor(s)
+    return src, lens
+
+
+SENTENCES = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16, 17], [4], [6, 6, 6]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_one_equals_greedy(seed, alpha):
+    model = trained_ish_model(seed)
+    src, lens = batch_of(SENTENCES)
+    greedy = greedy_search(model, src, lens, 1.5, 3)
+    beam = beam_search(model, src, lens, beam=1, alpha=alpha, max_len_ratio=1.5, max_len_extra=3)
+    assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
+    assert [round(h.log_prob, 4) for h in greedy] == [round(b[0].log_prob, 4) for b in beam]
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_results_do_not_depend_on_batch(search):
+    model = trained_ish_model(3)
+
+    def run(sentences):
+        src, lens = batch_of(sentences)
+        if search == "greedy":
+            return [(h.tokens, round(h.score, 4)) for h in greedy_search(model, src, lens, 2.0, 4)]
+        return [(b[0].tokens, round(b[0].score, 4)) for b in beam_search(model, src, lens, 4, 1.0, 2.0, 4)]
+
+    together = run(SENTENCES)
+    alone = [run([s])[0] for s in SENTENCES]
+    shuffled = run(SENTENCES[::-1])[::-1]
+    assert together == alone == shuffled
+
+
+def test_beam_finds_at_least_greedy_score_and_nbest_sorted():
+    model = trained_ish_model(4)
+    src, lens = batch_of(SENTENCES)
+    greedy = greedy_search(model, src, lens, 1.5, 3)
+    beams = beam_search(model, src, lens, beam=5, alpha=0.0, max_len_ratio=1.5, max_len_extra=3, nbest=5)
+    for g, hyps in zip(greedy, beams):
+        assert hyps[0].log_prob >= g.log_prob - 1e-5
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        assert len(hyps) >= 1
+
+
+def test_max_length_is_respected_and_attention_shapes():
+    model = trained_ish_model(5)
+    step = model.decoder.step
+
+    def no_eos(*args):  # EOS never wins, so hypotheses run to their maximum length
+        log_probs, state, weights = step(*args)
+        return log_probs.index_fill(1, torch.tensor([3]), -1e9), state, weights
+
+    model.decoder.step = no_eos
+    src, lens = batch_of(SENTENCES)
+    for hyps, n in zip(beam_search(model, src, lens, 3, 1.0, 1.0, 2, return_attention=True), lens.tolist()):
+        h = hyps[0]
+        assert len(h.tokens) == n + 2
+        assert h.attention.shape == (n + 2, n)
+        assert torch.allclose(h.attention.sum(-1), torch.ones(n + 2), atol=1e-5)
+    for h, n in zip(greedy_search(model, src, lens, 1.0, 2, return_attention=True), lens.tolist()):
+        assert len(h.tokens) == n + 2 and h.attention.shape == (n + 2, n)
+
+
+@pytest.mark.parametrize("length, alpha, expected", [(1, 0.0, 1.0), (1, 1.0, 1.0), (7, 1.0, 2.0), (7, 0.5, 2 ** 0.5)])
+def test_length_penalty(length, alpha, expected):
+    assert length_penalty(length, alpha) == pytest.approx(expected)
