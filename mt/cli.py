@@ -62,8 +62,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.stopped != "interrupted" else 130
 
 
+def _read_input(path: str | None) -> list[str]:
+    """Lines of a file or stdin, strictly UTF-8 (a bad line is named)."""
+    from data_prep.sources import read_lines
+
+    if path and path != "-":
+        if not Path(path).is_file():
+            raise MTError(f"input file not found: {path}")
+        return read_lines(Path(path))[0]
+    data = sys.stdin.buffer.read()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append(line.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as e:
+            raise MTError(f"standard input line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
+    return out
+
+
+def _write_output(path: str | None, text: str) -> None:
+    if path and path != "-":
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise MTError(f"cannot write {path}: {e.strerror or e}") from None
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from mt.translator import Translator
+
+    translator = Translator.from_run(args.run, checkpoint=args.checkpoint)
+    lines = _read_input(args.input)
+    results = translator.translate(lines, beam=args.beam, nbest=args.nbest)
+    if args.nbest > 1:
+        # n-best format: for each input line, up to N lines "score ||| translation", then one empty line
+        out = "".join("".join(f"{sc:.4f} ||| {text}\n" for sc, text in r.nbest) + "\n" for r in results)
+    else:
+        out = "".join(r.text + "\n" for r in results)
+    _write_output(args.output, out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.evaluate import evaluate, read_text_file, split_texts
+    from mt.translator import Translator
+
+    run = RunDir.of(args.run)
+    translator = Translator.from_run(run, checkpoint=args.checkpoint)
+    if args.src or args.ref:
+        if not (args.src and args.ref):
+            raise MTError("give both --src FILE and --ref FILE")
+        jobs = [(Path(args.src).name.split(".")[0], read_text_file(args.src), read_text_file(args.ref))]
+    else:
+        names = [args.split] if args.split else [n for n in run.meta()["splits"] if n not in ("train", "val")]
+        if not names:
+            raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")
+        jobs = [(name, *split_texts(run, name)) for name in names]
+    for name, sources, references in jobs:
+        report = evaluate(translator, run, name, sources, references, beam=args.beam)
+        print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
+              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, {report['sentences']} sentences, "
+              f"{report['sentences_per_s']} sentences/s)")
+        for metric, signature in report["signature"].items():
+            print(f"  {metric}: {signature}")
+        print(f"  wrote {run.eval_dir / name}.hyp and .json")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from eval.evaluate import read_text_file
+    from eval.scoring import score
+
+    hyps, refs = read_text_file(args.hyp), read_text_file(args.ref)
+    if len(hyps) != len(refs):
+        raise MTError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
+    report = score(hyps, refs)
+    print(json.dumps(report, indent=2) if args.json else
+          f"BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU {report['bleu_lowercase']:.2f}\n"
+          + "\n".join(f"  {m}: {sig}" for m, sig in report["signature"].items()))
+    return 0
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory (holds data, checkpoints, logs, results)")
+    # --run-dir is the same option under a name torchrun's own argument parser does not mistake for --run-path
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (holds data, checkpoints, logs, results)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +178,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (default: RUN/config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_minutes=10")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
+    _add_run(p)
+    p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
+    p.add_argument("--nbest", type=int, default=1, help="print N 'score ||| translation' lines per input")
+    p.add_argument("--input", help="input file (default: stdin)")
+    p.add_argument("--output", help="output file (default: stdout)")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("eval", help="translate a test split and score it with sacreBLEU")
+    _add_run(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--split", help="split name in RUN/data (default: every test split)")
+    which.add_argument("--src", help="source file (with --ref)")
+    p.add_argument("--ref", help="reference file (with --src)")
+    p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run)")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
+    p.add_argument("--all-splits", action="store_true", help="every test split (the default without --split)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="score existing translations with sacreBLEU (BLEU, chrF)")
+    p.add_argument("--hyp", required=True, help="hypothesis file, one sentence per line")
+    p.add_argument("--ref", required=True, help="reference file, one sentence per line")
+    p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

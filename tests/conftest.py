@@ -14,12 +14,12 @@ LEXICON = dict(zip(SRC_WORDS, TGT_WORDS))
 
 
 def synthetic_pairs(n: int, seed: int, min_words: int = 3, max_words: int = 8) -> list[tuple[str, str]]:
-    """A toy language pair: the target is the word-by-word translation of the source, in reverse order."""
+    """A toy language pair: the target is the word-by-word translation of the source."""
     rng = random.Random(seed)
     pairs = []
     for _ in range(n):
         words = [rng.choice(SRC_WORDS) for _ in range(rng.randint(min_words, max_words))]
-        pairs.append((" ".join(words), " ".join(LEXICON[w] for w in reversed(words))))
+        pairs.append((" ".join(words), " ".join(LEXICON[w] for w in words)))
     return pairs
 
 
@@ -40,3 +40,32 @@ def corpus(tmp_path: Path) -> Path:
     write_split(folder, "val", synthetic_pairs(40, seed=2))
     write_split(folder, "test_toy", synthetic_pairs(30, seed=3))
     return folder
+
+
+TINY_OVERRIDES = ["data.vocab_size=60", "model.emb_dim=32", "model.hidden_dim=64", "model.dropout=0.0",
+                  "train.batch_tokens=400", "train.lr=0.01", "train.max_minutes=0", "train.log_every=5",
+                  "train.patience=50", "decode.beam=3", "train.threads=1"]
+
+
+def prepare_and_train(root: Path, epochs: int, extra: list[str] | None = None):
+    """Prepare the synthetic corpus into root/run and train the tiny model for ``epochs`` epochs."""
+    from mt.cli import main
+
+    folder = root / "corpus"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        write_split(folder, "train", synthetic_pairs(600, seed=1), gz=True)
+        write_split(folder, "val", synthetic_pairs(40, seed=2))
+        write_split(folder, "test_toy", synthetic_pairs(30, seed=3))
+    run = root / "run"
+    overrides = TINY_OVERRIDES + [f"train.max_epochs={epochs}"] + (extra or [])
+    assert main(["prepare", "--run", str(run), "--data-dir", str(folder), "--src", "en", "--tgt", "de",
+                 "--config", "configs/tiny.yaml", *overrides]) == 0
+    assert main(["train", "--run", str(run), *overrides]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny model trained for 8 epochs on the synthetic corpus (shared by the decoding and eval tests)."""
+    return prepare_and_train(tmp_path_factory.mktemp("trained"), epochs=8)

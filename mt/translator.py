@@ -1,0 +1,118 @@
+"""Load a trained RUN and translate strings: the one entry point for the CLI, evaluation and the demo.
+
+    translator = Translator.from_run("runs/multi30k-en-de")
+    translator.translate(["A dog runs on the beach."])[0].text
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from data_prep.clean import normalize
+from mt.batching import collate, make_batches
+from mt.beam import beam_search
+from mt.checkpoint import load_checkpoint
+from mt.config import Config, config_from_dict
+from mt.errors import MTError
+from mt.model import Seq2Seq, build_model
+from mt.run import RunDir
+from mt.search import Hypothesis, greedy_search
+from mt.tokenizer import Tokenizer
+
+__all__ = ["Translation", "Translator"]
+
+log = logging.getLogger("mt")
+
+
+@dataclass
+class Translation:
+    source: str
+    text: str
+    score: float  # length-normalised log-probability (greedy: plain log-probability)
+    nbest: list[tuple[float, str]] = field(default_factory=list)  # (score, text), best first
+    src_pieces: list[str] = field(default_factory=list)
+    tgt_pieces: list[str] = field(default_factory=list)  # output pieces, then "</s>" when EOS was produced
+    attention: torch.Tensor | None = field(default=None, repr=False)  # (len(tgt_pieces), len(src_pieces))
+
+
+class Translator:
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, cfg: Config, device: torch.device | None = None):
+        self.model = model.eval()
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.device = device or next(model.parameters()).device
+        self.max_src_tokens = cfg.data.max_tokens
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "best", device: str = "auto",
+                 threads: int = 0) -> Translator:
+        """Load RUN's tokenizer and checkpoint (``best``, ``last`` or a path)."""
+        run = run if isinstance(run, RunDir) else RunDir.of(run)
+        meta = run.meta()
+        path = run.checkpoint_dir / f"{checkpoint}.pt" if checkpoint in ("best", "last") else checkpoint
+        if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
+            path = run.checkpoint_dir / "last.pt"
+        if not os.path.isfile(path):
+            raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        if dev.type == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        state = load_checkpoint(path, map_location=dev)
+        if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
+            raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
+                          "(the run was re-prepared with other data or vocabulary); retrain or use the matching run")
+        cfg = config_from_dict(state["config"], source=str(path))
+        src_vocab, tgt_vocab = state["vocab"]
+        model = build_model(cfg.model, src_vocab, tgt_vocab)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
+        return cls(model.to(dev), run.tokenizer(), cfg, dev)
+
+    def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
+                  return_attention: bool = False) -> list[Translation]:
+        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation."""
+        d = self.cfg.decode
+        beam = max(beam or d.beam, nbest)
+        alpha = d.alpha if alpha is None else alpha
+        sources = [normalize(t) for t in texts]
+        ids = self.tokenizer.encode_src(sources)
+        too_long = sum(len(x) > self.max_src_tokens for x in ids)
+        if too_long:
+            log.warning("%d input line(s) longer than %d subword tokens were truncated", too_long, self.max_src_tokens)
+            ids = [x[: self.max_src_tokens] for x in ids]
+        results: list[Translation | None] = [None] * len(texts)
+        todo = [i for i, x in enumerate(ids) if x]
+        for i in set(range(len(texts))) - set(todo):
+            results[i] = Translation(texts[i], "", 0.0, [(0.0, "")] * nbest)
+        for batch_idx in make_batches([len(ids[i]) for i in todo], None, d.batch_tokens):
+            rows = [todo[j] for j in batch_idx]
+            b = collate([ids[i] for i in rows], None, rows).to(self.device)
+            with torch.inference_mode():
+                if beam == 1:
+                    found = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
+                                                        d.max_len_extra, return_attention)]
+                else:
+                    found = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
+                                        d.max_len_extra, nbest, return_attention)
+            for i, hyps in zip(rows, found):
+                results[i] = self._translation(texts[i], sources[i], ids[i], hyps, return_attention)
+        return results  # type: ignore[return-value]
+
+    def _translation(self, raw: str, source: str, src_ids: list[int], hyps: list[Hypothesis],
+                     with_pieces: bool) -> Translation:
+        texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
+        best = hyps[0]
+        out = Translation(raw, texts[0], best.score, [(h.score, t) for h, t in zip(hyps, texts)])
+        if with_pieces:
+            out.src_pieces = [self.tokenizer.src.id_to_piece(i) for i in src_ids]
+            out.tgt_pieces = self.tokenizer.tgt_pieces(best.tokens)
+            if best.attention is not None and best.attention.shape[0] > len(best.tokens):
+                out.tgt_pieces.append("</s>")
+            out.attention = best.attention
+        return out

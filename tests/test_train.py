@@ -1,0 +1,116 @@
+"""Training end to end on a synthetic corpus: loss falls, files appear, checkpoints round-trip, resume continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_OVERRIDES, prepare_and_train
+from mt.checkpoint import load_checkpoint, save_checkpoint
+from mt.cli import main
+from mt.errors import MTError
+from mt.run import RunDir
+from mt.translator import Translator
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_training_learns_and_writes_everything(trained_run):
+    train, valid = records(trained_run, "train"), records(trained_run, "valid")
+    assert len(valid) == 8
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"]
+    assert valid[-1]["val_loss"] < valid[0]["val_loss"]
+    assert valid[-1]["val_bleu"] > 30, "the toy task (reverse + word-by-word translation) should be learnt"
+    for name in ("checkpoints/best.pt", "checkpoints/last.pt", "plots/curves.png", "config.yaml"):
+        assert (trained_run / name).is_file(), name
+    state = load_checkpoint(trained_run / "checkpoints" / "last.pt")
+    assert state["progress"]["epoch"] == 8 and state["progress"]["step"] == valid[-1]["step"]
+    assert state["config"]["model"]["hidden_dim"] == 64
+
+
+def test_checkpoint_round_trip(trained_run, tmp_path):
+    translator = Translator.from_run(trained_run, checkpoint="last")
+    state = load_checkpoint(trained_run / "checkpoints" / "last.pt")
+    copy = tmp_path / "copy.pt"
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, copy)
+    again = Translator.from_run(trained_run, checkpoint=str(copy))
+    src = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a = translator.model(src, torch.tensor([4]), torch.tensor([[2, 9, 10]]))
+        b = again.model(src, torch.tensor([4]), torch.tensor([[2, 9, 10]]))
+    assert torch.equal(a, b)
+    sentences = ["the dog runs", "a red cat sits near the man"]
+    assert [t.text for t in translator.translate(sentences)] == [t.text for t in again.translate(sentences)]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_is_one_line_error(trained_run, tmp_path, damage):
+    path = tmp_path / "bad.pt"
+    data = (trained_run / "checkpoints" / "last.pt").read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
+    with pytest.raises(MTError, match="bad.pt is damaged or not a checkpoint") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_resume_continues_step_count(tmp_path, capsys):
+    run = prepare_and_train(tmp_path, epochs=1)
+    first = records(run, "valid")[-1]["step"]
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from last.pt: step {first}, epoch 2" in out
+    valid = records(run, "valid")
+    assert [r["epoch"] for r in valid] == [1, 2]
+    assert valid[1]["step"] == 2 * first  # the same number of batches again, counting on
+    # already finished: nothing more to do
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
+    assert "stopped (max_epochs) at step" in capsys.readouterr().out
+    assert len(records(run, "valid")) == 2
+
+
+def test_model_config_change_on_resume_is_refused(tmp_path, capsys):
+    run = prepare_and_train(tmp_path, epochs=1)
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "model.hidden_dim=48", "train.max_epochs=2"]) == 2
+    assert "has a different model config" in capsys.readouterr().err
+
+
+def test_train_without_prepared_run_is_one_line(tmp_path, capsys):
+    assert main(["train", "--run", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: run folder not found")
+
+
+@pytest.mark.slow
+def test_distributed_two_cpu_processes(tmp_path):
+    """torchrun with 2 processes (gloo): both train, only rank 0 writes; each rank takes half the batches."""
+    single = prepare_and_train(tmp_path / "single", epochs=1)
+    steps_single = records(single, "valid")[-1]["step"]
+    run = tmp_path / "ddp" / "run"
+    run.parent.mkdir()
+    import shutil
+
+    shutil.copytree(single / "data", run / "data")
+    shutil.copy(single / "config.yaml", run / "config.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "mt", "train", "--run-dir", str(run), *TINY_OVERRIDES, "train.max_epochs=1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "x 2 processes" in result.stdout
+    valid = records(run, "valid")
+    assert len(valid) == 1  # rank 0 alone logs
+    assert valid[0]["step"] in (steps_single // 2, (steps_single + 1) // 2)
+    assert not list((run / "checkpoints").glob(".*tmp*"))
+    assert Translator.from_run(run).translate(["the dog runs"])[0].text is not None
