@@ -44,7 +44,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: data
-	$(BIN)/python -m eval.bench --run $(RUN) $(ARGS)
+	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mt data_prep eval demo tests

@@ -1,7 +1,9 @@
-"""`make bench`: training throughput (target tokens/s, sentences/s) and peak memory, printed as one JSON line.
+"""`make bench`: training and decoding speed, one JSON line each.
 
-Trains the RUN's configured model on real batches of its training split for a fixed number of steps (after a
-few warm-up steps) without touching its checkpoints.
+- train: the RUN's configured model on real batches of its training split for a fixed number of steps (after
+  a few warm-up steps), without touching its checkpoints: target tokens/s, sentences/s, peak memory.
+- decode: the RUN's trained model translating a test split with greedy search and beam search: sentences/s,
+  wall time with and without loading the model, BLEU. Needs a trained RUN (skipped with a note otherwise).
 """
 
 from __future__ import annotations
@@ -68,15 +70,49 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -
     return result
 
 
+def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
+    from eval.evaluate import split_texts
+    from eval.scoring import score
+    from mt.translator import Translator
+
+    sources, references = split_texts(run, split)
+    results = []
+    for beam in beams:
+        start = time.perf_counter()
+        translator = Translator.from_run(run)
+        loaded = time.perf_counter()
+        hyps = [t.text for t in translator.translate(sources, beam=beam)]
+        done = time.perf_counter()
+        results.append({
+            "what": "decode", "split": split, "beam": beam, "sentences": len(sources),
+            "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
+            "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
+            "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        })
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
     p.add_argument("--run", required=True)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--what", default="train,decode", help="comma-separated: train, decode")
+    p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
+    p.add_argument("--beams", default="1,5", help="comma-separated beam sizes for decoding")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
     args = p.parse_args(argv)
+    run = RunDir.of(args.run)
     try:
-        print(json.dumps(bench_training(RunDir.of(args.run), args.overrides, args.steps, args.warmup)), flush=True)
+        if "train" in args.what:
+            print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup)), flush=True)
+        if "decode" in args.what:
+            if not (run.checkpoint_dir / "best.pt").is_file():
+                print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))
+            else:
+                for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")]):
+                    print(json.dumps(result), flush=True)
     except MTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

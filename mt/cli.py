@@ -64,23 +64,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _read_input(path: str | None) -> list[str]:
     """Lines of a file or stdin, strictly UTF-8 (a bad line is named)."""
-    from data_prep.sources import read_lines
+    from data_prep.sources import decode_lines, read_lines
 
     if path and path != "-":
         if not Path(path).is_file():
             raise MTError(f"input file not found: {path}")
         return read_lines(Path(path))[0]
-    data = sys.stdin.buffer.read()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            out.append(line.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise MTError(f"standard input line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
-    return out
+    return decode_lines(sys.stdin.buffer.read(), "standard input")
 
 
 def _write_output(path: str | None, text: str) -> None:
@@ -101,7 +91,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     lines = _read_input(args.input)
     results = translator.translate(lines, beam=args.beam, nbest=args.nbest)
     if args.nbest > 1:
-        # n-best format: for each input line, up to N lines "score ||| translation", then one empty line
+        # n-best format: for each input line, its best N (or fewer) "score ||| translation" lines, best first,
+        # then one empty line; an empty input line gets the single line "0.0000 ||| "
         out = "".join("".join(f"{sc:.4f} ||| {text}\n" for sc, text in r.nbest) + "\n" for r in results)
     else:
         out = "".join(r.text + "\n" for r in results)

@@ -89,7 +89,7 @@ class Translator:
         results: list[Translation | None] = [None] * len(texts)
         todo = [i for i, x in enumerate(ids) if x]
         for i in set(range(len(texts))) - set(todo):
-            results[i] = Translation(texts[i], "", 0.0, [(0.0, "")] * nbest)
+            results[i] = Translation(texts[i], "", 0.0, [(0.0, "")])  # the empty translation is the only one
         for batch_idx in make_batches([len(ids[i]) for i in todo], None, d.batch_tokens):
             rows = [todo[j] for j in batch_idx]
             b = collate([ids[i] for i in rows], None, rows).to(self.device)

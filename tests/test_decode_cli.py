@@ -1,0 +1,119 @@
+"""mt translate / eval / score on a trained tiny run: line alignment, odd input, reports with signatures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eval.scoring import score
+from mt.cli import main
+from mt.translator import Translator
+
+
+def run_cli(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mt", *args], input=stdin, capture_output=True, timeout=300)
+
+
+ODD_LINES = [
+    "the dog runs",
+    "",
+    "   \t ",
+    "a cat 🐈 with\u200b zero-width and \x07 bell",
+    "שלום עולם مرحبا",
+    "the " * 400,  # longer than the model's maximum source length
+    "\ue000 private use, combining e\u0301",
+]
+
+
+def test_translate_keeps_line_alignment_on_odd_input(trained_run):
+    result = run_cli(["translate", "--run", str(trained_run), "--beam", "2"], "\n".join(ODD_LINES).encode() + b"\n")
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode().split("\n")
+    assert out[-1] == "" and len(out) - 1 == len(ODD_LINES)
+    assert out[1] == "" and out[2] == ""  # empty and blank lines give empty lines
+    assert out[0].strip() != ""
+    assert result.stderr.decode().count("truncated") == 1
+
+
+def test_translate_rejects_bytes_that_are_not_utf8(trained_run):
+    result = run_cli(["translate", "--run", str(trained_run)], b"the dog\n\xff\xfe\n")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "error: standard input line 2: bytes that are not UTF-8 at byte 0 of the line"
+
+
+def test_nbest_format(trained_run, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("the dog runs\n\na red cat\n")
+    out = tmp_path / "out.txt"
+    assert main(["translate", "--run", str(trained_run), "--nbest", "3", "--input", str(src), "--output", str(out)]) == 0
+    groups = out.read_text().split("\n\n")
+    assert len(groups) == 4 and groups[-1] == ""  # one group per input line, each closed by an empty line
+    first = groups[0].splitlines()
+    assert 1 <= len(first) <= 3
+    scores = [float(line.split(" ||| ")[0]) for line in first]
+    assert scores == sorted(scores, reverse=True)
+    assert groups[1] == "0.0000 ||| "  # an empty input has one, empty, translation
+
+
+def test_translator_returns_attention_and_pieces(trained_run):
+    t = Translator.from_run(trained_run).translate(["the red dog runs"], beam=3, return_attention=True)[0]
+    assert t.attention.shape == (len(t.tgt_pieces), len(t.src_pieces))
+    assert t.nbest[0][1] == t.text
+
+
+def test_eval_writes_report(trained_run, capsys):
+    assert main(["eval", "--run", str(trained_run), "--split", "test_toy", "--beam", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "BLEU" in out and "nrefs:1|case:mixed|eff:no|tok:13a" in out
+    report = json.loads((trained_run / "eval" / "test_toy.json").read_text())
+    assert {"bleu", "chrf", "bleu_lowercase", "signature", "beam", "sentences", "seconds"} <= set(report)
+    assert report["sentences"] == 30 and report["beam"] == 2
+    hyps = (trained_run / "eval" / "test_toy.hyp").read_text().split("\n")
+    assert len(hyps) == 31 and hyps[-1] == ""
+    assert report["bleu"] > 20
+
+
+def test_eval_unknown_split_is_one_line(trained_run, capsys):
+    assert main(["eval", "--run", str(trained_run), "--split", "nope"]) == 2
+    assert "has no split 'nope'; it has" in capsys.readouterr().err
+
+
+def test_translate_without_checkpoint_says_train_first(tmp_path, trained_run, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run / "data", run / "data")
+    assert main(["translate", "--run", str(run)]) == 2
+    assert "no trained model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "hyps, refs, bleu, bleu_lc, chrf",
+    [
+        (["the cat sat on the mat"], ["the cat sat on the mat"], 100.0, 100.0, 100.0),
+        (["a b c d e"], ["a b c d f"], 66.87, 66.87, None),  # (4/5 * 3/4 * 2/3 * 1/2) ** (1/4)
+        (["x y z w"], ["a b c d"], 0.0, 0.0, 0.0),
+        (["The Cat sat on the Mat"], ["the cat sat on the mat"], None, 100.0, None),
+    ],
+)
+def test_scores_table(hyps, refs, bleu, bleu_lc, chrf):
+    report = score(hyps, refs)
+    if bleu is not None:
+        assert report["bleu"] == pytest.approx(bleu, abs=0.01)
+    else:
+        assert report["bleu"] < 100.0
+    assert report["bleu_lowercase"] == pytest.approx(bleu_lc, abs=0.01)
+    if chrf is not None:
+        assert report["chrf"] == pytest.approx(chrf, abs=0.01)
+    assert report["signature"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert "case:lc" in report["signature"]["bleu_lowercase"]
+
+
+def test_score_cli_line_mismatch(tmp_path, capsys):
+    (tmp_path / "h").write_text("a\nb\n")
+    (tmp_path / "r").write_text("a\n")
+    assert main(["score", "--hyp", str(tmp_path / "h"), "--ref", str(tmp_path / "r")]) == 2
+    assert "has 2 lines but" in capsys.readouterr().err
