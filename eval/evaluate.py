@@ -24,14 +24,15 @@ def read_text_file(path: str | Path) -> list[str]:
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
-             beam: int | None = None) -> dict:
+             beam: int | None = None, alpha: float | None = None) -> dict:
     if len(sources) != len(references):
         raise MTError(f"{name}: {len(sources)} source lines but {len(references)} reference lines")
     beam = beam or translator.cfg.decode.beam
+    alpha = translator.cfg.decode.alpha if alpha is None else alpha
     start = time.perf_counter()
-    hypotheses = [t.text for t in translator.translate(sources, beam=beam)]
+    hypotheses = [t.text for t in translator.translate(sources, beam=beam, alpha=alpha)]
     seconds = time.perf_counter() - start
-    report = {**score(hypotheses, references), "beam": beam, "alpha": translator.cfg.decode.alpha,
+    report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}
     run.eval_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     translator = Translator.from_run(args.run, checkpoint=args.checkpoint)
     lines = _read_input(args.input)
-    results = translator.translate(lines, beam=args.beam, nbest=args.nbest)
+    results = translator.translate(lines, beam=args.beam, nbest=args.nbest, alpha=args.alpha)
     if args.nbest > 1:
         # n-best format: for each input line, its best N (or fewer) "score ||| translation" lines, best first,
         # then one empty line; an empty input line gets the single line "0.0000 ||| "
@@ -116,9 +116,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")
         jobs = [(name, *split_texts(run, name)) for name in names]
     for name, sources, references in jobs:
-        report = evaluate(translator, run, name, sources, references, beam=args.beam)
+        report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
-              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, {report['sentences']} sentences, "
+              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {report['sentences']} sentences, "
               f"{report['sentences_per_s']} sentences/s)")
         for metric, signature in report["signature"].items():
             print(f"  {metric}: {signature}")
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(p)
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
     p.add_argument("--nbest", type=int, default=1, help="print N 'score ||| translation' lines per input")
+    p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--src", help="source file (with --ref)")
     p.add_argument("--ref", help="reference file (with --src)")
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run)")
+    p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
     p.add_argument("--all-splits", action="store_true", help="every test split (the default without --split)")
     p.set_defaults(func=cmd_eval)

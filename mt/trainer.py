@@ -166,7 +166,8 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     started = time.perf_counter() - progress.train_seconds
     elapsed = lambda: time.perf_counter() - started  # noqa: E731
     last_val_seconds, last_ckpt = 0.0, time.perf_counter()
-    tokens_done, tokens_t0 = 0, time.perf_counter()
+    tokens_done, step_seconds = 0, 0.0  # throughput counts training steps only, not validation
+    interval_loss, interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
     stopped = _stop_reason(progress, t, elapsed(), 0.0, budget)
 
     def checkpoint(best: bool = False) -> None:
@@ -222,14 +223,19 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             bar = tqdm(total=len(batches), initial=progress.batch_in_epoch, desc=f"epoch {progress.epoch + 1}",
                        disable=not main_process, dynamic_ncols=True, mininterval=1.0, unit="batch")
             for idx in batches[progress.batch_in_epoch:]:
+                step_start = time.perf_counter()
                 batch = collate([train_data["src_ids"][i] for i in idx], [train_data["tgt_ids"][i] for i in idx], idx)
                 loss = _train_step(step_module, optimizer, schedule, batch.to(device), progress.step + 1, t.clip, autocast)
+                step_seconds += time.perf_counter() - step_start
+                interval_loss += loss * batch.n_tokens
+                interval_tokens += batch.n_tokens
                 progress.step += 1
                 progress.batch_in_epoch += 1
                 tokens_done += batch.n_tokens * world
                 bar.update(1)
                 if progress.step % t.log_every == 0 or progress.step == 1:
-                    rate = tokens_done / max(time.perf_counter() - tokens_t0, 1e-9)
+                    rate = tokens_done / max(step_seconds, 1e-9)
+                    loss, interval_loss, interval_tokens = interval_loss / interval_tokens, 0.0, 0
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{schedule.lr(progress.step):.2e}")
                     if main_process:
                         _log_record(run, {"kind": "train", "step": progress.step, "epoch": progress.epoch,
@@ -251,7 +257,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             validate()
             last_ckpt = time.perf_counter()
             stopped = _stop_reason(progress, t, elapsed(), 0.0, budget)
-    rate = tokens_done / max(time.perf_counter() - tokens_t0, 1e-9)
+    rate = tokens_done / max(step_seconds, 1e-9)
     if main_process:
         print(f"stopped ({stopped}) at step {progress.step}, epoch {progress.epoch}; best validation BLEU "
               f"{progress.best_bleu:.2f}; {rate:.0f} target tokens/s; checkpoints in {ckpt_dir}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -52,10 +53,10 @@ class Translator:
         """Load RUN's tokenizer and checkpoint (``best``, ``last`` or a path)."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
-        path = run.checkpoint_dir / f"{checkpoint}.pt" if checkpoint in ("best", "last") else checkpoint
+        path = run.checkpoint_dir / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
         if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
             path = run.checkpoint_dir / "last.pt"
-        if not os.path.isfile(path):
+        if not path.is_file():
             raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
