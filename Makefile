@@ -47,7 +47,7 @@ bench: data
 	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mt data_prep eval demo tests
+	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

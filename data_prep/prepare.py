@@ -18,8 +18,6 @@ from typing import Any
 
 import datasets
 
-datasets.disable_progress_bars()
-
 from data_prep.clean import filter_encoded, normalize, normalize_pairs
 from data_prep.sources import load_hub, load_local
 from mt.config import Config, config_to_dict
@@ -28,6 +26,8 @@ from mt.run import RunDir
 from mt.tokenizer import Tokenizer, train_sentencepiece
 
 __all__ = ["PREP_VERSION", "prepare"]
+
+datasets.disable_progress_bars()
 
 log = logging.getLogger("mt")
 PREP_VERSION = 1  # bump when the output of prepare changes for the same input

@@ -134,7 +134,7 @@ def test_each_cell_and_attention_learns_a_tiny_task(cell, attention):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     first = last = None
-    for step in range(300):
+    for _ in range(300):
         n = int(torch.randint(2, 5, (1,), generator=gen))
         src = torch.randint(4, 12, (32, n), generator=gen)
         tgt = src.flip(1)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import datasets
 import pytest
-
 from conftest import synthetic_pairs, write_split
+
 from data_prep.clean import normalize
 from data_prep.prepare import prepare
 from mt.cli import main

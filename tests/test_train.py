@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_OVERRIDES, prepare_and_train
+
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.errors import MTError
-from mt.run import RunDir
 from mt.translator import Translator
 
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from mt.model.attention import NoAttention, build_attention
-from mt.model.encoder import EncoderOutput
 from mt.model.dropout import ByteDropout
+from mt.model.encoder import EncoderOutput
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
 from mt.tokenizer import PAD_ID
