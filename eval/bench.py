@@ -96,7 +96,7 @@ def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
     p.add_argument("--run", required=True)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=120, help="timed training steps (about one Multi30k epoch)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--what", default="train,decode", help="comma-separated: train, decode")
     p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
