@@ -168,7 +168,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     last_val_seconds, last_ckpt = 0.0, time.perf_counter()
     tokens_done, step_seconds = 0, 0.0  # throughput counts training steps only, not validation
     interval_loss, interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
-    stopped = _stop_reason(progress, t, elapsed(), 0.0, budget)
+    stopped = _stop_reason(progress, t, elapsed(), budget)
 
     def checkpoint(best: bool = False) -> None:
         if not main_process:
@@ -256,7 +256,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                 progress.batch_in_epoch = 0
             validate()
             last_ckpt = time.perf_counter()
-            stopped = _stop_reason(progress, t, elapsed(), 0.0, budget)
+            stopped = _stop_reason(progress, t, elapsed(), budget)
     rate = tokens_done / max(step_seconds, 1e-9)
     if main_process:
         print(f"stopped ({stopped}) at step {progress.step}, epoch {progress.epoch}; best validation BLEU "
@@ -285,12 +285,12 @@ def _train_step(module: nn.Module, optimizer, schedule: LRSchedule, b: Batch, st
     return value
 
 
-def _stop_reason(p: Progress, t, elapsed: float, reserve: float, budget: float) -> str | None:
+def _stop_reason(p: Progress, t, elapsed: float, budget: float) -> str | None:
     if p.epoch >= t.max_epochs:
         return "max_epochs"
     if p.bad_validations >= t.patience:
         return "early_stopping"
-    if budget and elapsed + reserve >= budget:
+    if budget and elapsed >= budget:
         return "max_minutes"
     return None
 
