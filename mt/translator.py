@@ -49,8 +49,9 @@ class Translator:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "best", device: str = "auto",
-                 threads: int = 0) -> Translator:
-        """Load RUN's tokenizer and checkpoint (``best``, ``last`` or a path)."""
+                 threads: int = 0, quantize: str | None = None) -> Translator:
+        """Load RUN's tokenizer and checkpoint (``best``, ``last`` or a path). ``quantize="int8"`` applies
+        dynamic int8 quantisation (CPU only) to the linear layers and the encoder LSTM."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
         path = run.checkpoint_dir / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
@@ -73,6 +74,8 @@ class Translator:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
+        if quantize:
+            model = _quantize(model, quantize, dev)
         return cls(model.to(dev), run.tokenizer(), cfg, dev)
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
@@ -117,3 +120,15 @@ class Translator:
                 out.tgt_pieces.append("</s>")
             out.attention = best.attention
         return out
+
+
+def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:
+    if kind != "int8":
+        raise MTError(f"unknown quantisation '{kind}'; valid: int8")
+    if device.type != "cpu":
+        raise MTError("--quantize int8 is for CPU decoding; use --device cpu or drop --quantize")
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao's dynamic quantisation warns that it is deprecated; it still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)

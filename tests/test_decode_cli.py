@@ -117,3 +117,11 @@ def test_score_cli_line_mismatch(tmp_path, capsys):
     (tmp_path / "r").write_text("a\n")
     assert main(["score", "--hyp", str(tmp_path / "h"), "--ref", str(tmp_path / "r")]) == 2
     assert "has 2 lines but" in capsys.readouterr().err
+
+
+def test_int8_quantized_decoding_stays_close(trained_run):
+    sentences = ["the dog runs", "a red cat sits near the man", "the big woman eats"]
+    plain = Translator.from_run(trained_run).translate(sentences, beam=2)
+    quantized = Translator.from_run(trained_run, quantize="int8").translate(sentences, beam=2)
+    assert len(quantized) == len(sentences)
+    assert sum(p.text == q.text for p, q in zip(plain, quantized)) >= 2
