@@ -140,6 +140,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from mt.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
+
+    run = RunDir.of(args.run)
+    if args.last < 1:
+        raise MTError(f"--last must be at least 1, got {args.last}")
+    paths = sorted(run.checkpoint_dir.glob("epoch-*.pt"))[-args.last:]
+    if len(paths) < args.last:
+        raise MTError(f"{run.checkpoint_dir} has {len(paths)} epoch checkpoint(s), fewer than --last {args.last} "
+                      "(train with train.keep_checkpoints=N to keep them)")
+    state = {k: v for k, v in load_checkpoint(paths[-1]).items() if k != "format"}
+    state["model"] = average_checkpoints(paths)
+    state["averaged"] = [p.name for p in paths]
+    out = run.checkpoint_dir / f"{args.output}.pt"
+    save_checkpoint(state, out)
+    print(f"averaged {', '.join(p.name for p in paths)} into {out}; use it with --checkpoint {args.output}")
+    return 0
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     # --run-dir is the same option under a name torchrun's own argument parser does not mistake for --run-path
     p.add_argument("--run", "--run-dir", dest="run", required=True,
@@ -170,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_minutes=10")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("average", help="average the weights of the last N epoch checkpoints")
+    _add_run(p)
+    p.add_argument("--last", type=int, required=True, help="how many of the newest epoch-NNN.pt to average")
+    p.add_argument("--output", default="averaged", help="name of the result in RUN/checkpoints (NAME.pt)")
+    p.set_defaults(func=cmd_average)
+
     p = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
     _add_run(p)
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
@@ -177,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--input", help="input file (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
+    p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.set_defaults(func=cmd_translate)
 
@@ -189,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="reference file (with --src)")
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run)")
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path")
+    p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.add_argument("--all-splits", action="store_true", help="every test split (the default without --split)")
     p.set_defaults(func=cmd_eval)

@@ -183,6 +183,11 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
         save_checkpoint(state, ckpt_dir / "last.pt")
         if best:
             save_checkpoint(state, ckpt_dir / "best.pt")
+        if t.keep_checkpoints and progress.batch_in_epoch == 0:  # an epoch just ended: keep its weights
+            weights = {k: v for k, v in state.items() if k not in ("optimizer", "schedule", "rng")}
+            save_checkpoint(weights, ckpt_dir / f"epoch-{progress.epoch:03d}.pt")
+            for old in sorted(ckpt_dir.glob("epoch-*.pt"))[: -t.keep_checkpoints]:
+                old.unlink()
 
     def validate() -> None:
         nonlocal last_val_seconds

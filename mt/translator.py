@@ -54,7 +54,8 @@ class Translator:
         dynamic int8 quantisation (CPU only) to the linear layers and the encoder LSTM."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
-        path = run.checkpoint_dir / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+        named = run.checkpoint_dir / f"{checkpoint}.pt"
+        path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
         if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
             path = run.checkpoint_dir / "last.pt"
         if not path.is_file():

@@ -120,3 +120,17 @@ def test_bf16_autocast_trains(tmp_path):
     run = prepare_and_train(tmp_path, epochs=1, extra=["train.precision=bf16"])
     valid = records(run, "valid")
     assert len(valid) == 1 and valid[0]["val_loss"] < 4.2  # below log(60): it learnt something
+
+
+def test_epoch_checkpoints_kept_and_averaged(tmp_path, capsys):
+    run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3"])
+    kept = sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-002.pt", "epoch-003.pt", "epoch-004.pt"]
+    assert main(["average", "--run", str(run), "--last", "3"]) == 0
+    averaged = load_checkpoint(run / "checkpoints" / "averaged.pt")
+    parts = [load_checkpoint(run / "checkpoints" / name)["model"] for name in kept]
+    name = "decoder.output.weight"
+    assert torch.allclose(averaged["model"][name], sum(p[name] for p in parts) / 3, atol=1e-6)
+    assert Translator.from_run(run, checkpoint="averaged").translate(["the dog runs"])[0].text
+    assert main(["average", "--run", str(run), "--last", "5"]) == 2
+    assert "fewer than --last 5" in capsys.readouterr().err
