@@ -155,6 +155,9 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             print(f"training {model.num_parameters():,} parameters on {device}"
                   f"{f' x {world} processes' if distributed else ''}", flush=True)
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run.checkpoint_dir.glob(".*.tmp-*"):  # a write cut short by SIGKILL or a full disk
+            log.warning("removing %s, an incomplete checkpoint write of an earlier run", stale.name)
+            stale.unlink()
 
     loss_module = LabelSmoothedLoss(model, t.label_smoothing)
     step_module: nn.Module = loss_module
