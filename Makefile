@@ -35,7 +35,7 @@ train: data
 	$(BIN)/mt train --run $(RUN) --config $(CONFIG) $(ARGS)
 
 eval: $(STAMP)
-	$(BIN)/mt eval --run $(RUN) --all-splits $(ARGS)
+	$(BIN)/mt eval --run $(RUN) $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/mt demo --run $(RUN) $(ARGS)

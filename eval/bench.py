@@ -20,9 +20,9 @@ from mt.batching import collate, make_batches
 from mt.config import apply_overrides
 from mt.errors import MTError
 from mt.model import build_model
-from mt.run import RunDir
+from mt.run import RunDir, resolve_device
 from mt.schedule import LRSchedule
-from mt.trainer import LabelSmoothedLoss, _device, _train_step
+from mt.trainer import LabelSmoothedLoss, _train_step
 
 __all__ = ["bench_training", "main"]
 
@@ -30,7 +30,7 @@ __all__ = ["bench_training", "main"]
 def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -> dict:
     cfg = apply_overrides(run.config(), overrides)
     t = cfg.train
-    device = _device(t.device)
+    device = resolve_device(t.device)
     if device.type == "cpu" and t.threads:
         torch.set_num_threads(t.threads)
     meta = run.meta()

@@ -216,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
-    p.add_argument("--all-splits", action="store_true", help="every test split (the default without --split)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="score existing translations with sacreBLEU (BLEU, chrF)")

@@ -30,7 +30,7 @@ from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import linear_cross_entropy
 from mt.plots import plot_curves
-from mt.run import RunDir
+from mt.run import RunDir, resolve_device
 from mt.schedule import LRSchedule
 from mt.tokenizer import PAD_ID
 from mt.validate import validation_bleu, validation_loss
@@ -75,15 +75,6 @@ class LabelSmoothedLoss(nn.Module):
         return linear_cross_entropy(vecs[mask], self.model.decoder.output.weight, tgt_out[mask], self.smoothing)
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise MTError("config key 'train.device' is cuda but no CUDA device is available; use auto or cpu")
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
 class _StopFlag:
     """Ctrl-C / SIGTERM ask for a clean stop after the current step (a second Ctrl-C aborts at once)."""
 
@@ -117,7 +108,7 @@ def _load_split(run: RunDir, name: str, columns: list[str]) -> dict[str, list]:
 def train(run: RunDir, cfg: Config) -> TrainResult:
     t = cfg.train
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = _device(t.device)
+    device = resolve_device(t.device)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)

@@ -20,7 +20,7 @@ from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
-from mt.run import RunDir
+from mt.run import RunDir, resolve_device
 from mt.search import Hypothesis, greedy_search
 from mt.tokenizer import Tokenizer
 
@@ -60,8 +60,7 @@ class Translator:
             path = run.checkpoint_dir / "last.pt"
         if not path.is_file():
             raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
+        dev = resolve_device(device)
         if dev.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
         state = load_checkpoint(path, map_location=dev)
@@ -127,7 +126,7 @@ def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:
     if kind != "int8":
         raise MTError(f"unknown quantisation '{kind}'; valid: int8")
     if device.type != "cpu":
-        raise MTError("--quantize int8 is for CPU decoding; use --device cpu or drop --quantize")
+        raise MTError("--quantize int8 is for CPU decoding; drop --quantize on a GPU")
     import warnings
 
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation warns that it is deprecated; it still works

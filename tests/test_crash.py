@@ -51,7 +51,5 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig):
     assert resumed.returncode == 0, resumed.stderr[-1000:]
     assert not list((run / "checkpoints").glob(".*tmp*"))  # a write cut short by the kill is cleaned up
     match = re.search(r"resuming from last.pt: step (\d+)", resumed.stdout)
-    if load_checkpoint(last)["progress"]["epoch"] >= 2 and not match:
-        return  # it had already reached epoch 2 before the kill: nothing to resume
     assert match and int(match.group(1)) == killed_at
     assert load_checkpoint(last)["progress"]["step"] >= killed_at
