@@ -19,10 +19,11 @@ import torch
 from mt.batching import collate, make_batches
 from mt.config import apply_overrides
 from mt.errors import MTError
+from mt.loop import train_step
 from mt.model import build_model
 from mt.run import RunDir, resolve_device
 from mt.schedule import LRSchedule
-from mt.trainer import LabelSmoothedLoss, _train_step
+from mt.trainer import LabelSmoothedLoss
 
 __all__ = ["bench_training", "main"]
 
@@ -51,7 +52,8 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -
                 torch.cuda.synchronize()
             start = time.perf_counter()
         b = collate([src[j] for j in idx], [tgt[j] for j in idx], idx).to(device)
-        _train_step(module, optimizer, schedule, b, i + 1, t.clip, autocast)
+        train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
+                   optimizer, schedule, i + 1, t.clip, autocast)
         if i >= warmup:
             tokens += b.n_tokens
             sentences += len(idx)

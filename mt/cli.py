@@ -62,6 +62,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.stopped != "interrupted" else 130
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from mt.pretrain import pretrain
+
+    # `--text a.txt b.txt train.lr=1e-3`: argparse hands the trailing overrides to --text; give them back
+    texts = [x for x in args.text if "=" not in x or Path(x).is_file()]
+    args.overrides = [x for x in args.text if x not in texts] + args.overrides
+    lm_run, from_run = RunDir.of(args.run), RunDir.of(args.from_run)
+    from_run.require_prepared()
+    # a resumed LM keeps its own config; a new one starts from the translator's, so the sizes match it
+    base = lm_run if lm_run.config_path.is_file() else from_run
+    cfg = _resolve_config(base, args.config, args.overrides)
+    lm_run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, lm_run.config_path)
+    result = pretrain(lm_run, from_run, args.side, cfg, texts)
+    return 0 if result.stopped != "interrupted" else 130
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import sentencepiece as spm
+    import torch
+
+    from mt.pretrain import load_language_model
+
+    run = RunDir.of(args.run)
+    path = run.checkpoint_dir / f"{args.checkpoint}.pt"
+    if not path.is_file():
+        raise MTError(f"no language model in {run.root}: {path} not found (run `mt pretrain --run {run.root} ...`)")
+    if args.temperature < 0 or args.top_k < 0 or args.max_len < 1 or args.num < 1:
+        raise MTError("--temperature and --top-k must be >= 0, --max-len and --num >= 1")
+    lm, meta = load_language_model(path)
+    sp = spm.SentencePieceProcessor(model_file=str(run.root / meta["tokenizer"]))
+    generator = torch.Generator().manual_seed(args.seed)
+    prompt = sp.encode(args.prompt) if args.prompt else []
+    for _ in range(args.num):
+        new = lm.generate(prompt, args.max_len, args.temperature, args.top_k, generator)
+        print(sp.decode(prompt + new))
+    return 0
+
+
 def _read_input(path: str | None) -> list[str]:
     """Lines of a file or stdin, strictly UTF-8 (a bad line is named)."""
     from data_prep.sources import decode_lines, read_lines
@@ -159,6 +198,22 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mt.translator import Translator
+
+    if args.max_chars < 1 or args.concurrency < 1:
+        raise MTError("--max-chars and --concurrency must be at least 1")
+    run = RunDir.of(args.run)
+    translator = Translator.from_run(run, checkpoint=args.checkpoint)  # a missing model fails before gradio loads
+    from demo.app import serve
+
+    try:
+        serve(translator, run, args.host, args.port, args.max_chars, args.concurrency)
+    except OSError as e:  # e.g. "Cannot find empty port in range: 7860-7860"
+        raise MTError(f"cannot serve on {args.host}:{args.port}: {e}; choose another --port") from None
+    return 0
+
+
 def _add_run(p: argparse.ArgumentParser) -> None:
     # --run-dir is the same option under a name torchrun's own argument parser does not mistake for --run-path
     p.add_argument("--run", "--run-dir", dest="run", required=True,
@@ -189,6 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_minutes=10")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("pretrain", help="pre-train a language model for one side of a prepared RUN")
+    _add_run(p)
+    p.add_argument("--from-run", required=True, help="the prepared translation RUN whose tokenizer and sizes to use")
+    p.add_argument("--side", required=True, choices=["src", "tgt"], help="src: for the encoder; tgt: for the decoder")
+    p.add_argument("--text", nargs="+", default=[], metavar="FILE",
+                   help="extra monolingual text, one sentence per line (plain or .gz)")
+    p.add_argument("--config", help="YAML config (default: LM_RUN's own, else the translator RUN's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_minutes=10")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("generate", help="generate text with a language model from `mt pretrain`")
+    _add_run(p)
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new sentence)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = most likely token")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    p.add_argument("--max-len", type=int, default=50, help="at most this many new subword tokens")
+    p.add_argument("--num", type=int, default=1, help="how many samples (one per line)")
+    p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same text")
+    p.add_argument("--checkpoint", default="best", help="best or last")
+    p.set_defaults(func=cmd_generate)
+
     p = sub.add_parser("average", help="average the weights of the last N epoch checkpoints")
     _add_run(p)
     p.add_argument("--last", type=int, required=True, help="how many of the newest epoch-NNN.pt to average")
@@ -218,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("demo", help="serve the Gradio web app for RUN")
+    _add_run(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to serve other machines)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--max-chars", type=int, default=5000, help="longest input accepted per request")
+    p.add_argument("--concurrency", type=int, default=2, help="translations computed at the same time")
+    p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints, or a path")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("score", help="score existing translations with sacreBLEU (BLEU, chrF)")
     p.add_argument("--hyp", required=True, help="hypothesis file, one sentence per line")
     p.add_argument("--ref", required=True, help="reference file, one sentence per line")
@@ -232,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
     )
+    for noisy in ("httpx", "httpcore", "urllib3"):  # one line per HTTP request otherwise (demo, Hub)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except MTError as e:

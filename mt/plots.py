@@ -1,4 +1,5 @@
-"""Training curves: loss and validation BLEU against steps and minutes, from RUN/train_log.jsonl."""
+"""Training curves: loss and validation BLEU (or perplexity, for language models) against steps and minutes,
+from RUN/train_log.jsonl."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def plot_curves(log_path: Path, out: Path) -> None:
     records = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in records if r["kind"] == "train"]
     valid = [r for r in records if r["kind"] == "valid"]
+    # translators are judged by validation BLEU, language models (mt pretrain) by validation perplexity
+    metric, label = ("val_bleu", "validation BLEU (greedy)") if any("val_bleu" in r for r in valid) \
+        else ("val_ppl", "validation perplexity")
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for col, x in enumerate(("step", "minutes")):
         ax = axes[0][col]
@@ -28,9 +32,9 @@ def plot_curves(log_path: Path, out: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
         ax = axes[1][col]
-        ax.plot([r[x] for r in valid], [r["val_bleu"] for r in valid], "o-", color="tab:green")
+        ax.plot([r[x] for r in valid], [r[metric] for r in valid], "o-", color="tab:green")
         ax.set_xlabel(x)
-        ax.set_ylabel("validation BLEU (greedy)")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

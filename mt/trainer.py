@@ -7,12 +7,9 @@ Run it with ``mt train --run RUN``; under ``torchrun --nproc_per_node N`` it tra
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import random
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from mt import __version__
-from mt.batching import Batch, collate, make_batches
+from mt.batching import collate, make_batches
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
+from mt.loop import StopFlag, append_log, train_step
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import linear_cross_entropy
 from mt.plots import plot_curves
@@ -75,31 +73,6 @@ class LabelSmoothedLoss(nn.Module):
         return linear_cross_entropy(vecs[mask], self.model.decoder.output.weight, tgt_out[mask], self.smoothing)
 
 
-class _StopFlag:
-    """Ctrl-C / SIGTERM ask for a clean stop after the current step (a second Ctrl-C aborts at once)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def _load_split(run: RunDir, name: str, columns: list[str]) -> dict[str, list]:
     split = run.encoded()[name]
     return {c: split[c] for c in columns}
@@ -138,6 +111,8 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
 
     ckpt_dir = run.checkpoint_dir
     resumed = _try_resume(ckpt_dir, model, optimizer, schedule, progress, cfg, meta, device)
+    if not resumed:
+        _init_pretrained(model, cfg, run, meta, announce=main_process)
     if main_process:
         if resumed:
             print(f"resuming from {resumed.name}: step {progress.step}, epoch {progress.epoch + 1}, "
@@ -145,7 +120,10 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
         else:
             print(f"training {model.num_parameters():,} parameters on {device}"
                   f"{f' x {world} processes' if distributed else ''}", flush=True)
-        run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MTError(f"cannot create {run.checkpoint_dir}: {e.strerror or e}; is {run.root} writable?") from None
         for stale in run.checkpoint_dir.glob(".*.tmp-*"):  # a write cut short by SIGKILL or a full disk
             log.warning("removing %s, an incomplete checkpoint write of an earlier run", stale.name)
             stale.unlink()
@@ -197,7 +175,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             record = {"kind": "valid", "step": progress.step, "epoch": progress.epoch, "minutes": elapsed() / 60,
                       "val_loss": val_loss, "val_ppl": val_ppl, "val_bleu": bleu, "best_bleu": progress.best_bleu,
                       "lr": schedule.lr(progress.step + 1), "seconds": time.perf_counter() - v0}
-            _log_record(run, record)
+            append_log(run.log_path, record)
             tqdm.write(f"step {progress.step} epoch {progress.epoch}: val loss {val_loss:.3f} ppl {val_ppl:.2f} "
                        f"BLEU {bleu:.2f}{' (best)' if improved else ''}{' lr decayed' if decayed else ''} "
                        f"| e.g. {hyps[0]!r}")
@@ -211,7 +189,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             schedule.load_state_dict(sched)
         last_val_seconds = time.perf_counter() - v0
 
-    stop = _StopFlag()
+    stop = StopFlag()
     model.train()
     src_lens = [len(s) for s in train_data["src_ids"]]
     tgt_lens = [len(s) for s in train_data["tgt_ids"]]
@@ -221,31 +199,35 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             batches = batches[: len(batches) - len(batches) % world][rank::world]
             bar = tqdm(total=len(batches), initial=progress.batch_in_epoch, desc=f"epoch {progress.epoch + 1}",
                        disable=not main_process, dynamic_ncols=True, mininterval=1.0, unit="batch")
-            for idx in batches[progress.batch_in_epoch:]:
-                step_start = time.perf_counter()
-                batch = collate([train_data["src_ids"][i] for i in idx], [train_data["tgt_ids"][i] for i in idx], idx)
-                loss = _train_step(step_module, optimizer, schedule, batch.to(device), progress.step + 1, t.clip, autocast)
-                step_seconds += time.perf_counter() - step_start
-                interval_loss += loss * batch.n_tokens
-                interval_tokens += batch.n_tokens
-                progress.step += 1
-                progress.batch_in_epoch += 1
-                tokens_done += batch.n_tokens * world
-                bar.update(1)
-                if progress.step % t.log_every == 0 or progress.step == 1:
-                    rate = tokens_done / max(step_seconds, 1e-9)
-                    loss, interval_loss, interval_tokens = interval_loss / interval_tokens, 0.0, 0
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{schedule.lr(progress.step):.2e}")
-                    if main_process:
-                        _log_record(run, {"kind": "train", "step": progress.step, "epoch": progress.epoch,
-                                          "minutes": elapsed() / 60, "loss": loss, "lr": schedule.lr(progress.step),
-                                          "tokens_per_s": rate})
-                if stop.requested or (budget and elapsed() + last_val_seconds >= budget):
-                    break
-                if t.checkpoint_minutes and time.perf_counter() - last_ckpt >= t.checkpoint_minutes * 60:
-                    checkpoint()
-                    last_ckpt = time.perf_counter()
-            bar.close()
+            try:  # the bar is closed even when a step fails, so an error message starts its own line
+                for idx in batches[progress.batch_in_epoch:]:
+                    step_start = time.perf_counter()
+                    batch = collate([train_data["src_ids"][i] for i in idx], [train_data["tgt_ids"][i] for i in idx], idx)
+                    b = batch.to(device)
+                    loss = train_step(lambda: step_module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
+                                      optimizer, schedule, progress.step + 1, t.clip, autocast)
+                    step_seconds += time.perf_counter() - step_start
+                    interval_loss += loss * batch.n_tokens
+                    interval_tokens += batch.n_tokens
+                    progress.step += 1
+                    progress.batch_in_epoch += 1
+                    tokens_done += batch.n_tokens * world
+                    bar.update(1)
+                    if progress.step % t.log_every == 0 or progress.step == 1:
+                        rate = tokens_done / max(step_seconds, 1e-9)
+                        loss, interval_loss, interval_tokens = interval_loss / interval_tokens, 0.0, 0
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", lr=f"{schedule.lr(progress.step):.2e}")
+                        if main_process:
+                            append_log(run.log_path, {"kind": "train", "step": progress.step, "epoch": progress.epoch,
+                                              "minutes": elapsed() / 60, "loss": loss, "lr": schedule.lr(progress.step),
+                                              "tokens_per_s": rate})
+                    if stop.requested or (budget and elapsed() + last_val_seconds >= budget):
+                        break
+                    if t.checkpoint_minutes and time.perf_counter() - last_ckpt >= t.checkpoint_minutes * 60:
+                        checkpoint()
+                        last_ckpt = time.perf_counter()
+            finally:
+                bar.close()
             if stop.requested:
                 checkpoint()
                 stopped = "interrupted"
@@ -265,25 +247,6 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     return TrainResult(progress.step, progress.epoch, progress.best_bleu, stopped, rate, elapsed() / 60)
 
 
-def _train_step(module: nn.Module, optimizer, schedule: LRSchedule, b: Batch, step: int, clip: float,
-                autocast) -> float:
-    lr = schedule.lr(step)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    with autocast:
-        loss_sum = module(b.src, b.src_lens, b.tgt_in, b.tgt_out)
-    loss = loss_sum / b.n_tokens
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-    optimizer.step()
-    value = loss.item()
-    if not math.isfinite(value):
-        raise MTError(f"training diverged at step {step} (loss {value}); lower train.lr or raise train.clip")
-    return value
-
-
 def _stop_reason(p: Progress, t, elapsed: float, budget: float) -> str | None:
     if p.epoch >= t.max_epochs:
         return "max_epochs"
@@ -294,9 +257,17 @@ def _stop_reason(p: Progress, t, elapsed: float, budget: float) -> str | None:
     return None
 
 
-def _log_record(run: RunDir, record: dict) -> None:
-    with open(run.log_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:
+    """model.init_encoder_from / init_decoder_from: copy language-model weights in before the first step."""
+    from mt.transfer import init_from_language_model
+
+    for side, path, model_key in (("src", cfg.model.init_encoder_from, "src_model"),
+                                  ("tgt", cfg.model.init_decoder_from, "tgt_model")):
+        if path:
+            copied = init_from_language_model(model, path, side, run.data_dir / meta[model_key])
+            if announce:
+                print(f"initialised {len(copied)} {'encoder' if side == 'src' else 'decoder'} tensors from {path}",
+                      flush=True)
 
 
 def _try_resume(ckpt_dir: Path, model, optimizer, schedule, progress: Progress, cfg: Config, meta: dict,

@@ -12,10 +12,10 @@ from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
 from mt.tokenizer import PAD_ID
 
-__all__ = ["Bridge", "Encoder", "EncoderOutput", "GATES"]
+__all__ = ["Bridge", "Encoder", "EncoderOutput", "GATES", "RNN_CLASSES"]
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-_RNN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Encoder(nn.Module):
         self.hidden_dim = hidden_dim
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         self.dropout = ByteDropout(dropout)
-        self.rnn = _RNN[cell](
+        self.rnn = RNN_CLASSES[cell](
             emb_dim, hidden_dim // self.directions, num_layers=layers, batch_first=True,
             bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0,
         )

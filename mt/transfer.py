@@ -1,0 +1,74 @@
+"""Initialise a translator's encoder or decoder from a pre-trained language model (``mt pretrain``).
+
+Target-side LM -> decoder: embeddings, every recurrent layer, output layer. The decoder's layer 0 reads
+``[embedding; attentional vector]`` (input feeding), so the LM's input weights fill the embedding columns and
+the input-feeding columns keep their fresh initialisation.
+Source-side LM -> encoder: embeddings and the forward direction of every layer (``weight_ih_l{k}`` etc., not
+``..._reverse``). Above layer 0 a bidirectional encoder reads ``[forward; backward]``; the LM's weights fill
+the forward columns.
+Any other difference in shape is an error naming the parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from mt.errors import MTError
+from mt.model import Seq2Seq
+from mt.pretrain import load_language_model, sha256_file
+
+__all__ = ["init_from_language_model"]
+
+log = logging.getLogger("mt")
+_RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _pairs(model: Seq2Seq, side: str, layers: int) -> list[tuple[str, str]]:
+    """(LM parameter name, translator parameter name) pairs to copy."""
+    part = "decoder" if side == "tgt" else "encoder"
+    pairs = [("embed.weight", f"{part}.embed.weight")]
+    pairs += [(f"rnn.{n}_l{k}", f"{part}.rnn.{n}_l{k}") for k in range(layers) for n in _RECURRENT]
+    if side == "tgt":
+        pairs.append(("output.weight", "decoder.output.weight"))
+    return pairs
+
+
+def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokenizer_model: Path) -> list[str]:
+    """Copy the weights of the LM checkpoint ``path`` into ``model``'s decoder (side ``tgt``) or encoder
+    (``src``). ``tokenizer_model`` is the translator's SentencePiece model for that side: the LM must have
+    been trained with the same one. Returns the names of the parameters written."""
+    lm, meta = load_language_model(Path(path))
+    if meta["side"] != side:
+        where = "model.init_decoder_from" if side == "tgt" else "model.init_encoder_from"
+        raise MTError(f"{where}: {path} is a {meta['side']}-side language model; this needs a {side}-side one")
+    if meta["tokenizer_sha256"] != sha256_file(tokenizer_model):
+        raise MTError(f"{path} was trained with another tokenizer than this run's {side} side ({tokenizer_model}); "
+                      "pre-train the LM with --from-run pointing at this run")
+    lm_params = dict(lm.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied weights answer to both names
+    part = "decoder" if side == "tgt" else "encoder"
+    layers = sum(1 for n in lm_params if n.startswith("rnn.weight_hh_l"))
+    own_layers = sum(1 for n in params if n.startswith(f"{part}.rnn.weight_hh_l") and not n.endswith("_reverse"))
+    if layers != own_layers:
+        raise MTError(f"{path} has {layers} recurrent layer(s) but the {part} has {own_layers}; "
+                      "pre-train the LM with this translator's model config")
+    copied = []
+    with torch.no_grad():
+        for src_name, dst_name in _pairs(model, side, layers):
+            if dst_name not in params:
+                raise MTError(f"{path}: the translator has no parameter {dst_name} for the LM's {src_name} "
+                              "(different number of layers or cell?)")
+            source, target = lm_params[src_name], params[dst_name]
+            if source.shape == target.shape:
+                target.copy_(source)
+            elif (src_name.startswith("rnn.weight_ih") and source.dim() == 2 and source.shape[0] == target.shape[0]
+                  and source.shape[1] < target.shape[1]):
+                target[:, : source.shape[1]].copy_(source)  # embedding (or forward) columns; the rest stays fresh
+            else:
+                raise MTError(f"{path}: {src_name} has shape {tuple(source.shape)} but {dst_name} has "
+                              f"{tuple(target.shape)}; pre-train the LM with this translator's model config")
+            copied.append(dst_name)
+    return copied

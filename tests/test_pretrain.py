@@ -1,0 +1,181 @@
+"""Language-model pre-training, weight transfer into the translator, and generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mt.checkpoint import save_checkpoint
+from mt.cli import main
+from mt.config import Config, apply_overrides, config_to_dict
+from mt.errors import MTError
+from mt.model import build_model
+from mt.model.lm import build_language_model
+from mt.pretrain import sha256_file
+from mt.transfer import init_from_language_model
+from tests.conftest import TINY_OVERRIDES, synthetic_pairs
+
+LM_OVERRIDES = ["train.max_minutes=0", "train.lr=0.01", "train.log_every=5", "train.threads=1", "train.patience=50"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A prepared (not trained) synthetic run."""
+    from tests.conftest import write_split
+
+    root = tmp_path_factory.mktemp("lm")
+    folder = root / "corpus"
+    folder.mkdir()
+    write_split(folder, "train", synthetic_pairs(300, seed=1))
+    write_split(folder, "val", synthetic_pairs(40, seed=2))
+    run = root / "run"
+    assert main(["prepare", "--run", str(run), "--data-dir", str(folder), "--src", "en", "--tgt", "de",
+                 "--config", "configs/tiny.yaml", *TINY_OVERRIDES]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def tgt_lm(prepared: Path, tmp_path_factory) -> Path:
+    """A target-side LM trained 4 epochs on the run's German side plus an extra monolingual file."""
+    root = tmp_path_factory.mktemp("tgt_lm")
+    mono = root / "mono.de"
+    mono.write_text("".join(p[1] + "\n" for p in synthetic_pairs(300, seed=7)), encoding="utf-8")
+    lm_run = root / "lm"
+    assert main(["pretrain", "--run", str(lm_run), "--from-run", str(prepared), "--side", "tgt",
+                 "--text", str(mono), "train.max_epochs=4", *LM_OVERRIDES]) == 0
+    return lm_run
+
+
+def _valid_records(lm_run: Path) -> list[dict]:
+    lines = (lm_run / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "valid"]
+
+
+def test_lm_learns_the_synthetic_language(tgt_lm: Path):
+    valid = _valid_records(tgt_lm)
+    assert len(valid) == 4
+    assert valid[-1]["val_ppl"] < 0.5 * valid[0]["val_ppl"]
+    assert valid[-1]["val_ppl"] < 15  # 20 words, uniform would be about 20+ per word
+    meta = json.loads((tgt_lm / "lm.json").read_text())
+    assert meta["side"] == "tgt" and meta["train_sentences"] == 600  # run's 300 + 300 extra lines
+    assert (tgt_lm / "checkpoints" / "best.pt").is_file() and (tgt_lm / "plots" / "curves.png").is_file()
+
+
+def test_lm_resumes_and_continues(tgt_lm: Path, capsys):
+    assert main(["pretrain", "--run", str(tgt_lm), "--from-run", str(json.loads((tgt_lm / "lm.json").read_text())
+                                                                      ["from_run"]),
+                 "--side", "tgt", "train.max_epochs=5", *LM_OVERRIDES]) == 0
+    assert "resuming from last.pt" in capsys.readouterr().out
+    valid = _valid_records(tgt_lm)
+    assert [r["epoch"] for r in valid] == [1, 2, 3, 4, 5]
+    assert valid[-1]["step"] > valid[-2]["step"]
+
+
+def test_generation_is_reproducible_with_a_seed(tgt_lm: Path, capsys):
+    outputs = []
+    for seed in (3, 3, 4):
+        assert main(["generate", "--run", str(tgt_lm), "--num", "4", "--seed", str(seed), "--top-k", "5"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+    assert len(outputs[0].splitlines()) == 4 and all(line.strip() for line in outputs[0].splitlines())
+    assert main(["generate", "--run", str(tgt_lm), "--temperature", "0", "--prompt", "der hund"]) == 0
+    assert capsys.readouterr().out.startswith("der hund")
+
+
+def _tiny_model_config(**changes) -> Config:
+    cfg = apply_overrides(Config(), ["model.emb_dim=10", "model.hidden_dim=14", "model.dropout=0.0"])
+    for key, value in changes.items():
+        setattr(cfg.model, key, value)
+    return cfg
+
+
+def _save_lm(tmp_path: Path, cfg: Config, side: str, vocab: int, tokenizer: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(5)
+    lm = build_language_model(cfg.model, vocab, side)
+    meta = {"side": side, "tokenizer": "tokenizer.model", "tokenizer_sha256": sha256_file(tokenizer),
+            "vocab_size": vocab}
+    path = tmp_path / f"{side}-lm.pt"
+    save_checkpoint({"model": lm.state_dict(), "config": config_to_dict(cfg), "lm": meta}, path)
+    return path, lm
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_gets_exactly_the_lm_tensors(tmp_path: Path, layers: int):
+    tok = tmp_path / "spm.model"
+    tok.write_bytes(b"pretend tokenizer")
+    cfg = _tiny_model_config(layers=layers)
+    path, lm = _save_lm(tmp_path, cfg, "tgt", 23, tok)
+    model = build_model(cfg.model, 19, 23)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = init_from_language_model(model, path, "tgt", tok)
+    after, lm_state = model.state_dict(), lm.state_dict()
+    assert torch.equal(after["decoder.embed.weight"], lm_state["embed.weight"])
+    assert torch.equal(after["decoder.output.weight"], lm_state["output.weight"])
+    for k in range(layers):
+        for name in ("weight_hh", "bias_ih", "bias_hh"):
+            assert torch.equal(after[f"decoder.rnn.{name}_l{k}"], lm_state[f"rnn.{name}_l{k}"])
+    w = after["decoder.rnn.weight_ih_l0"]  # (4H, E + H): embedding columns from the LM, feed columns untouched
+    assert torch.equal(w[:, :10], lm_state["rnn.weight_ih_l0"])
+    assert torch.equal(w[:, 10:], before["decoder.rnn.weight_ih_l0"][:, 10:])
+    if layers == 2:
+        assert torch.equal(after["decoder.rnn.weight_ih_l1"], lm_state["rnn.weight_ih_l1"])
+    untouched = [k for k in after if not k.startswith(("decoder.embed", "decoder.rnn", "decoder.output"))]
+    assert untouched and all(torch.equal(after[k], before[k]) for k in untouched)
+    assert len(copied) == 2 + 4 * layers
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoder_forward_direction_gets_the_lm_tensors(tmp_path: Path, layers: int):
+    tok = tmp_path / "spm.model"
+    tok.write_bytes(b"pretend tokenizer")
+    cfg = _tiny_model_config(layers=layers)
+    path, lm = _save_lm(tmp_path, cfg, "src", 19, tok)
+    model = build_model(cfg.model, 19, 23)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    init_from_language_model(model, path, "src", tok)
+    after, lm_state = model.state_dict(), lm.state_dict()
+    assert lm_state["rnn.weight_hh_l0"].shape == (28, 7)  # one direction: H/2 = 7
+    assert torch.equal(after["encoder.embed.weight"], lm_state["embed.weight"])
+    for k in range(layers):
+        assert torch.equal(after[f"encoder.rnn.weight_hh_l{k}"], lm_state[f"rnn.weight_hh_l{k}"])
+        assert torch.equal(after[f"encoder.rnn.weight_hh_l{k}_reverse"], before[f"encoder.rnn.weight_hh_l{k}_reverse"])
+    if layers == 2:  # layer 1 reads [forward; backward]: forward columns from the LM
+        assert torch.equal(after["encoder.rnn.weight_ih_l1"][:, :7], lm_state["rnn.weight_ih_l1"])
+    assert all(torch.equal(after[k], before[k]) for k in after if k.startswith(("decoder", "bridge")))
+
+
+def test_mismatches_are_clear_errors(tmp_path: Path):
+    tok = tmp_path / "spm.model"
+    tok.write_bytes(b"pretend tokenizer")
+    path, _ = _save_lm(tmp_path, _tiny_model_config(emb_dim=12), "tgt", 23, tok)
+    model = build_model(_tiny_model_config().model, 19, 23)
+    with pytest.raises(MTError, match=r"embed\.weight has shape \(23, 12\) but decoder\.embed\.weight has \(23, 10\)"):
+        init_from_language_model(model, path, "tgt", tok)
+    with pytest.raises(MTError, match="tgt-side language model; this needs a src-side one"):
+        init_from_language_model(model, path, "src", tok)
+    other = tmp_path / "other.model"
+    other.write_bytes(b"another tokenizer")
+    with pytest.raises(MTError, match="another tokenizer"):
+        init_from_language_model(model, path, "tgt", other)
+    path2, _ = _save_lm(tmp_path, _tiny_model_config(layers=2), "tgt", 23, tok)
+    with pytest.raises(MTError, match="2 recurrent layer"):
+        init_from_language_model(model, path2, "tgt", tok)
+
+
+def test_translator_trains_from_pretrained_decoder(prepared: Path, tgt_lm: Path, tmp_path: Path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(prepared, run)
+    lm_ckpt = tgt_lm / "checkpoints" / "best.pt"
+    overrides = [*TINY_OVERRIDES, "train.max_epochs=1", f"model.init_decoder_from={lm_ckpt}"]
+    assert main(["train", "--run", str(run), *overrides]) == 0
+    assert "initialised 6 decoder tensors" in capsys.readouterr().out
+    # an LM of the wrong side is named in a one-line error
+    run2 = tmp_path / "run2"
+    shutil.copytree(prepared, run2)
+    assert main(["train", "--run", str(run2), *TINY_OVERRIDES, f"model.init_encoder_from={lm_ckpt}"]) == 2
+    assert "tgt-side language model; this needs a src-side one" in capsys.readouterr().err
