@@ -46,6 +46,7 @@ class Translator:
         self.tokenizer, self.cfg = tokenizer, cfg
         self.device = device or next(model.parameters()).device
         self.max_src_tokens = cfg.data.max_tokens
+        self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "best", device: str = "auto",
@@ -74,9 +75,17 @@ class Translator:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
+        n_params = model.num_parameters()
         if quantize:
             model = _quantize(model, quantize, dev)
-        return cls(model.to(dev), run.tokenizer(), cfg, dev)
+        translator = cls(model.to(dev), run.tokenizer(), cfg, dev)
+        progress = state.get("progress", {})
+        translator.facts = {"checkpoint": str(path), "src": meta["src"], "tgt": meta["tgt"],
+                            "parameters": n_params,
+                            "step": progress.get("step"), "epoch": progress.get("epoch"),
+                            "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
+                            "best_val_bleu": progress.get("best_bleu")}
+        return translator
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
                   return_attention: bool = False) -> list[Translation]:

@@ -1,0 +1,1 @@
+"""The Gradio web demo: ``mt demo --run RUN`` (see ``demo.app``)."""

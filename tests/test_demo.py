@@ -1,0 +1,147 @@
+"""The Gradio demo: the translate function, a real server with gradio_client, and a real browser (Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from demo.app import build_app, model_facts, split_sentences, translate_text  # noqa: E402
+from mt.cli import main  # noqa: E402
+from mt.run import RunDir  # noqa: E402
+from mt.translator import Translator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run: Path) -> Translator:
+    return Translator.from_run(trained_run, threads=1)
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("the dog runs", ["the dog runs"]),
+    ("A dog runs. A cat sits!  Why? yes", ["A dog runs.", "A cat sits!", "Why?", "yes"]),
+    ("line one\n\n  line two  \n", ["line one", "line two"]),
+    ("3.5 apples", ["3.5 apples"]),
+    ("   \n\t", []),
+])
+def test_split_sentences(text, sentences):
+    assert split_sentences(text) == sentences
+
+
+def test_translate_text_matches_the_translator(translator: Translator):
+    text, rows, figure, status = translate_text(translator, "the dog runs\na red cat sits", beam=3, nbest=2)
+    expected = [t.text for t in translator.translate(["the dog runs", "a red cat sits"], beam=3)]
+    assert text.split("\n") == expected
+    assert [r[:2] for r in rows] == [[1, 1], [1, 2], [2, 1], [2, 2]]
+    assert rows[0][3] == expected[0] and rows[0][2] >= rows[1][2]  # best first
+    assert figure is not None and figure.axes[0].get_xlabel() == "source subwords"
+    assert "2 sentences" in status and "beam 3" in status
+
+
+def test_empty_and_oversized_input_get_messages(translator: Translator):
+    assert translate_text(translator, "  \n ")[0:3] == ("", [], None)
+    assert "Type or paste" in translate_text(translator, "")[3]
+    with pytest.raises(gr.Error, match="at most 50 at once"):
+        translate_text(translator, "x" * 51, max_chars=50)
+
+
+def test_hostile_text_in_the_demo(translator: Translator):
+    text = "\u202eevil\u202c 😀\x00\x07 e\u0301\u0301 \ue000 " + "dog " * 3000
+    out, rows, _, _ = translate_text(translator, text[:5000])
+    assert isinstance(out, str) and rows
+
+
+def test_model_facts(trained_run: Path, translator: Translator):
+    facts = model_facts(RunDir.of(trained_run), translator)
+    assert "en → de" in facts and f"{translator.facts['parameters']:,}" in facts and "updates" in facts
+
+
+def test_demo_without_a_trained_model_is_one_line(trained_run: Path, tmp_path: Path, capsys):
+    run = tmp_path / "untrained"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    assert main(["demo", "--run", str(run), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "make train" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_run: Path, translator: Translator):
+    app = build_app(translator, RunDir.of(trained_run), max_chars=200, concurrency=2)
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_gradio_client_round_trip(server: str, translator: Translator):
+    from gradio_client import Client
+
+    client = Client(server, verbose=False)
+    result = client.predict("the big dog runs", api_name="/translate")
+    assert result[0] == translator.translate(["the big dog runs"])[0].text != ""
+    assert "1 sentence" in result[3]
+    with pytest.raises(Exception, match="at most 200"):
+        client.predict("dog " * 100, api_name="/translate")
+
+
+def test_concurrent_requests_are_all_answered(server: str, translator: Translator):
+    from gradio_client import Client
+
+    sentences = [" ".join(["the", "red", "dog", "runs", "near", "a", "cat"][: 2 + i % 6]) for i in range(20)]
+    expected = [t.text for t in translator.translate(sentences)]
+
+    def ask(sentence: str) -> str:
+        return Client(server, verbose=False).predict(sentence, api_name="/translate")[0]
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(ask, sentences))
+    assert answers == expected
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def test_real_browser_translates_and_draws_the_heatmap(server: str, tmp_path: Path):
+    """Headless system Chromium driven by Playwright: type, click Translate, see translation and heatmap."""
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("MT_REQUIRE_BROWSER"):
+            pytest.fail("MT_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
+        pytest.skip("no system Chromium (Debian package `chromium`); .ci/run installs it")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(server)
+            page.locator("#source textarea").fill("the small cat jumps over a dog")
+            start = time.perf_counter()
+            page.locator("#translate").click()
+            translation = page.locator("#translation textarea")
+            expect(translation).not_to_have_value("", timeout=30_000)
+            expect(page.locator("#heatmap img")).to_be_visible(timeout=30_000)
+            print(f"browser round trip {time.perf_counter() - start:.2f} s")
+            assert "katze" in translation.input_value() or translation.input_value().strip()
+            expect(page.locator("#nbest")).to_contain_text("katze")
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
