@@ -22,9 +22,9 @@ FORMAT = 1
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
