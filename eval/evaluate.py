@@ -32,7 +32,9 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     start = time.perf_counter()
     hypotheses = [t.text for t in translator.translate(sources, beam=beam, alpha=alpha)]
     seconds = time.perf_counter() - start
+    facts = getattr(translator, "facts", {})
     report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
+              "checkpoint": facts.get("checkpoint"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}
     run.eval_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def _write_output(path: str | None, text: str) -> None:
 def cmd_translate(args: argparse.Namespace) -> int:
     from mt.translator import Translator
 
-    translator = Translator.from_run(args.run, checkpoint=args.checkpoint, quantize=args.quantize)
+    translator = Translator.from_run(args.run, checkpoint=args.checkpoint, quantize=args.quantize,
+                                     ensemble=args.ensemble)
     lines = _read_input(args.input)
     results = translator.translate(lines, beam=args.beam, nbest=args.nbest, alpha=args.alpha)
     if args.nbest > 1:
@@ -144,7 +146,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mt.translator import Translator
 
     run = RunDir.of(args.run)
-    translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize)
+    translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize, ensemble=args.ensemble)
+    # results of other checkpoints or ensembles get their own file names, never overwriting the run's own
+    tag = args.tag or "".join([f"{args.checkpoint}" if args.checkpoint != "best" else "",
+                               f"ensemble{len(args.ensemble) + 1}" if args.ensemble else "",
+                               "int8" if args.quantize else ""])
     if args.src or args.ref:
         if not (args.src and args.ref):
             raise MTError("give both --src FILE and --ref FILE")
@@ -155,6 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")
         jobs = [(name, *split_texts(run, name)) for name in names]
     for name, sources, references in jobs:
+        name = f"{name}.{re.sub(r'[^A-Za-z0-9_-]+', '-', tag)}" if tag else name
         report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
               f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {report['sentences']} sentences, "
@@ -280,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN2",
+                   help="decode together with these runs (their best checkpoint) or checkpoint files of the same data")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="translate a test split and score it with sacreBLEU")
@@ -292,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--checkpoint", default="best", help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN2",
+                   help="decode together with these runs (their best checkpoint) or checkpoint files of the same data")
+    p.add_argument("--tag", help="results go to RUN/eval/NAME.TAG.{hyp,json} (default: a tag naming a non-default "
+                                 "checkpoint, ensemble or quantisation; none for the run's own best model)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="serve the Gradio web app for RUN")

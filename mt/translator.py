@@ -18,6 +18,7 @@ from mt.batching import collate, make_batches
 from mt.beam import beam_search
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
+from mt.ensemble import Ensemble
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.run import RunDir, resolve_device
@@ -50,38 +51,27 @@ class Translator:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "best", device: str = "auto",
-                 threads: int = 0, quantize: str | None = None) -> Translator:
-        """Load RUN's tokenizer and checkpoint (``best``, ``last`` or a path). ``quantize="int8"`` applies
-        dynamic int8 quantisation (CPU only) to the linear layers and the encoder LSTM."""
+                 threads: int = 0, quantize: str | None = None, ensemble: list[str] | tuple = ()) -> Translator:
+        """Load RUN's tokenizer and checkpoint (``best``, ``last``, another name in RUN/checkpoints or a path).
+        ``quantize="int8"`` applies dynamic int8 quantisation (CPU only) to the linear layers and the encoder
+        LSTM. ``ensemble``: more runs (their best checkpoint) or checkpoint files of the same prepared data,
+        decoded together with this one (``mt.ensemble``)."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
-        named = run.checkpoint_dir / f"{checkpoint}.pt"
-        path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
-        if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
-            path = run.checkpoint_dir / "last.pt"
-        if not path.is_file():
-            raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
         dev = resolve_device(device)
         if dev.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
-        state = load_checkpoint(path, map_location=dev)
-        if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
-            raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
-                          "(the run was re-prepared with other data or vocabulary); retrain or use the matching run")
-        cfg = config_from_dict(state["config"], source=str(path))
-        src_vocab, tgt_vocab = state["vocab"]
-        model = build_model(cfg.model, src_vocab, tgt_vocab)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
+        path = _checkpoint_path(run, checkpoint)
+        model, cfg, state = _load_model(path, meta, run, dev)
         n_params = model.num_parameters()
+        members = [model] + [_load_model(_member_path(m), meta, run, dev)[0] for m in ensemble]
         if quantize:
-            model = _quantize(model, quantize, dev)
+            members = [_quantize(m, quantize, dev) for m in members]
+        model = members[0] if len(members) == 1 else Ensemble(members)
         translator = cls(model.to(dev), run.tokenizer(), cfg, dev)
         progress = state.get("progress", {})
         translator.facts = {"checkpoint": str(path), "src": meta["src"], "tgt": meta["tgt"],
-                            "parameters": n_params,
+                            "parameters": n_params, "ensemble": [str(m) for m in ensemble],
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
                             "best_val_bleu": progress.get("best_bleu")}
@@ -129,6 +119,42 @@ class Translator:
                 out.tgt_pieces.append("</s>")
             out.attention = best.attention
         return out
+
+
+def _checkpoint_path(run: RunDir, checkpoint: str) -> Path:
+    named = run.checkpoint_dir / f"{checkpoint}.pt"
+    path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
+    if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
+        path = run.checkpoint_dir / "last.pt"
+    if not path.is_file():
+        raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
+    return path
+
+
+def _member_path(member: str) -> Path:
+    """An ensemble member: a RUN folder (its best checkpoint, else last) or a checkpoint file."""
+    path = Path(member)
+    if path.is_dir():
+        return _checkpoint_path(RunDir.of(path), "best")
+    if not path.is_file():
+        raise MTError(f"ensemble member not found: {member} (give a run folder or a checkpoint file)")
+    return path
+
+
+def _load_model(path: Path, meta: dict, run: RunDir, device: torch.device) -> tuple[Seq2Seq, Config, dict]:
+    """Checkpoint -> (model in eval mode, its config, the raw state); it must use ``run``'s tokenizer."""
+    state = load_checkpoint(path, map_location=device)
+    if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
+        raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
+                      "(another language pair, corpus or vocabulary); use a checkpoint of this run's prepared data")
+    cfg = config_from_dict(state["config"], source=str(path))
+    src_vocab, tgt_vocab = state["vocab"]
+    model = build_model(cfg.model, src_vocab, tgt_vocab)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), cfg, state
 
 
 def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:

@@ -125,3 +125,16 @@ def test_int8_quantized_decoding_stays_close(trained_run):
     quantized = Translator.from_run(trained_run, quantize="int8").translate(sentences, beam=2)
     assert len(quantized) == len(sentences)
     assert sum(p.text == q.text for p, q in zip(plain, quantized)) >= 2
+
+
+def test_eval_with_ensemble_writes_its_own_report(trained_run, tmp_path, capsys):
+    main_report = trained_run / "eval" / "test_toy.json"
+    assert main(["eval", "--run", str(trained_run), "--split", "test_toy"]) == 0
+    before = main_report.read_text()
+    last = trained_run / "checkpoints" / "last.pt"
+    assert main(["eval", "--run", str(trained_run), "--split", "test_toy", "--ensemble", str(last)]) == 0
+    report = json.loads((trained_run / "eval" / "test_toy.ensemble2.json").read_text())
+    assert report["ensemble"] == [str(last)] and report["sentences"] == 30
+    assert main_report.read_text() == before  # the single model's result is kept
+    assert main(["translate", "--run", str(trained_run), "--ensemble", str(tmp_path / "nowhere")]) == 2
+    assert "ensemble member not found" in capsys.readouterr().err

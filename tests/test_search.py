@@ -9,7 +9,7 @@ from mt.beam import beam_search, length_penalty
 from mt.config import ModelConfig
 from mt.model import build_model
 from mt.search import greedy_search
-from mt.tokenizer import PAD_ID
+from mt.tokenizer import BOS_ID, PAD_ID
 
 V = 19
 
@@ -94,3 +94,43 @@ def test_max_length_is_respected_and_attention_shapes():
 @pytest.mark.parametrize("length, alpha, expected", [(1, 0.0, 1.0), (1, 1.0, 1.0), (7, 1.0, 2.0), (7, 0.5, 2 ** 0.5)])
 def test_length_penalty(length, alpha, expected):
     assert length_penalty(length, alpha) == pytest.approx(expected)
+
+
+def test_ensemble_step_averages_probabilities():
+    import math
+
+    from mt.ensemble import Ensemble
+
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        models.append(build_model(ModelConfig(emb_dim=10, hidden_dim=14, dropout=0.0), 17, 19).eval())
+    ens = Ensemble(models)
+    src = torch.tensor([[4, 5, 6, 7], [8, 9, 3, 0]])
+    lens = torch.tensor([4, 3])
+    prev = torch.tensor([BOS_ID, BOS_ID])
+    with torch.no_grad():
+        ctx, state = ens.encode(src, lens)
+        mixed, _, attention = ens.decoder.step(prev, state, ctx)
+        singles = []
+        for m in models:
+            c, s = m.encode(src, lens)
+            lp, _, w = m.decoder.step(prev, s, c)
+            singles.append((lp, w))
+    expected = torch.log((singles[0][0].exp() + singles[1][0].exp()) / 2)
+    assert torch.allclose(mixed, expected, atol=1e-5)
+    assert torch.allclose(mixed.exp().sum(-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(attention, (singles[0][1] + singles[1][1]) / 2)
+    assert math.isclose(float(attention[1, 3]), 0.0, abs_tol=1e-7)  # padding still masked
+
+
+def test_ensemble_of_a_model_with_itself_changes_nothing(trained_run):
+    from mt.translator import Translator
+
+    sentences = ["the dog runs", "a small red cat sits near the man", "green"]
+    single = Translator.from_run(trained_run, threads=1)
+    double = Translator.from_run(trained_run, threads=1, ensemble=[str(trained_run)])
+    for beam in (1, 3):
+        a, b = single.translate(sentences, beam=beam), double.translate(sentences, beam=beam)
+        assert [t.text for t in a] == [t.text for t in b]
+        assert all(abs(x.score - y.score) < 1e-4 for x, y in zip(a, b))
