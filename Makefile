@@ -15,7 +15,7 @@ HF_DATASET ?= bentrevett/multi30k
 SPLIT ?= test_2016_flickr
 ARGS ?=
 
-.PHONY: install data train eval demo test bench lint clean
+.PHONY: install data train eval demo test bench demo-bench transfer-experiment lint clean
 
 install: $(STAMP)
 
@@ -45,6 +45,14 @@ test: $(STAMP)
 
 bench: data
 	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
+
+# the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
+demo-bench: $(STAMP)
+	$(BIN)/python -m eval.demo_bench --run $(RUN) $(ARGS)
+
+# LM pre-training vs. training from scratch with 3,000 and 10,000 parallel pairs (about 2 hours on 2 cores)
+transfer-experiment: $(STAMP)
+	$(BIN)/python -m eval.transfer_experiment $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)
