@@ -185,3 +185,15 @@ def test_checkpoint_of_another_language_pair_is_refused(trained_run: Path, tmp_p
     assert "another tokenizer" in capsys.readouterr().err
     assert main(["train", "--run", str(other), *TINY_OVERRIDES, "data.tgt=de"]) == 2
     assert "prepared for en->fr" in capsys.readouterr().err
+
+
+def test_truncated_last_checkpoint_falls_back_to_best(one_epoch_run: Path, capsys, caplog):
+    ckpt = one_epoch_run / "checkpoints"
+    best_step = load_checkpoint(ckpt / "best.pt")["progress"]["step"]
+    data = (ckpt / "last.pt").read_bytes()
+    (ckpt / "last.pt").write_bytes(data[: len(data) // 3])  # a file cut short (e.g. copied off a full disk)
+    with caplog.at_level("WARNING", logger="mt"):
+        assert main(["train", "--run", str(one_epoch_run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
+    assert "last.pt is damaged" in caplog.text and "trying the previous checkpoint" in caplog.text
+    assert f"resuming from best.pt: step {best_step}" in capsys.readouterr().out
+    assert load_checkpoint(ckpt / "last.pt")["progress"]["epoch"] == 2  # rewritten whole
