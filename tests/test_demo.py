@@ -118,6 +118,7 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.mark.browser
 def test_real_browser_translates_and_draws_the_heatmap(server: str, tmp_path: Path):
     """Headless system Chromium driven by Playwright: type, click Translate, see translation and heatmap."""
     executable = _chromium()
