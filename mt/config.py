@@ -80,6 +80,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = all cores
     checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often
     keep_checkpoints: int = 0  # keep the weights of the last N epochs (epoch-NNN.pt) for `mt average`
+    freeze_pretrained_epochs: int = 0  # keep weights from model.init_*_from fixed for the first N epochs
     log_every: int = 50  # steps between train_log.jsonl records
     val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
 

@@ -113,6 +113,11 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     resumed = _try_resume(ckpt_dir, model, optimizer, schedule, progress, cfg, meta, device)
     if not resumed:
         _init_pretrained(model, cfg, run, meta, announce=main_process)
+    if t.freeze_pretrained_epochs:
+        from mt.transfer import freeze_pretrained, pretrained_regions
+
+        freeze_pretrained(model, pretrained_regions(model, cfg.model),
+                          lambda: progress.epoch < t.freeze_pretrained_epochs)
     if main_process:
         if resumed:
             print(f"resuming from {resumed.name}: step {progress.step}, epoch {progress.epoch + 1}, "

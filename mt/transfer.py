@@ -12,15 +12,17 @@ Any other difference in shape is an error naming the parameter.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from mt.config import ModelConfig
 from mt.errors import MTError
 from mt.model import Seq2Seq
 from mt.pretrain import load_language_model, sha256_file
 
-__all__ = ["init_from_language_model"]
+__all__ = ["freeze_pretrained", "init_from_language_model", "pretrained_regions"]
 
 log = logging.getLogger("mt")
 _RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -72,3 +74,45 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
                               f"{tuple(target.shape)}; pre-train the LM with this translator's model config")
             copied.append(dst_name)
     return copied
+
+
+def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None]:
+    """The parameters ``init_*_from`` wrote, by name: ``None`` for the whole tensor, or the number of leading
+    columns (the embedding part of decoder layer 0, the forward part of upper encoder layers)."""
+    params = dict(model.named_parameters())
+    regions: dict[str, int | None] = {}
+    for side, path in (("src", cfg.init_encoder_from), ("tgt", cfg.init_decoder_from)):
+        if not path:
+            continue
+        for _, name in _pairs(model, side, cfg.layers):
+            if name not in params:  # the output layer tied to the embeddings
+                continue
+            limit = None
+            if side == "tgt" and name == "decoder.rnn.weight_ih_l0":
+                limit = cfg.emb_dim
+            elif side == "src" and cfg.bidirectional and name.startswith("encoder.rnn.weight_ih_l") and \
+                    not name.endswith("_l0"):
+                limit = cfg.hidden_dim // 2
+            regions[name] = limit
+    return regions
+
+
+def freeze_pretrained(model: Seq2Seq, regions: dict[str, int | None], frozen: Callable[[], bool]) -> None:
+    """While ``frozen()`` is true, the gradients of the pre-trained regions are zero, so Adam leaves them as
+    they are (``train.freeze_pretrained_epochs``): the fresh attention and bridge learn to use them first."""
+    params = dict(model.named_parameters())
+
+    def make_hook(limit: int | None):
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            if not frozen():
+                return grad
+            grad = grad.clone()
+            if limit is None:
+                grad.zero_()
+            else:
+                grad[:, :limit] = 0
+            return grad
+        return hook
+
+    for name, limit in regions.items():
+        params[name].register_hook(make_hook(limit))

@@ -29,7 +29,7 @@ def wait_for_new_checkpoint(path, old_mtime: int, timeout: float = 120.0) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig):
     run = prepare_and_train(tmp_path, epochs=1)  # a prepared run with one finished epoch
     last = run / "checkpoints" / "last.pt"
@@ -39,8 +39,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig):
     time.sleep(random.random())  # then a random point
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 130 and "stopped (interrupted)" in out  # saved, then exited
+    if sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and SIGTERM: checkpoint saved, then exit 130
+        assert proc.returncode == 130 and "stopped (interrupted)" in out
     else:
         assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(last)  # intact, loadable

@@ -179,3 +179,25 @@ def test_translator_trains_from_pretrained_decoder(prepared: Path, tgt_lm: Path,
     shutil.copytree(prepared, run2)
     assert main(["train", "--run", str(run2), *TINY_OVERRIDES, f"model.init_encoder_from={lm_ckpt}"]) == 2
     assert "tgt-side language model; this needs a src-side one" in capsys.readouterr().err
+
+
+def test_freeze_pretrained_epochs_keeps_lm_weights_then_releases_them(prepared: Path, tgt_lm: Path, tmp_path: Path):
+    import shutil
+
+    from mt.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(prepared, run)
+    lm_state = load_checkpoint(tgt_lm / "checkpoints" / "best.pt")["model"]
+    common = [*TINY_OVERRIDES, f"model.init_decoder_from={tgt_lm / 'checkpoints' / 'best.pt'}",
+              "train.freeze_pretrained_epochs=1"]
+    assert main(["train", "--run", str(run), *common, "train.max_epochs=1"]) == 0
+    after_one = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert torch.equal(after_one["decoder.embed.weight"], lm_state["embed.weight"])
+    assert torch.equal(after_one["decoder.output.weight"], lm_state["output.weight"])
+    emb = lm_state["rnn.weight_ih_l0"].shape[1]
+    assert torch.equal(after_one["decoder.rnn.weight_ih_l0"][:, :emb], lm_state["rnn.weight_ih_l0"])
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] > 0  # it did train meanwhile
+    assert main(["train", "--run", str(run), *common, "train.max_epochs=2"]) == 0  # resumes; epoch 2 is free
+    after_two = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert not torch.equal(after_two["decoder.embed.weight"], lm_state["embed.weight"])
