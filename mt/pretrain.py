@@ -189,6 +189,9 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
 
     lens = [len(s) + 1 for s in train_ids]
     stopped = stop_reason()  # a finished LM_RUN re-run with the same limits has nothing to do
+    if stopped:
+        print(f"nothing left to train: this LM already reached its limit ({stopped}); raise train.max_epochs, "
+              "train.max_minutes or train.patience to continue", flush=True)
     lm.train()
     with StopFlag() as stop:
         while stopped is None:

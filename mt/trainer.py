@@ -146,6 +146,9 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     tokens_done, step_seconds = 0, 0.0  # throughput counts training steps only, not validation
     interval_loss, interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
     stopped = _stop_reason(progress, t, elapsed(), budget)
+    if stopped and main_process:
+        print(f"nothing left to train: this run already reached its limit ({stopped}); raise train.max_epochs, "
+              "train.max_minutes or train.patience to continue", flush=True)
 
     def checkpoint(best: bool = False) -> None:
         if not main_process:
