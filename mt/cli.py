@@ -148,9 +148,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = RunDir.of(args.run)
     translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize, ensemble=args.ensemble)
     # results of other checkpoints or ensembles get their own file names, never overwriting the run's own
-    tag = args.tag or "".join([f"{args.checkpoint}" if args.checkpoint != "best" else "",
-                               f"ensemble{len(args.ensemble) + 1}" if args.ensemble else "",
-                               "int8" if args.quantize else ""])
+    tag = args.tag or "-".join(part for part in (args.checkpoint if args.checkpoint != "best" else "",
+                                                 f"ensemble{len(args.ensemble) + 1}" if args.ensemble else "",
+                                                 "int8" if args.quantize else "") if part)
     if args.src or args.ref:
         if not (args.src and args.ref):
             raise MTError("give both --src FILE and --ref FILE")
