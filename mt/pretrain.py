@@ -61,8 +61,7 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _side_model_path(run: RunDir, side: str) -> Path:
-    meta = run.meta()
+def _side_model_path(run: RunDir, meta: dict, side: str) -> Path:
     return run.data_dir / meta["src_model" if side == "src" else "tgt_model"]
 
 
@@ -118,7 +117,7 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
     if device.type == "cpu":
         torch.set_num_threads(t.threads or os.cpu_count() or 1)
     meta = from_run.meta()
-    spm_path = _side_model_path(from_run, side)
+    spm_path = _side_model_path(from_run, meta, side)
     encoded = from_run.encoded()
     column = "src_ids" if side == "src" else "tgt_ids"
     train_ids = [x for x in encoded["train"][column] if x]

@@ -28,7 +28,7 @@ log = logging.getLogger("mt")
 _RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def _pairs(model: Seq2Seq, side: str, layers: int) -> list[tuple[str, str]]:
+def _pairs(side: str, layers: int) -> list[tuple[str, str]]:
     """(LM parameter name, translator parameter name) pairs to copy."""
     part = "decoder" if side == "tgt" else "encoder"
     pairs = [("embed.weight", f"{part}.embed.weight")]
@@ -59,7 +59,7 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
                       "pre-train the LM with this translator's model config")
     copied = []
     with torch.no_grad():
-        for src_name, dst_name in _pairs(model, side, layers):
+        for src_name, dst_name in _pairs(side, layers):
             if dst_name not in params:
                 raise MTError(f"{path}: the translator has no parameter {dst_name} for the LM's {src_name} "
                               "(different number of layers or cell?)")
@@ -84,7 +84,7 @@ def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None
     for side, path in (("src", cfg.init_encoder_from), ("tgt", cfg.init_decoder_from)):
         if not path:
             continue
-        for _, name in _pairs(model, side, cfg.layers):
+        for _, name in _pairs(side, cfg.layers):
             if name not in params:  # the output layer tied to the embeddings
                 continue
             limit = None
