@@ -19,7 +19,7 @@ import torch
 from mt.batching import collate, make_batches
 from mt.config import apply_overrides
 from mt.errors import MTError
-from mt.loop import train_step
+from mt.loop import make_optimizer, train_step
 from mt.model import build_model
 from mt.run import RunDir, resolve_device
 from mt.schedule import LRSchedule
@@ -28,7 +28,7 @@ from mt.trainer import LabelSmoothedLoss
 __all__ = ["bench_training", "main"]
 
 
-def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -> dict:
+def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, baseline: bool = False) -> dict:
     cfg = apply_overrides(run.config(), overrides)
     t = cfg.train
     device = resolve_device(t.device)
@@ -39,8 +39,10 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -
     src, tgt = split["src_ids"], split["tgt_ids"]
     torch.manual_seed(t.seed)
     model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
+    if baseline:  # the slower generic paths: packed-sequence encoder, autograd through the decoder steps
+        model.encoder.chunked = model.decoder.fused = False
     module = LabelSmoothedLoss(model, t.label_smoothing)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay)
     schedule = LRSchedule(t)
     batches = make_batches([len(s) for s in src], [len(s) for s in tgt], t.batch_tokens, shuffle=True, seed=t.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
@@ -61,7 +63,8 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int) -
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     result = {
-        "what": "train", "device": str(device), "threads": torch.get_num_threads(), "precision": t.precision,
+        "what": "train" + ("-baseline" if baseline else ""), "device": str(device),
+        "threads": torch.get_num_threads(), "precision": t.precision,
         "params": model.num_parameters(), "batch_tokens": t.batch_tokens, "steps": steps,
         "tokens_per_s": round(tokens / seconds, 1), "sentences_per_s": round(sentences / seconds, 1),
         "tokens_per_batch": round(tokens / steps, 1),
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=120, help="timed training steps (about one Multi30k epoch)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--what", default="train,decode", help="comma-separated: train, decode")
+    p.add_argument("--baseline", action="store_true",
+                   help="train with the generic paths instead (packed-sequence encoder, decoder steps through "
+                        "autograd) to measure what the fused ones gain")
     p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
     p.add_argument("--beams", default="1,5", help="comma-separated beam sizes for decoding")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir.of(args.run)
     try:
         if "train" in args.what:
-            print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup)), flush=True)
+            print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline)), flush=True)
         if "decode" in args.what:
             if not (run.checkpoint_dir / "best.pt").is_file():
                 print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))

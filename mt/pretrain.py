@@ -34,7 +34,7 @@ from mt.batching import make_batches, pad
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
-from mt.loop import StopFlag, append_log, train_step
+from mt.loop import StopFlag, append_log, make_optimizer, train_step
 from mt.model.lm import LanguageModel, build_language_model
 from mt.model.loss import linear_cross_entropy
 from mt.plots import plot_curves
@@ -142,7 +142,7 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     lm = build_language_model(cfg.model, vocab, side).to(device)
-    optimizer = torch.optim.Adam(lm.parameters(), lr=t.lr)
+    optimizer = make_optimizer(lm.parameters(), t.lr, t.weight_decay)
     schedule = LRSchedule(t)
     progress = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_loss": math.inf, "bad_validations": 0,
                 "train_seconds": 0.0}

@@ -24,7 +24,7 @@ from mt.batching import collate, make_batches
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
-from mt.loop import StopFlag, append_log, train_step
+from mt.loop import StopFlag, append_log, make_optimizer, train_step
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import linear_cross_entropy
 from mt.plots import plot_curves
@@ -104,8 +104,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay) if t.weight_decay \
-        else torch.optim.Adam(model.parameters(), lr=t.lr)
+    optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay)
     schedule = LRSchedule(t)
     progress = Progress()
 

@@ -150,3 +150,63 @@ def test_each_cell_and_attention_learns_a_tiny_task(cell, attention):
         first = loss.item() if first is None else first
         last = loss.item()
     assert first > 2.0 and last < 0.3, (first, last)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (2, False)])
+def test_encoder_equals_packed_sequence_reference(cell, layers, bidirectional):
+    """The encoder runs fused kernels chunk by chunk; it must give what nn.LSTM/GRU/RNN on packed sequences
+    gives: states, final states and every gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    torch.manual_seed(0)
+    enc = Encoder(V, E, H, layers=layers, cell=cell, bidirectional=bidirectional).double().train()
+    lens = torch.tensor([7, 3, 5, 7, 1, 5, 2])
+    src = torch.randint(4, V, (7, 7))
+    src[torch.arange(7)[None] >= lens[:, None]] = PAD_ID
+    out = enc(src, lens)
+    packed = pack_padded_sequence(enc.embed(src), lens, batch_first=True, enforce_sorted=False)
+    ref_out, ref_final = enc.rnn(packed)
+    ref_states, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=7)
+    ref_h, ref_c = ref_final if cell == "lstm" else (ref_final, None)
+    assert torch.allclose(out.states, ref_states, atol=1e-12)
+    assert torch.allclose(out.final_h, enc._join(ref_h), atol=1e-12)
+    if cell == "lstm":
+        assert torch.allclose(out.final_c, enc._join(ref_c), atol=1e-12)
+    weights = list(enc.parameters())
+    grads = torch.autograd.grad(out.states.sin().sum() + out.final_h.cos().sum(), weights)
+    ref_grads = torch.autograd.grad(ref_states.sin().sum() + enc._join(ref_h).cos().sum(), weights)
+    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-10), name
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_decoder_equals_the_step_modules(dropout):
+    """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
+    equal autograd through the step-by-step modules, dropout masks included."""
+    model = make_model(dropout=dropout).double().train()
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    weights = torch.linspace(-1, 1, B * 6 * H, dtype=torch.float64).view(B, 6, H)
+    results = []
+    for fused in (True, False):
+        model.decoder.fused = fused
+        torch.manual_seed(7)  # the same dropout masks for both
+        out = model(src, lens, tgt_in)
+        assert (out.grad_fn.name() == "_LstmAttentionLoopBackward") == fused
+        results.append((out, torch.autograd.grad((out.sin() * weights).sum(), list(model.parameters()),
+                                                 allow_unused=True)))
+    (out, grads), (ref_out, ref_grads) = results
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
+        assert (g is None) == (r is None), name
+        assert g is None or torch.allclose(g, r, atol=1e-10), name
+
+
+def test_fused_decoder_refuses_a_backward_after_another_forward():
+    model = make_model().train()
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    first = model(src, lens, tgt_in)
+    model(src, lens, tgt_in)  # overwrites the workspace the first pass saved its activations in
+    with pytest.raises(RuntimeError, match="another forward pass before this backward"):
+        first.sum().backward()

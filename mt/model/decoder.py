@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mt.model.attention import NoAttention, build_attention
+from mt.model.attention import BahdanauAttention, NoAttention, build_attention
 from mt.model.dropout import ByteDropout
 from mt.model.encoder import EncoderOutput
+from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
 from mt.tokenizer import PAD_ID
@@ -45,6 +46,8 @@ class StepContext:
 
 
 class Decoder(nn.Module):
+    fused = True  # teacher-forced passes of 1-layer LSTM + Bahdanau decoders use mt.model.fused_decoder
+
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
                  attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False):
         super().__init__()
@@ -59,6 +62,7 @@ class Decoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
+        self._workspaces = (Workspace(), Workspace())  # reused memory of the fused teacher-forced pass
         if tie_embeddings:
             self.output.weight = self.embed.weight
         else:
@@ -67,25 +71,39 @@ class Decoder(nn.Module):
     def context(self, enc: EncoderOutput) -> StepContext:
         return StepContext(enc, self.attention.keys(enc.states), self.rnn.step_weights())
 
-    def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext):
-        """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None."""
+    def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
+        """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
+        drop: an optional dropout mask (B, 2H) for [h; context]."""
         h, c = self.rnn.step(x_proj, state.feed, state.h, state.c, ctx.weights)
         top = h[-1]  # (B, H)
         if isinstance(self.attention, NoAttention):
             context, weights = ctx.enc.final_h[-1], None  # (B, H): the sentence vector at every step
         else:
             context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
-        feed = torch.tanh(self.combine(self.dropout(torch.cat([top, context], dim=1))))  # (B, H)
+        joined = torch.cat([top, context], dim=1)  # (B, 2H)
+        feed = torch.tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
         return DecoderState(h, c, feed), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:
         """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> attentional vectors (B, T, H)."""
         x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in)))  # (B, T, G*H)
+        batch, steps = tgt_in.shape
+        drops = self.dropout.mask((steps, batch, self.combine.in_features), x_proj) if self.dropout.active \
+            else None  # (T, B, 2H): the masks of all steps, drawn at once
+        if self._can_fuse(x_proj):
+            return fused_lstm_attention_loop(
+                x_proj, state.h[0], state.c[0], state.feed, ctx.keys, ctx.enc.states, ctx.enc.mask, ctx.weights[0],
+                self.attention.query_layer.weight, self.attention.energy.weight, self.combine.weight, drops,
+                self._workspaces)
         outputs = []
-        for x_t in x_proj.unbind(1):  # unbind, not x_proj[:, t]: its backward is one stack, not T full-size adds
-            state, _ = self._advance(x_t, state, ctx)
+        for t, x_t in enumerate(x_proj.unbind(1)):  # unbind, not x_proj[:, t]: its backward is one stack
+            state, _ = self._advance(x_t, state, ctx, None if drops is None else drops[t])
             outputs.append(state.feed)
         return torch.stack(outputs, dim=1)  # (B, T, H)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        return (self.fused and self.cell == "lstm" and self.rnn.layers == 1 and torch.is_grad_enabled()
+                and isinstance(self.attention, BahdanauAttention) and not torch.is_autocast_enabled(x.device.type))
 
     def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
         """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""

@@ -21,14 +21,25 @@ class ByteDropout(nn.Module):
         self.threshold = round(p * 256)  # drop when a random byte falls below this
         self.scale = 256.0 / (256 - self.threshold) if self.threshold < 256 else 0.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.threshold == 0:
-            return x
-        n = x.numel()
-        words = torch.empty((n + 2) // 3, dtype=torch.int32, device=x.device).random_()
+    @property
+    def active(self) -> bool:
+        return self.training and self.threshold > 0
+
+    def mask(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A scaled keep-mask of ``shape`` (0 or 1 / keep rate), dtype and device of ``like``. The decoder draws
+        the masks of all its steps with one call."""
+        n = 1
+        for size in shape:
+            n *= size
+        words = torch.empty((n + 2) // 3, dtype=torch.int32, device=like.device).random_()
         draws = words.view(torch.uint8).view(-1, 4)[:, :3].reshape(-1)[:n]  # little-endian low three bytes
-        keep = draws.view(x.shape) >= self.threshold  # (same shape as x)
-        return x * (keep.to(x.dtype) * self.scale)
+        keep = draws.view(shape) >= self.threshold
+        return keep.to(like.dtype).mul_(self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        return x * self.mask(tuple(x.shape), x)
 
     def extra_repr(self) -> str:
         return f"p={self.p} (effective {self.threshold / 256:.4f})"
