@@ -28,7 +28,22 @@ from mt.trainer import LabelSmoothedLoss
 __all__ = ["bench_training", "main"]
 
 
-def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, baseline: bool = False) -> dict:
+# Kernels that multiply matrices (the fused RNN kernels of the encoder included): the rest is overhead to shrink.
+_MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addmv_", "aten::mv",
+               "aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"}
+
+
+def time_split(prof, steps: int) -> dict:
+    """Self CPU time per step of a torch.profiler run: matrix-multiply kernels, everything else, top operators."""
+    ops = sorted(((e.key, e.self_cpu_time_total / 1000 / steps) for e in prof.key_averages()), key=lambda kv: -kv[1])
+    matmul = sum(ms for key, ms in ops if key in _MATMUL_OPS)
+    total = sum(ms for _, ms in ops)
+    return {"profiled_ms_per_step": round(total, 1), "matmul_ms_per_step": round(matmul, 1),
+            "matmul_share": round(matmul / total, 3), "top_ops_ms": {k: round(ms, 1) for k, ms in ops[:12]}}
+
+
+def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, baseline: bool = False,
+                   profile: bool = False) -> dict:
     cfg = apply_overrides(run.config(), overrides)
     t = cfg.train
     device = resolve_device(t.device)
@@ -48,10 +63,13 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     model.train()
     tokens = sentences = 0
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
     for i, idx in enumerate(batches[: warmup + steps]):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
+            if profiler:
+                profiler.__enter__()
             start = time.perf_counter()
         b = collate([src[j] for j in idx], [tgt[j] for j in idx], idx).to(device)
         train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
@@ -62,6 +80,8 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    if profiler:
+        profiler.__exit__(None, None, None)
     result = {
         "what": "train" + ("-baseline" if baseline else ""), "device": str(device),
         "threads": torch.get_num_threads(), "precision": t.precision,
@@ -72,7 +92,55 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     }
     if device.type == "cuda":
         result["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if profiler:
+        result.update(time_split(profiler, steps), what=result["what"] + "-profile")
     return result
+
+
+def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) -> dict:
+    """The fused paths against the generic ones (``--baseline``) on the same batches, alternating batch by batch
+    (and which goes first), so that a machine whose speed drifts during the run treats both alike."""
+    import copy
+    import statistics
+
+    cfg = apply_overrides(run.config(), overrides)
+    t = cfg.train
+    device = resolve_device(t.device)
+    if device.type == "cpu" and t.threads:
+        torch.set_num_threads(t.threads)
+    meta = run.meta()
+    split = run.encoded()["train"]
+    src, tgt = split["src_ids"], split["tgt_ids"]
+    torch.manual_seed(t.seed)
+    fused = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device).train()
+    generic = copy.deepcopy(fused)
+    generic.encoder.chunked = generic.decoder.fused = False
+    arms = [(LabelSmoothedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay))
+            for m in (fused, generic)]
+    schedule = LRSchedule(t)
+    batches = make_batches([len(s) for s in src], [len(s) for s in tgt], t.batch_tokens, shuffle=True, seed=t.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+    seconds, tokens = [[], []], 0
+    for i, idx in enumerate(batches[: warmup + steps]):
+        b = collate([src[j] for j in idx], [tgt[j] for j in idx], idx).to(device)
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            module, optimizer = arms[k]
+            start = time.perf_counter()
+            train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
+                       optimizer, schedule, i + 1, t.clip, autocast)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                seconds[k].append(time.perf_counter() - start)
+        if i >= warmup:
+            tokens += b.n_tokens
+    return {
+        "what": "train-compare", "device": str(device), "threads": torch.get_num_threads(), "steps": steps,
+        "tokens_per_s": round(tokens / sum(seconds[0]), 1),
+        "tokens_per_s_baseline": round(tokens / sum(seconds[1]), 1),
+        "speedup": round(sum(seconds[1]) / sum(seconds[0]), 3),
+        "median_step_speedup": round(statistics.median(g / f for f, g in zip(*seconds)), 3),
+    }
 
 
 def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
@@ -107,15 +175,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", action="store_true",
                    help="train with the generic paths instead (packed-sequence encoder, decoder steps through "
                         "autograd) to measure what the fused ones gain")
+    p.add_argument("--compare", action="store_true",
+                   help="train the fused and the generic paths side by side, alternating batch by batch, and "
+                        "report both rates (robust to a machine whose speed drifts)")
+    p.add_argument("--profile", action="store_true",
+                   help="run the timed training steps under torch.profiler and report where the time goes "
+                        "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
     p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
     p.add_argument("--beams", default="1,5", help="comma-separated beam sizes for decoding")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
     try:
-        if "train" in args.what:
-            print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline)), flush=True)
-        if "decode" in args.what:
+        if args.compare:
+            print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup)), flush=True)
+        elif "train" in args.what:
+            print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline,
+                                                            args.profile)), flush=True)
+        if "decode" in args.what and not args.compare:
             if not (run.checkpoint_dir / "best.pt").is_file():
                 print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))
             else:

@@ -38,7 +38,8 @@ class Workspace:
         sizes = [math.prod(shape) for shape in shapes]
         buf = self.buffer
         if buf is None or buf.numel() < sum(sizes) or buf.dtype != like.dtype or buf.device != like.device:
-            self.buffer = buf = like.new_empty(int(sum(sizes) * 1.25))  # headroom for longer batches
+            self.buffer = buf = None  # release the old one first: never two alive at once
+            self.buffer = buf = like.new_empty(int(sum(sizes) * 1.05))
         self.generation += 1
         views, start = [], 0
         for shape, size in zip(shapes, sizes):

@@ -1,0 +1,33 @@
+"""`make bench` on the tiny trained run: every mode prints one JSON line with sane numbers."""
+
+from __future__ import annotations
+
+import json
+
+from eval.bench import main
+
+
+def _lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_bench_training_profile_and_compare(trained_run, capsys):
+    run = str(trained_run)
+    assert main(["--run", run, "--what", "train", "--steps", "3", "--warmup", "1", "--profile"]) == 0
+    (profiled,) = _lines(capsys)
+    assert profiled["what"] == "train-profile" and profiled["tokens_per_s"] > 0
+    assert 0 < profiled["matmul_ms_per_step"] < profiled["profiled_ms_per_step"]
+    assert "aten::mm" in profiled["top_ops_ms"] or "aten::addmm" in profiled["top_ops_ms"]
+
+    assert main(["--run", run, "--compare", "--steps", "4", "--warmup", "1"]) == 0
+    (compared,) = _lines(capsys)
+    assert compared["what"] == "train-compare"
+    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0 and compared["speedup"] > 0
+
+
+def test_bench_decoding(trained_run, capsys):
+    assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "1,2"]) == 0
+    greedy, beam = _lines(capsys)
+    assert (greedy["beam"], beam["beam"]) == (1, 2)
+    assert greedy["sentences"] == beam["sentences"] == 30 and greedy["sentences_per_s"] > 0
+    assert 0 <= greedy["bleu"] <= 100
