@@ -42,36 +42,52 @@ def time_split(prof, steps: int) -> dict:
             "matmul_share": round(matmul / total, 3), "top_ops_ms": {k: round(ms, 1) for k, ms in ops[:12]}}
 
 
+class _Setup:
+    """What every training bench needs: the RUN's config with overrides, device, training split, a fresh model
+    (seeded), the schedule, the epoch's batches and the autocast context."""
+
+    def __init__(self, run: RunDir, overrides: list[str]):
+        self.cfg = apply_overrides(run.config(), overrides)
+        self.train = t = self.cfg.train
+        self.device = resolve_device(t.device)
+        if self.device.type == "cpu" and t.threads:
+            torch.set_num_threads(t.threads)
+        self.meta = run.meta()
+        split = run.encoded()["train"]
+        self.src, self.tgt = split["src_ids"], split["tgt_ids"]
+        torch.manual_seed(t.seed)
+        self.schedule = LRSchedule(t)
+        self.batches = make_batches([len(s) for s in self.src], [len(s) for s in self.tgt], t.batch_tokens,
+                                    shuffle=True, seed=t.seed)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+
+    def model(self):
+        return build_model(self.cfg.model, self.meta["src_vocab_size"], self.meta["tgt_vocab_size"]).to(self.device)
+
+    def batch(self, idx: list[int]):
+        return collate([self.src[j] for j in idx], [self.tgt[j] for j in idx], idx).to(self.device)
+
+
 def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, baseline: bool = False,
                    profile: bool = False) -> dict:
-    cfg = apply_overrides(run.config(), overrides)
-    t = cfg.train
-    device = resolve_device(t.device)
-    if device.type == "cpu" and t.threads:
-        torch.set_num_threads(t.threads)
-    meta = run.meta()
-    split = run.encoded()["train"]
-    src, tgt = split["src_ids"], split["tgt_ids"]
-    torch.manual_seed(t.seed)
-    model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
+    setup = _Setup(run, overrides)
+    t, device, schedule, autocast = setup.train, setup.device, setup.schedule, setup.autocast
+    model = setup.model()
     if baseline:  # the slower generic paths: packed-sequence encoder, autograd through the decoder steps
         model.encoder.chunked = model.decoder.fused = False
     module = LabelSmoothedLoss(model, t.label_smoothing)
     optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay)
-    schedule = LRSchedule(t)
-    batches = make_batches([len(s) for s in src], [len(s) for s in tgt], t.batch_tokens, shuffle=True, seed=t.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     model.train()
     tokens = sentences = 0
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
-    for i, idx in enumerate(batches[: warmup + steps]):
+    for i, idx in enumerate(setup.batches[: warmup + steps]):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if profiler:
                 profiler.__enter__()
             start = time.perf_counter()
-        b = collate([src[j] for j in idx], [tgt[j] for j in idx], idx).to(device)
+        b = setup.batch(idx)
         train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
                    optimizer, schedule, i + 1, t.clip, autocast)
         if i >= warmup:
@@ -103,31 +119,21 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) ->
     import copy
     import statistics
 
-    cfg = apply_overrides(run.config(), overrides)
-    t = cfg.train
-    device = resolve_device(t.device)
-    if device.type == "cpu" and t.threads:
-        torch.set_num_threads(t.threads)
-    meta = run.meta()
-    split = run.encoded()["train"]
-    src, tgt = split["src_ids"], split["tgt_ids"]
-    torch.manual_seed(t.seed)
-    fused = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device).train()
+    setup = _Setup(run, overrides)
+    t, device = setup.train, setup.device
+    fused = setup.model().train()
     generic = copy.deepcopy(fused)
     generic.encoder.chunked = generic.decoder.fused = False
     arms = [(LabelSmoothedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay))
             for m in (fused, generic)]
-    schedule = LRSchedule(t)
-    batches = make_batches([len(s) for s in src], [len(s) for s in tgt], t.batch_tokens, shuffle=True, seed=t.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     seconds, tokens = [[], []], 0
-    for i, idx in enumerate(batches[: warmup + steps]):
-        b = collate([src[j] for j in idx], [tgt[j] for j in idx], idx).to(device)
+    for i, idx in enumerate(setup.batches[: warmup + steps]):
+        b = setup.batch(idx)
         for k in ((0, 1) if i % 2 == 0 else (1, 0)):
             module, optimizer = arms[k]
             start = time.perf_counter()
             train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
-                       optimizer, schedule, i + 1, t.clip, autocast)
+                       optimizer, setup.schedule, i + 1, t.clip, setup.autocast)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
