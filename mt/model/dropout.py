@@ -8,6 +8,8 @@ About 2.5x faster than ``nn.Dropout`` on 2 cores (1.2 vs 3.1 ms for a (188, 1024
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,9 +30,7 @@ class ByteDropout(nn.Module):
     def mask(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """A scaled keep-mask of ``shape`` (0 or 1 / keep rate), dtype and device of ``like``. The decoder draws
         the masks of all its steps with one call."""
-        n = 1
-        for size in shape:
-            n *= size
+        n = math.prod(shape)
         words = torch.empty((n + 2) // 3, dtype=torch.int32, device=like.device).random_()
         draws = words.view(torch.uint8).view(-1, 4)[:, :3].reshape(-1)[:n]  # little-endian low three bytes
         keep = draws.view(shape) >= self.threshold
