@@ -86,8 +86,9 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:
         """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> attentional vectors (B, T, H)."""
-        x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in)))  # (B, T, G*H)
-        batch, steps = tgt_in.shape
+        # Time-major (T, B, ...): each step's slice is contiguous, and so is the gradient the fused loop returns.
+        x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in.t())))  # (T, B, G*H)
+        steps, batch = x_proj.shape[:2]
         drops = self.dropout.mask((steps, batch, self.combine.in_features), x_proj) if self.dropout.active \
             else None  # (T, B, 2H): the masks of all steps, drawn at once
         if self._can_fuse(x_proj):
@@ -96,7 +97,7 @@ class Decoder(nn.Module):
                 self.attention.query_layer.weight, self.attention.energy.weight, self.combine.weight, drops,
                 self._workspaces)
         outputs = []
-        for t, x_t in enumerate(x_proj.unbind(1)):  # unbind, not x_proj[:, t]: its backward is one stack
+        for t, x_t in enumerate(x_proj.unbind(0)):  # unbind, not x_proj[t]: its backward is one stack
             state, _ = self._advance(x_t, state, ctx, None if drops is None else drops[t])
             outputs.append(state.feed)
         return torch.stack(outputs, dim=1)  # (B, T, H)

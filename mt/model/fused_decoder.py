@@ -51,10 +51,10 @@ class Workspace:
 class _LstmAttentionLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop, spaces):
-        """x_proj (B, T, 4H), h, c, feed (B, H), keys (B, S, A), states (B, S, H), mask (B, S) bool,
+        """x_proj (T, B, 4H) (time-major: each step's slice is contiguous), h, c, feed (B, H), keys (B, S, A), states (B, S, H), mask (B, S) bool,
         w (4H, 2H) = [W_feed | W_hh], w_query (A, H), v (1, A), w_combine (H, 2H), drop (T, B, 2H) or None
         spaces: two Workspaces (forward, backward) -> attentional vectors (B, T, H)."""
-        batch, steps, _ = x_proj.shape
+        steps, batch, _ = x_proj.shape
         hidden = h.shape[1]
         blocked = ~mask  # (B, S)
         keys = keys.transpose(0, 1).contiguous()  # (S, B, A): adding the query (B, A) is twice as fast this way
@@ -75,7 +75,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
         for t in range(steps):
             joined[t, :, :hidden] = feed
             joined[t, :, hidden:] = h
-            gates = torch.addmm(x_proj[:, t], joined[t], w.t(), out=acts[t])  # (B, 4H)
+            gates = torch.addmm(x_proj[t], joined[t], w.t(), out=acts[t])  # (B, 4H)
             gates[:, :2 * hidden].sigmoid_()
             gates[:, 2 * hidden:3 * hidden].tanh_()
             gates[:, 3 * hidden:].sigmoid_()
@@ -153,7 +153,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
         # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
         grad_states = torch.bmm(alphas.permute(1, 2, 0), d_ctx.transpose(0, 1))  # (B, S, T) @ (B, T, H)
         d_keys = d_keys.transpose(0, 1)  # (B, S, A)
-        grad_x = d_gates.transpose(0, 1)  # (B, T, 4H)
+        grad_x = d_gates  # (T, B, 4H), contiguous: the input projection's backward needs no copy
         return (grad_x, d_h_next, d_c, d_feed, d_keys, grad_states, None, grad_w, grad_w_query, grad_v,
                 grad_w_combine, None, None)
 

@@ -44,9 +44,9 @@ class StackedRecurrent(nn.Module):
         return b_ih if self.cell == "gru" else b_ih + b_hh  # GRU keeps b_hn inside r * (W_hn h + b_hn)
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, E) -> (B, T, G*H): layer 0's input projection (with biases) for all steps at once."""
+        """x: (..., E) -> (..., G*H), e.g. (T, B, E): layer 0's input projection (with biases) for all steps at once."""
         w_ih = self.weight_ih_l0[:, : self.input_dim]
-        return F.linear(x, w_ih, self._input_bias(0))  # (B, T, G*H)
+        return F.linear(x, w_ih, self._input_bias(0))  # (..., G*H)
 
     def step_weights(self) -> list[torch.Tensor]:
         """Per layer, the matrix applied at every step: [W_feed | W_hh] for layer 0, [W_ih | W_hh] above.
