@@ -85,7 +85,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if profiler:
-                profiler.__enter__()
+                profiler.start()
             start = time.perf_counter()
         b = setup.batch(idx)
         train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
@@ -97,7 +97,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     if profiler:
-        profiler.__exit__(None, None, None)
+        profiler.stop()
     result = {
         "what": "train" + ("-baseline" if baseline else ""), "device": str(device),
         "threads": torch.get_num_threads(), "precision": t.precision,

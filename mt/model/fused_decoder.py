@@ -38,7 +38,7 @@ class Workspace:
         sizes = [math.prod(shape) for shape in shapes]
         buf = self.buffer
         if buf is None or buf.numel() < sum(sizes) or buf.dtype != like.dtype or buf.device != like.device:
-            self.buffer = buf = None  # release the old one first: never two alive at once
+            self.buffer = buf = None  # drop both references first: never two buffers alive at once
             self.buffer = buf = like.new_empty(int(sum(sizes) * 1.05))
         self.generation += 1
         views, start = [], 0
@@ -51,8 +51,8 @@ class Workspace:
 class _LstmAttentionLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop, spaces):
-        """x_proj (T, B, 4H) (time-major: each step's slice is contiguous), h, c, feed (B, H), keys (B, S, A), states (B, S, H), mask (B, S) bool,
-        w (4H, 2H) = [W_feed | W_hh], w_query (A, H), v (1, A), w_combine (H, 2H), drop (T, B, 2H) or None
+        """x_proj (T, B, 4H) time-major (each step's slice contiguous), h, c, feed (B, H), keys (B, S, A),
+        states (B, S, H), mask (B, S) bool, w (4H, 2H) = [W_feed | W_hh], w_query (A, H), v (1, A), w_combine (H, 2H), drop (T, B, 2H) or None
         spaces: two Workspaces (forward, backward) -> attentional vectors (B, T, H)."""
         steps, batch, _ = x_proj.shape
         hidden = h.shape[1]
