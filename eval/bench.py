@@ -13,6 +13,7 @@ import json
 import resource
 import sys
 import time
+from collections import defaultdict
 
 import torch
 
@@ -21,6 +22,7 @@ from mt.config import apply_overrides
 from mt.errors import MTError
 from mt.loop import make_optimizer, train_step
 from mt.model import build_model
+from mt.profiling import ATTENTION, CLIP, DECODER_LSTM, ENCODER, OPTIMIZER, OUTPUT_LOSS
 from mt.run import RunDir, resolve_device
 from mt.schedule import LRSchedule
 from mt.trainer import LabelSmoothedLoss
@@ -40,6 +42,56 @@ def time_split(prof, steps: int) -> dict:
     total = sum(ms for _, ms in ops)
     return {"profiled_ms_per_step": round(total, 1), "matmul_ms_per_step": round(matmul, 1),
             "matmul_share": round(matmul / total, 3), "top_ops_ms": {k: round(ms, 1) for k, ms in ops[:12]}}
+
+
+_PHASE_NAMES = {ENCODER: "encoder", DECODER_LSTM: "decoder LSTM", ATTENTION: "attention",
+                OUTPUT_LOSS: "output layer + loss", CLIP: "gradient clipping", OPTIMIZER: "optimizer"}
+# Autograd nodes of the fused RNN kernels: the encoder's backward pass (forward ranges do not cover it).
+_RNN_BACKWARD_NODES = ("RnnLayerBackward", "CudnnRnnBackward", "MiopenRnnBackward")
+OTHER_OPS = "other ops"
+OVERHEAD = "python and framework"
+
+
+def phase_split(prof, steps: int, wall_seconds: float) -> dict:
+    """Wall milliseconds per step by phase of the model (the ranges of mt.profiling).
+
+    Every operator's own time counts toward the innermost named range around it; in the backward pass the
+    encoder is recognised by its RNN kernels' autograd nodes. "other ops" are the rest: embeddings, input
+    projections, the bridge, dropout masks, and the backward passes that autograd runs for the generic
+    (unfused) decoder. "python and framework" is the time in no operator: Python, the autograd engine's
+    bookkeeping, the profiler's own cost."""
+    phases: dict[str, float] = defaultdict(float)
+    memo: dict[int, str] = {}
+
+    def phase_of(event) -> str:
+        chain, node, found = [], event, OTHER_OPS
+        while node is not None:
+            if id(node) in memo:
+                found = memo[id(node)]
+                break
+            chain.append(node)
+            if node.name in _PHASE_NAMES:
+                found = _PHASE_NAMES[node.name]
+                break
+            if node.name.startswith("autograd::engine::evaluate_function") and \
+                    any(key in node.name for key in _RNN_BACKWARD_NODES):
+                found = _PHASE_NAMES[ENCODER]
+                break
+            node = node.cpu_parent
+        for n in chain:
+            memo[id(n)] = found
+        return found
+
+    ops_total = 0.0
+    for event in prof.events():
+        if event.name.startswith("aten::"):  # an operator: its own time, its callees' counted separately
+            ms = event.self_cpu_time_total / 1000
+            phases[phase_of(event)] += ms
+            ops_total += ms
+    wall_ms = wall_seconds * 1000
+    phases[OVERHEAD] = wall_ms - ops_total
+    per_step = {name: round(ms / steps, 1) for name, ms in sorted(phases.items(), key=lambda kv: -kv[1])}
+    return {"wall_ms_per_step": round(wall_ms / steps, 1), "phases_ms_per_step": per_step}
 
 
 class _Setup:
@@ -109,7 +161,8 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     if device.type == "cuda":
         result["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     if profiler:
-        result.update(time_split(profiler, steps), what=result["what"] + "-profile")
+        result.update(time_split(profiler, steps), **phase_split(profiler, steps, seconds),
+                      what=result["what"] + "-profile")
     return result
 
 

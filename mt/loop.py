@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mt.errors import MTError
+from mt.profiling import CLIP, OPTIMIZER, span
 from mt.schedule import LRSchedule
 
 __all__ = ["StopFlag", "append_log", "make_optimizer", "train_step"]
@@ -37,8 +38,10 @@ def train_step(forward: Callable[[], torch.Tensor], n_tokens: int, optimizer: to
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
-    optimizer.step()
+        with span(CLIP):
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    with span(OPTIMIZER):
+        optimizer.step()
     value = loss.item()
     if not math.isfinite(value):
         raise MTError(f"training diverged at step {step} (loss {value}); lower train.lr or raise train.clip")

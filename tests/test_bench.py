@@ -18,6 +18,10 @@ def test_bench_training_profile_and_compare(trained_run, capsys):
     assert profiled["what"] == "train-profile" and profiled["tokens_per_s"] > 0
     assert 0 < profiled["matmul_ms_per_step"] < profiled["profiled_ms_per_step"]
     assert "aten::mm" in profiled["top_ops_ms"] or "aten::addmm" in profiled["top_ops_ms"]
+    phases = profiled["phases_ms_per_step"]  # the model's named ranges (mt.profiling) all saw work
+    for name in ("encoder", "decoder LSTM", "attention", "output layer + loss", "gradient clipping", "optimizer"):
+        assert phases[name] > 0, name
+    assert phases["python and framework"] >= 0  # operators never add up to more than the wall time
 
     assert main(["--run", run, "--compare", "--steps", "4", "--warmup", "1"]) == 0
     (compared,) = _lines(capsys)

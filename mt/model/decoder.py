@@ -18,6 +18,7 @@ from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
+from mt.profiling import ATTENTION, DECODER_LSTM, span
 from mt.tokenizer import PAD_ID
 
 __all__ = ["Decoder", "DecoderState", "StepContext"]
@@ -74,14 +75,16 @@ class Decoder(nn.Module):
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
         drop: an optional dropout mask (B, 2H) for [h; context]."""
-        h, c = self.rnn.step(x_proj, state.feed, state.h, state.c, ctx.weights)
+        with span(DECODER_LSTM):
+            h, c = self.rnn.step(x_proj, state.feed, state.h, state.c, ctx.weights)
         top = h[-1]  # (B, H)
-        if isinstance(self.attention, NoAttention):
-            context, weights = ctx.enc.final_h[-1], None  # (B, H): the sentence vector at every step
-        else:
-            context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
-        joined = torch.cat([top, context], dim=1)  # (B, 2H)
-        feed = torch.tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
+        with span(ATTENTION):
+            if isinstance(self.attention, NoAttention):
+                context, weights = ctx.enc.final_h[-1], None  # (B, H): the sentence vector at every step
+            else:
+                context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
+            joined = torch.cat([top, context], dim=1)  # (B, 2H)
+            feed = torch.tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
         return DecoderState(h, c, feed), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
+from mt.profiling import ENCODER, span
 from mt.tokenizer import PAD_ID
 
 __all__ = ["Bridge", "Encoder", "EncoderOutput", "GATES", "RNN_CLASSES"]
@@ -96,10 +97,14 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
         """src: (B, S) token ids, src_lens: (B,) lengths (at least 1)."""
-        # Packing is as fast when nothing is differentiated (decoding, validation) and serves int8-quantized RNNs.
-        if not (self.chunked and torch.is_grad_enabled()) or type(self.rnn) is not RNN_CLASSES[self.cell]:
-            return self._forward_packed(src, src_lens)
-        batch, length = src.shape
+        with span(ENCODER):
+            # Packing is as fast when nothing is differentiated (decoding, validation) and serves int8 RNNs.
+            if not (self.chunked and torch.is_grad_enabled()) or type(self.rnn) is not RNN_CLASSES[self.cell]:
+                return self._forward_packed(src, src_lens)
+            return self._forward_chunked(src, src_lens)
+
+    def _forward_chunked(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
+        length = src.shape[1]
         order = src_lens.argsort(descending=True, stable=True)  # (B,) longest first
         lengths = src_lens.index_select(0, order)  # (B,)
         chunks = _Chunks(lengths.tolist())

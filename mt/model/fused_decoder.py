@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from mt.profiling import ATTENTION, DECODER_LSTM, span
+
 __all__ = ["Workspace", "fused_lstm_attention_loop"]
 
 
@@ -52,7 +54,8 @@ class _LstmAttentionLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop, spaces):
         """x_proj (T, B, 4H) time-major (each step's slice contiguous), h, c, feed (B, H), keys (B, S, A),
-        states (B, S, H), mask (B, S) bool, w (4H, 2H) = [W_feed | W_hh], w_query (A, H), v (1, A), w_combine (H, 2H), drop (T, B, 2H) or None
+        states (B, S, H), mask (B, S) bool, w (4H, 2H) = [W_feed | W_hh], w_query (A, H), v (1, A),
+        w_combine (H, 2H), drop (T, B, 2H) or None,
         spaces: two Workspaces (forward, backward) -> attentional vectors (B, T, H)."""
         steps, batch, _ = x_proj.shape
         hidden = h.shape[1]
@@ -73,24 +76,26 @@ class _LstmAttentionLoop(torch.autograd.Function):
         feeds = x_proj.new_empty(steps, batch, hidden)  # the output: not in the workspace
         cells[0] = c
         for t in range(steps):
-            joined[t, :, :hidden] = feed
-            joined[t, :, hidden:] = h
-            gates = torch.addmm(x_proj[t], joined[t], w.t(), out=acts[t])  # (B, 4H)
-            gates[:, :2 * hidden].sigmoid_()
-            gates[:, 2 * hidden:3 * hidden].tanh_()
-            gates[:, 3 * hidden:].sigmoid_()
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = torch.addcmul(f * cells[t], i, g, out=cells[t + 1])  # (B, H)
-            h = torch.mul(o, torch.tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
-            energy = torch.add(keys, h @ w_query.t(), out=energies[t]).tanh_()  # (S, B, A)
-            scores = (energy @ v.squeeze(0)).t().masked_fill(blocked, torch.finfo(energy.dtype).min)  # (B, S)
-            alpha = torch.softmax(scores, dim=1)  # (B, S)
-            alphas[t] = alpha
-            combined[t, :, :hidden] = h
-            combined[t, :, hidden:] = torch.bmm(alpha.unsqueeze(1), states).squeeze(1)  # context (B, H)
-            if drop is not None:
-                combined[t].mul_(drop[t])
-            feed = torch.tanh(combined[t] @ w_combine.t(), out=feeds[t])  # (B, H)
+            with span(DECODER_LSTM):
+                joined[t, :, :hidden] = feed
+                joined[t, :, hidden:] = h
+                gates = torch.addmm(x_proj[t], joined[t], w.t(), out=acts[t])  # (B, 4H)
+                gates[:, :2 * hidden].sigmoid_()
+                gates[:, 2 * hidden:3 * hidden].tanh_()
+                gates[:, 3 * hidden:].sigmoid_()
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.addcmul(f * cells[t], i, g, out=cells[t + 1])  # (B, H)
+                h = torch.mul(o, torch.tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
+            with span(ATTENTION):
+                energy = torch.add(keys, h @ w_query.t(), out=energies[t]).tanh_()  # (S, B, A)
+                scores = (energy @ v.squeeze(0)).t().masked_fill(blocked, torch.finfo(energy.dtype).min)  # (B, S)
+                alpha = torch.softmax(scores, dim=1)  # (B, S)
+                alphas[t] = alpha
+                combined[t, :, :hidden] = h
+                combined[t, :, hidden:] = torch.bmm(alpha.unsqueeze(1), states).squeeze(1)  # context (B, H)
+                if drop is not None:
+                    combined[t].mul_(drop[t])
+                feed = torch.tanh(combined[t] @ w_combine.t(), out=feeds[t])  # (B, H)
         ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, energies, alphas, feeds, states,
                               w, w_query, v, w_combine, drop)
         return feeds.transpose(0, 1)  # (B, T, H)
@@ -119,39 +124,43 @@ class _LstmAttentionLoop(torch.autograd.Function):
         d_c = torch.zeros_like(feeds[0])  # (B, H)
         v_row = v.squeeze(0)  # (A,)
         for t in reversed(range(steps)):
-            d_pre = torch.add(grad_out[t], d_feed).mul_(1 - feeds[t].square())  # (B, H) through tanh
-            d_pre_combine[t] = d_pre
-            d_combined = d_pre @ w_combine  # (B, 2H)
-            if drop is not None:
-                d_combined.mul_(drop[t])
-            d_h = d_combined[:, :hidden].add_(d_h_next)  # (B, H)
-            d_ctx[t] = d_combined[:, hidden:]
-            alpha = alphas[t]  # (B, S)
-            d_alpha = torch.bmm(states, d_ctx[t].unsqueeze(2)).squeeze(2)  # (B, S)
-            d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha)  # softmax backward
-            d_scores[t] = d_score.t()
-            torch.mul(d_scores[t].unsqueeze(2), v_row, out=d_energy)  # (S, B, A): gradient of the tanh output
-            torch.ops.aten.tanh_backward.grad_input(d_energy, energies[t], grad_input=d_energy)  # through tanh
-            d_keys.add_(d_energy)
-            torch.sum(d_energy, dim=0, out=d_query[t])  # (B, A)
-            d_h.addmm_(d_query[t], w_query)  # (B, H)
-            i, f, g, o = acts[t].chunk(4, dim=1)
-            d_i, d_f, d_g, d_o = d_gates[t].chunk(4, dim=1)
-            torch.mul(d_h, tanh_c[t], out=d_o).mul_(o * (1 - o))
-            d_c.addcmul_(d_h * o, 1 - tanh_c[t].square())  # (B, H)
-            torch.mul(d_c, g, out=d_i).mul_(i * (1 - i))
-            torch.mul(d_c, cells[t], out=d_f).mul_(f * (1 - f))
-            torch.mul(d_c, i, out=d_g).mul_(1 - g.square())
-            d_c.mul_(f)  # to c_{t-1}
-            d_joined = d_gates[t] @ w  # (B, 2H)
-            d_feed, d_h_next = d_joined[:, :hidden], d_joined[:, hidden:]
+            with span(ATTENTION):
+                d_pre = torch.add(grad_out[t], d_feed).mul_(1 - feeds[t].square())  # (B, H) through tanh
+                d_pre_combine[t] = d_pre
+                d_combined = d_pre @ w_combine  # (B, 2H)
+                if drop is not None:
+                    d_combined.mul_(drop[t])
+                d_h = d_combined[:, :hidden].add_(d_h_next)  # (B, H)
+                d_ctx[t] = d_combined[:, hidden:]
+                alpha = alphas[t]  # (B, S)
+                d_alpha = torch.bmm(states, d_ctx[t].unsqueeze(2)).squeeze(2)  # (B, S)
+                d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha)  # softmax backward
+                d_scores[t] = d_score.t()
+                torch.mul(d_scores[t].unsqueeze(2), v_row, out=d_energy)  # (S, B, A): gradient of the tanh output
+                torch.ops.aten.tanh_backward.grad_input(d_energy, energies[t], grad_input=d_energy)  # through tanh
+                d_keys.add_(d_energy)
+                torch.sum(d_energy, dim=0, out=d_query[t])  # (B, A)
+                d_h.addmm_(d_query[t], w_query)  # (B, H)
+            with span(DECODER_LSTM):
+                i, f, g, o = acts[t].chunk(4, dim=1)
+                d_i, d_f, d_g, d_o = d_gates[t].chunk(4, dim=1)
+                torch.mul(d_h, tanh_c[t], out=d_o).mul_(o * (1 - o))
+                d_c.addcmul_(d_h * o, 1 - tanh_c[t].square())  # (B, H)
+                torch.mul(d_c, g, out=d_i).mul_(i * (1 - i))
+                torch.mul(d_c, cells[t], out=d_f).mul_(f * (1 - f))
+                torch.mul(d_c, i, out=d_g).mul_(1 - g.square())
+                d_c.mul_(f)  # to c_{t-1}
+                d_joined = d_gates[t] @ w  # (B, 2H)
+                d_feed, d_h_next = d_joined[:, :hidden], d_joined[:, hidden:]
         flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  (T, B, n) -> (T * B, n)
-        grad_w = flat(d_gates).t() @ flat(joined)  # (4H, 2H)
-        grad_w_combine = flat(d_pre_combine).t() @ flat(combined)  # (H, 2H)
-        grad_w_query = flat(d_query).t() @ flat(h_all)  # (A, H)
-        grad_v = (d_scores.reshape(1, -1) @ energies.reshape(-1, energies.shape[-1]))  # (1, A)
-        # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
-        grad_states = torch.bmm(alphas.permute(1, 2, 0), d_ctx.transpose(0, 1))  # (B, S, T) @ (B, T, H)
+        with span(DECODER_LSTM):
+            grad_w = flat(d_gates).t() @ flat(joined)  # (4H, 2H)
+        with span(ATTENTION):
+            grad_w_combine = flat(d_pre_combine).t() @ flat(combined)  # (H, 2H)
+            grad_w_query = flat(d_query).t() @ flat(h_all)  # (A, H)
+            grad_v = (d_scores.reshape(1, -1) @ energies.reshape(-1, energies.shape[-1]))  # (1, A)
+            # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
+            grad_states = torch.bmm(alphas.permute(1, 2, 0), d_ctx.transpose(0, 1))  # (B, S, T) @ (B, T, H)
         d_keys = d_keys.transpose(0, 1)  # (B, S, A)
         grad_x = d_gates  # (T, B, 4H), contiguous: the input projection's backward needs no copy
         return (grad_x, d_h_next, d_c, d_feed, d_keys, grad_states, None, grad_w, grad_w_query, grad_v,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from mt.profiling import OUTPUT_LOSS, span
+
 __all__ = ["linear_cross_entropy"]
 
 
@@ -53,5 +55,5 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
                          block: int = 512) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target`` (always in fp32)."""
-    with torch.autocast(x.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False), span(OUTPUT_LOSS):
         return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block)
