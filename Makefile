@@ -15,7 +15,7 @@ HF_DATASET ?= bentrevett/multi30k
 SPLIT ?= test_2016_flickr
 ARGS ?=
 
-.PHONY: install data train eval demo test bench demo-bench transfer-experiment lint clean
+.PHONY: install data train eval demo test bench demo-bench transfer-experiment sweep lint clean
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ demo-bench: $(STAMP)
 # LM pre-training vs. training from scratch with 3,000 and 10,000 parallel pairs (about 2 hours on 2 cores)
 transfer-experiment: $(STAMP)
 	$(BIN)/python -m eval.transfer_experiment $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
+
+# e.g. make sweep ARGS='--minutes 15 "model.dropout=0.2" "model.dropout=0.4" "data.vocab_size=16000"'
+sweep: data
+	$(BIN)/python -m eval.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)

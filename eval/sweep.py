@@ -1,0 +1,174 @@
+"""Which settings train best within a fixed time? (``make sweep``) The experiment table, on validation only.
+
+Each setting is a group of config overrides, e.g. ``"model.dropout=0.4 train.label_smoothing=0.2"``. Next to
+the baseline (the BASE run's config unchanged), every setting gets its own run folder OUT/NAME, prepared from
+the same corpus as BASE (``data.*`` settings, e.g. a vocabulary size, re-train the tokenizer) and trained for the
+same wall-clock budget. Settings are compared by their best greedy validation BLEU: test splits play no part.
+
+    python -m eval.sweep --base runs/multi30k-en-de --minutes 15 --out runs/sweep \\
+        "model.dropout=0.2" "model.dropout=0.4" "train.label_smoothing=0" "data.vocab_size=16000"
+
+Writes OUT/sweep.md (the table), OUT/sweep.json and OUT/sweep.png (validation BLEU against minutes). A setting
+already trained is not trained again (``mt train`` resumes and finds its budget spent), so an interrupted sweep
+continues where it stopped when re-run. Ctrl-C lets the running setting save its checkpoint, then stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from mt.config import apply_overrides
+from mt.errors import MTError
+from mt.run import RunDir
+
+__all__ = ["main", "summarise", "setting_name"]
+
+BASELINE = "baseline"
+
+
+def setting_name(overrides: list[str]) -> str:
+    """["model.dropout=0.4", "train.lr=1e-3"] -> "dropout-0.4_lr-1e-3": a readable folder name."""
+    if not overrides:
+        return BASELINE
+    parts = [re.sub(r"[^A-Za-z0-9.+-]", "-", o.split(".", 1)[-1].replace("=", "-")) for o in overrides]
+    return "_".join(parts)
+
+
+def _mt(*args: str) -> int:
+    """Run `mt ARGS` in a child process; Ctrl-C reaches the child too, and we wait for it to save and exit."""
+    print("+ mt " + " ".join(args), flush=True)
+    child = subprocess.Popen([sys.executable, "-m", "mt", *args])
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue  # the child got the same Ctrl-C: it stops after its current step with a complete checkpoint
+
+
+def _source_args(meta: dict) -> list[str]:
+    origin = meta["origin"]
+    if origin.startswith("hub:"):
+        name, _, config = origin[len("hub:"):].partition(":")
+        return ["--hf-dataset", name] + (["--hf-config", config] if config else [])
+    return ["--data-dir", origin]
+
+
+def summarise(run: Path) -> dict:
+    """One table row from RUN/train_log.jsonl: budget used, speed and the best validation BLEU."""
+    log = run / "train_log.jsonl"
+    records = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()] \
+        if log.is_file() else []
+    valid = [r for r in records if r.get("kind") == "valid"]
+    rates = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("step", 0) > 1]
+    if not valid:
+        return {"minutes": 0.0, "epochs": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
+                "val_loss": None, "curve": []}
+    best = max(valid, key=lambda r: r["val_bleu"])
+    return {
+        "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"],
+        "tokens_per_s": round(statistics.median(rates)) if rates else None,
+        "val_bleu": round(best["val_bleu"], 2), "at_minutes": round(best["minutes"], 1),
+        "val_loss": round(best["val_loss"], 3),
+        "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
+    }
+
+
+def _table(rows: list[dict], minutes: float) -> str:
+    best = max((r["val_bleu"] for r in rows if r["val_bleu"] is not None), default=None)
+    budget = f"Budget {minutes:g} minutes per setting" if minutes else "No time budget (limits from the config)"
+    lines = [f"{budget}; greedy BLEU on the validation split.", "",
+             "| setting | minutes | epochs | tokens/s | best val BLEU | at minute | val loss there |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        bleu = "failed" if r.get("failed") else ("–" if r["val_bleu"] is None else f"{r['val_bleu']:.2f}")
+        if r["val_bleu"] is not None and r["val_bleu"] == best:
+            bleu = f"**{bleu}**"
+        cells = [r["setting"], r["minutes"], r["epochs"], r["tokens_per_s"] or "–", bleu,
+                 r["at_minutes"] or "–", r["val_loss"] or "–"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        if r["curve"]:
+            xs, ys = zip(*r["curve"])
+            ax.plot(xs, ys, "o-", ms=3, label=r["setting"], lw=2.5 if r["setting"] == BASELINE else 1.2)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("validation BLEU (greedy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", required=True, help="a prepared run whose config and corpus every setting starts from")
+    p.add_argument("--out", required=True, help="folder for one run per setting and the table")
+    p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget of each setting (default 15)")
+    p.add_argument("--common", default="", help="overrides for every setting, baseline included "
+                   "(e.g. 'train.threads=1')")
+    p.add_argument("settings", nargs="*", help="one quoted group of overrides per setting")
+    args = p.parse_args(argv)
+    try:
+        base = RunDir.of(args.base)
+        base_cfg, meta = base.config(), base.meta()
+        common = args.common.split() + [f"train.max_minutes={args.minutes:g}"]
+        settings = [[]] + [s.split() for s in args.settings]
+        for overrides in settings:  # every override is checked before anything trains
+            apply_overrides(base_cfg, common + overrides)
+    except MTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for overrides in settings:
+        name = setting_name(overrides)
+        run = out / name
+        extra = common + overrides
+        code = _mt("prepare", "--run", str(run), "--config", str(base.config_path), "--src", meta["src"],
+                   "--tgt", meta["tgt"], *_source_args(meta), *extra)
+        if code == 0:
+            code = _mt("train", "--run", str(run), *extra)
+        row = {"setting": " ".join(overrides) or BASELINE, "run": str(run), **summarise(run)}
+        if code not in (0, 130):
+            row["failed"] = True
+            print(f"setting '{row['setting']}' failed (exit {code}); continuing with the next", flush=True)
+        rows.append(row)
+        if code == 130:
+            print("interrupted: re-run the same command to continue the sweep", flush=True)
+            break
+    table = _table(rows, args.minutes)
+    _write_atomic(out / "sweep.md", table)
+    _write_atomic(out / "sweep.json", json.dumps(rows, indent=1) + "\n")
+    _plot(rows, out / "sweep.png")
+    print(table, flush=True)
+    return 130 if code == 130 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
