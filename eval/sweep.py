@@ -42,14 +42,17 @@ def setting_name(overrides: list[str]) -> str:
 
 
 def _mt(*args: str) -> int:
-    """Run `mt ARGS` in a child process; Ctrl-C reaches the child too, and we wait for it to save and exit."""
+    """Run `mt ARGS` in a child process -> its exit status, or 130 when Ctrl-C was pressed meanwhile. The child
+    gets the same Ctrl-C and stops after its current step with a complete checkpoint; we wait for that."""
     print("+ mt " + " ".join(args), flush=True)
     child = subprocess.Popen([sys.executable, "-m", "mt", *args])
+    interrupted = False
     while True:
         try:
-            return child.wait()
+            code = child.wait()
+            return 130 if interrupted else code
         except KeyboardInterrupt:
-            continue  # the child got the same Ctrl-C: it stops after its current step with a complete checkpoint
+            interrupted = True
 
 
 def _source_args(meta: dict) -> list[str]:
