@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mt.config import apply_overrides
 from mt.errors import MTError
+from mt.plots import save_figure
 from mt.run import RunDir
 
 __all__ = ["main", "summarise", "setting_name"]
@@ -114,11 +115,7 @@ def _plot(rows: list[dict], out: Path) -> None:
     ax.set_ylabel("validation BLEU (greedy)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_figure(fig, out)
 
 
 def _write_atomic(path: Path, text: str) -> None:

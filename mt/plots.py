@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "save_figure"]
 
 
 def plot_curves(log_path: Path, out: Path) -> None:
@@ -36,6 +36,13 @@ def plot_curves(log_path: Path, out: Path) -> None:
         ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    save_figure(fig, out)
+
+
+def save_figure(fig, out: Path) -> None:
+    """Write a matplotlib figure to ``out`` atomically (a reader never sees half a PNG) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
