@@ -57,6 +57,7 @@ class Progress:
     best_bleu: float = -1.0
     bad_validations: int = 0
     train_seconds: float = 0.0
+    val_seconds: float = 0.0  # the last validation's duration: a time budget keeps room for the next one
 
 
 class LabelSmoothedLoss(nn.Module):
@@ -141,7 +142,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     budget = t.max_minutes * 60.0
     started = time.perf_counter() - progress.train_seconds
     elapsed = lambda: time.perf_counter() - started  # noqa: E731
-    last_val_seconds, last_ckpt = 0.0, time.perf_counter()
+    last_ckpt = time.perf_counter()
     tokens_done, step_seconds = 0, 0.0  # throughput counts training steps only, not validation
     interval_loss, interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
     stopped = _stop_reason(progress, t, elapsed(), budget)
@@ -169,7 +170,6 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                 old.unlink()
 
     def validate() -> None:
-        nonlocal last_val_seconds
         v0 = time.perf_counter()
         decision = [None]
         if main_process:
@@ -179,9 +179,10 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             progress.best_bleu = max(bleu, progress.best_bleu)
             progress.bad_validations = 0 if improved else progress.bad_validations + 1
             decayed = schedule.observe(bleu)
+            progress.val_seconds = time.perf_counter() - v0  # before the checkpoint: a resumed run reserves it too
             record = {"kind": "valid", "step": progress.step, "epoch": progress.epoch, "minutes": elapsed() / 60,
                       "val_loss": val_loss, "val_ppl": val_ppl, "val_bleu": bleu, "best_bleu": progress.best_bleu,
-                      "lr": schedule.lr(progress.step + 1), "seconds": time.perf_counter() - v0}
+                      "lr": schedule.lr(progress.step + 1), "seconds": progress.val_seconds}
             append_log(run.log_path, record)
             tqdm.write(f"step {progress.step} epoch {progress.epoch}: val loss {val_loss:.3f} ppl {val_ppl:.2f} "
                        f"BLEU {bleu:.2f}{' (best)' if improved else ''}{' lr decayed' if decayed else ''} "
@@ -194,7 +195,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             dist.broadcast_object_list(decision, src=0)
             progress.best_bleu, progress.bad_validations, sched = decision[0]
             schedule.load_state_dict(sched)
-        last_val_seconds = time.perf_counter() - v0
+        progress.val_seconds = time.perf_counter() - v0
 
     stop = StopFlag()
     model.train()
@@ -228,7 +229,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                             append_log(run.log_path, {"kind": "train", "step": progress.step, "epoch": progress.epoch,
                                               "minutes": elapsed() / 60, "loss": loss, "lr": schedule.lr(progress.step),
                                               "tokens_per_s": rate})
-                    if stop.requested or (budget and elapsed() + last_val_seconds >= budget):
+                    if stop.requested or (budget and elapsed() + progress.val_seconds >= budget):
                         break
                     if t.checkpoint_minutes and time.perf_counter() - last_ckpt >= t.checkpoint_minutes * 60:
                         checkpoint()
@@ -255,11 +256,14 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
 
 
 def _stop_reason(p: Progress, t, elapsed: float, budget: float) -> str | None:
+    """Why training stops now, or None. With a time budget, what is left must hold the final validation and at
+    least as much training before it: otherwise the last minutes would buy validations a step or two apart,
+    each of which also counts as a plateau and halves the learning rate a resumed run inherits."""
     if p.epoch >= t.max_epochs:
         return "max_epochs"
     if p.bad_validations >= t.patience:
         return "early_stopping"
-    if budget and elapsed >= budget:
+    if budget and elapsed + 2 * p.val_seconds >= budget:
         return "max_minutes"
     return None
 

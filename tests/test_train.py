@@ -14,7 +14,9 @@ from conftest import TINY_OVERRIDES, prepare_and_train
 
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
+from mt.config import TrainConfig
 from mt.errors import MTError
+from mt.trainer import Progress, _stop_reason
 from mt.translator import Translator
 
 
@@ -71,6 +73,8 @@ def test_resume_continues_step_count(tmp_path, capsys):
     valid = records(run, "valid")
     assert [r["epoch"] for r in valid] == [1, 2]
     assert valid[1]["step"] == 2 * first  # the same number of batches again, counting on
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
+    assert saved["val_seconds"] == pytest.approx(valid[1]["seconds"])  # a resumed budget reserves it
     # already finished: nothing more to do
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
     assert "stopped (max_epochs) at step" in capsys.readouterr().out
@@ -82,6 +86,18 @@ def test_model_config_change_on_resume_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "model.hidden_dim=48", "train.max_epochs=2"]) == 2
     assert "has a different model config" in capsys.readouterr().err
+
+
+def test_time_budget_stops_before_validations_a_step_apart():
+    """A 12-minute run whose epoch ended at 11.74 minutes, validation taking 15 s, once validated after each of
+    the next two steps, and each of those validations halved the learning rate: it must stop there instead, also
+    when resumed (the validation time travels in the checkpoint's progress)."""
+    limits = TrainConfig(max_epochs=100, patience=5)
+    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 11.74 * 60, 12 * 60) == "max_minutes"
+    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 12 * 60) is None  # a minute to train
+    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 0) is None  # no budget
+    assert _stop_reason(Progress(epoch=100), limits, 0.0, 0) == "max_epochs"
+    assert _stop_reason(Progress(bad_validations=5), limits, 0.0, 0) == "early_stopping"
 
 
 def test_train_without_prepared_run_is_one_line(tmp_path, capsys):
