@@ -72,15 +72,22 @@ def summarise(run: Path) -> dict:
     valid = [r for r in records if r.get("kind") == "valid"]
     rates = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("step", 0) > 1]
     if not valid:
-        return {"minutes": 0.0, "epochs": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
-                "val_loss": None, "curve": []}
+        return {"minutes": 0.0, "epochs": 0, "updates": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
+                "val_loss": None, "curve": [], "by_epoch": []}
     best = max(valid, key=lambda r: r["val_bleu"])
+    # validation runs at each epoch's end and once more where the budget ran out, mid-epoch; the first record
+    # of each completed-epoch count is the epoch's end: the same data seen, whatever the machine's speed
+    by_epoch: dict[int, float] = {}
+    for r in valid:
+        if r["epoch"] >= 1:
+            by_epoch.setdefault(r["epoch"], round(r["val_bleu"], 2))
     return {
-        "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"],
+        "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"], "updates": valid[-1]["step"],
         "tokens_per_s": round(statistics.median(rates)) if rates else None,
         "val_bleu": round(best["val_bleu"], 2), "at_minutes": round(best["minutes"], 1),
         "val_loss": round(best["val_loss"], 3),
         "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
+        "by_epoch": list(by_epoch.values()),
     }
 
 
@@ -88,14 +95,15 @@ def _table(rows: list[dict], minutes: float) -> str:
     best = max((r["val_bleu"] for r in rows if r["val_bleu"] is not None), default=None)
     budget = f"Budget {minutes:g} minutes per setting" if minutes else "No time budget (limits from the config)"
     lines = [f"{budget}; greedy BLEU on the validation split.", "",
-             "| setting | minutes | epochs | tokens/s | best val BLEU | at minute | val loss there |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| setting | minutes | epochs | updates | tokens/s | best val BLEU | at minute | val loss there | val BLEU after epoch 1, 2, … |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bleu = "failed" if r.get("failed") else ("–" if r["val_bleu"] is None else f"{r['val_bleu']:.2f}")
         if r["val_bleu"] is not None and r["val_bleu"] == best:
             bleu = f"**{bleu}**"
-        cells = [r["setting"], r["minutes"], r["epochs"], r["tokens_per_s"] or "–", bleu,
-                 r["at_minutes"] or "–", r["val_loss"] or "–"]
+        cells = [r["setting"], r["minutes"], r["epochs"], r["updates"], r["tokens_per_s"] or "–", bleu,
+                 r["at_minutes"] or "–", r["val_loss"] or "–",
+                 " / ".join(f"{b:.2f}" for b in r.get("by_epoch", [])) or "–"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -105,16 +113,23 @@ def _plot(rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (by_time, by_epoch) = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for r in rows:
+        style = dict(ms=3, label=r["setting"], lw=2.5 if r["setting"] == BASELINE else 1.2)
         if r["curve"]:
             xs, ys = zip(*r["curve"])
-            ax.plot(xs, ys, "o-", ms=3, label=r["setting"], lw=2.5 if r["setting"] == BASELINE else 1.2)
-    ax.set_xlabel("minutes")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+            line, = by_time.plot(xs, ys, "o-", **style)
+            if r.get("by_epoch"):
+                by_epoch.plot(range(1, len(r["by_epoch"]) + 1), r["by_epoch"], "o-", color=line.get_color(), **style)
+    by_time.set_xlabel("minutes (the machine's speed included)")
+    by_epoch.set_xlabel("epochs (the same data seen)")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_time.set_ylabel("validation BLEU (greedy)")
+    for ax in (by_time, by_epoch):
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=8)
     save_figure(fig, out)
 
 

@@ -22,7 +22,8 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
     assert [r["setting"] for r in rows] == ["baseline", "model.dropout=0.2", "data.vocab_size=50"]
     for row in rows:
         assert row["epochs"] == 1 and len(row["curve"]) == 1 and 0 <= row["val_bleu"] <= 100
-        assert row["tokens_per_s"] > 0 and not row.get("failed")
+        assert row["by_epoch"] == [row["val_bleu"]]  # one epoch: its end is the only validation
+        assert row["tokens_per_s"] > 0 and row["updates"] > 0 and not row.get("failed")
     # each setting really ran with its own overrides: its own tokenizer, its own dropout
     assert json.loads((out / "vocab-size-50" / "data" / "meta.json").read_text())["tgt_vocab_size"] == 50
     assert "dropout: 0.2" in (out / "dropout-0.2" / "config.yaml").read_text()
