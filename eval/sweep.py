@@ -103,7 +103,7 @@ def _table(rows: list[dict], minutes: float) -> str:
             bleu = f"**{bleu}**"
         cells = [r["setting"], r["minutes"], r["epochs"], r["updates"], r["tokens_per_s"] or "–", bleu,
                  r["at_minutes"] or "–", r["val_loss"] or "–",
-                 " / ".join(f"{b:.2f}" for b in r.get("by_epoch", [])) or "–"]
+                 " / ".join(f"{b:.2f}" for b in r["by_epoch"]) or "–"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -121,7 +121,7 @@ def _plot(rows: list[dict], out: Path) -> None:
         if r["curve"]:
             xs, ys = zip(*r["curve"])
             line, = by_time.plot(xs, ys, "o-", **style)
-            if r.get("by_epoch"):
+            if r["by_epoch"]:
                 by_epoch.plot(range(1, len(r["by_epoch"]) + 1), r["by_epoch"], "o-", color=line.get_color(), **style)
     by_time.set_xlabel("minutes (the machine's speed included)")
     by_epoch.set_xlabel("epochs (the same data seen)")

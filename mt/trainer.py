@@ -195,7 +195,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
             dist.broadcast_object_list(decision, src=0)
             progress.best_bleu, progress.bad_validations, sched = decision[0]
             schedule.load_state_dict(sched)
-        progress.val_seconds = time.perf_counter() - v0
+        progress.val_seconds = time.perf_counter() - v0  # on every rank, now with the checkpoint and plot included
 
     stop = StopFlag()
     model.train()
