@@ -145,7 +145,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
     last_ckpt = time.perf_counter()
     tokens_done, step_seconds = 0, 0.0  # throughput counts training steps only, not validation
     interval_loss, interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
-    stopped = _stop_reason(progress, t, elapsed(), budget)
+    stopped = _rank0_decides(_stop_reason(progress, t, elapsed(), budget))
     if stopped and main_process:
         print(f"nothing left to train: this run already reached its limit ({stopped}); raise train.max_epochs, "
               "train.max_minutes or train.patience to continue", flush=True)
@@ -229,7 +229,10 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                             append_log(run.log_path, {"kind": "train", "step": progress.step, "epoch": progress.epoch,
                                               "minutes": elapsed() / 60, "loss": loss, "lr": schedule.lr(progress.step),
                                               "tokens_per_s": rate})
-                    if stop.requested or (budget and elapsed() + progress.val_seconds >= budget):
+                    out_of_time = bool(budget) and elapsed() + progress.val_seconds >= budget
+                    interrupted, out_of_time = _any_rank(device, stop.requested, out_of_time)
+                    if interrupted or out_of_time:
+                        stop.requested = interrupted  # every rank takes the same way out of the loop
                         break
                     if t.checkpoint_minutes and time.perf_counter() - last_ckpt >= t.checkpoint_minutes * 60:
                         checkpoint()
@@ -245,7 +248,7 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                 progress.batch_in_epoch = 0
             validate()
             last_ckpt = time.perf_counter()
-            stopped = _stop_reason(progress, t, elapsed(), budget)
+            stopped = _rank0_decides(_stop_reason(progress, t, elapsed(), budget))
     rate = tokens_done / max(step_seconds, 1e-9)
     if main_process:
         print(f"stopped ({stopped}) at step {progress.step}, epoch {progress.epoch}; best validation BLEU "
@@ -266,6 +269,26 @@ def _stop_reason(p: Progress, t, elapsed: float, budget: float) -> str | None:
     if budget and elapsed + 2 * p.val_seconds >= budget:
         return "max_minutes"
     return None
+
+
+def _any_rank(device: torch.device, *flags: bool) -> tuple[bool, ...]:
+    """Each flag, true on every rank when it is true on any. Under DDP the ranks must leave the step loop at the
+    same step and for the same reason (a Ctrl-C or the time budget, each seen by its own clock): a rank that
+    trained on alone would wait forever in the next gradient all-reduce."""
+    if not dist.is_initialized():
+        return flags
+    votes = torch.tensor([float(f) for f in flags], device=device)  # (len(flags),)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in votes.tolist())
+
+
+def _rank0_decides(value):
+    """Rank 0's value on every rank (the value itself when not distributed)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:

@@ -16,7 +16,7 @@ from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.config import TrainConfig
 from mt.errors import MTError
-from mt.trainer import Progress, _stop_reason
+from mt.trainer import Progress, _any_rank, _rank0_decides, _stop_reason
 from mt.translator import Translator
 
 
@@ -129,6 +129,29 @@ def test_distributed_two_cpu_processes(tmp_path):
     assert valid[0]["step"] in (steps_single // 2, (steps_single + 1) // 2)
     assert not list((run / "checkpoints").glob(".*tmp*"))
     assert Translator.from_run(run).translate(["the dog runs"])[0].text is not None
+
+
+def _rank_votes(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        # Only rank 1 was interrupted; only rank 0's clock says the budget is spent.
+        results[rank] = (_any_rank(torch.device("cpu"), rank == 1, rank == 0, False),
+                         _rank0_decides("max_minutes" if rank == 0 else None))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_when_to_stop():
+    """A stop seen by one rank (its Ctrl-C, its clock) stops every rank, for the same reason, at the same step."""
+    assert _any_rank(torch.device("cpu"), True, False) == (True, False)  # not distributed: the flags themselves
+    assert _rank0_decides("early_stopping") == "early_stopping"
+    manager = torch.multiprocessing.Manager()
+    results = manager.dict()
+    torch.multiprocessing.spawn(_rank_votes, args=(29531, results), nprocs=2, join=True)
+    assert dict(results) == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
 
 
 def test_bf16_autocast_trains(tmp_path):
