@@ -148,10 +148,11 @@ def test_ranks_agree_when_to_stop():
     """A stop seen by one rank (its Ctrl-C, its clock) stops every rank, for the same reason, at the same step."""
     assert _any_rank(torch.device("cpu"), True, False) == (True, False)  # not distributed: the flags themselves
     assert _rank0_decides("early_stopping") == "early_stopping"
-    manager = torch.multiprocessing.Manager()
-    results = manager.dict()
-    torch.multiprocessing.spawn(_rank_votes, args=(29531, results), nprocs=2, join=True)
-    assert dict(results) == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(_rank_votes, args=(29531, results), nprocs=2, join=True)
+        results = dict(results)
+    assert results == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
 
 
 def test_bf16_autocast_trains(tmp_path):
