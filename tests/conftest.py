@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,13 @@ def corpus(tmp_path: Path) -> Path:
 TINY_OVERRIDES = ["data.vocab_size=60", "model.emb_dim=32", "model.hidden_dim=64", "model.dropout=0.0",
                   "train.batch_tokens=400", "train.lr=0.01", "train.max_minutes=0", "train.log_every=5",
                   "train.patience=50", "decode.beam=3", "train.threads=1"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, so that two test runs on one machine never share a DDP rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def prepare_and_train(root: Path, epochs: int, extra: list[str] | None = None):

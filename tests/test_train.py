@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, prepare_and_train
+from conftest import TINY_OVERRIDES, free_port, prepare_and_train
 
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
@@ -118,7 +118,7 @@ def test_distributed_two_cpu_processes(tmp_path):
     shutil.copy(single / "config.yaml", run / "config.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          "-m", "mt", "train", "--run-dir", str(run), *TINY_OVERRIDES, "train.max_epochs=1"],
         capture_output=True, text=True, env=env, timeout=300,
     )
@@ -150,7 +150,7 @@ def test_ranks_agree_when_to_stop():
     assert _rank0_decides("early_stopping") == "early_stopping"
     with torch.multiprocessing.Manager() as manager:
         results = manager.dict()
-        torch.multiprocessing.spawn(_rank_votes, args=(29531, results), nprocs=2, join=True)
+        torch.multiprocessing.spawn(_rank_votes, args=(free_port(), results), nprocs=2, join=True)
         results = dict(results)
     assert results == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
 
