@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 
-__all__ = ["FILTER_REASONS", "filter_encoded", "normalize", "normalize_pairs"]
+from mt.text import normalize
+
+__all__ = ["FILTER_REASONS", "filter_encoded", "normalize_pairs"]
 
 FILTER_REASONS = ("empty", "duplicate", "too_long", "length_ratio")
-
-
-def normalize(text: str) -> str:
-    """Unicode NFC, every run of whitespace (any Unicode space, tabs, newlines) turned into one space, trimmed."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def normalize_pairs(src: list[str], tgt: list[str], dedup: bool) -> tuple[list[str], list[str], Counter]:

@@ -18,11 +18,12 @@ from typing import Any
 
 import datasets
 
-from data_prep.clean import filter_encoded, normalize, normalize_pairs
+from data_prep.clean import filter_encoded, normalize_pairs
 from data_prep.sources import load_hub, load_local
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
 from mt.run import RunDir
+from mt.text import normalize
 from mt.tokenizer import Tokenizer, train_sentencepiece
 
 __all__ = ["PREP_VERSION", "prepare"]

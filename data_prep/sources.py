@@ -9,7 +9,6 @@ its file and line (bytes that are not UTF-8, sides of different lengths) before 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import re
@@ -18,40 +17,13 @@ from pathlib import Path
 import datasets
 
 from mt.errors import MTError
+from mt.text import read_lines
 
-__all__ = ["VAL_NAMES", "decode_lines", "load_hub", "load_local", "read_lines"]
+__all__ = ["VAL_NAMES", "load_hub", "load_local"]
 
 log = logging.getLogger("mt")
 VAL_NAMES = ("val", "valid", "dev", "validation")
 _SPLIT_FILE = re.compile(r"^(?P<split>[^/]+?)\.(?P<lang>[A-Za-z][A-Za-z0-9_-]*)(?:\.gz)?$")
-
-
-def decode_lines(data: bytes, name: str) -> list[str]:
-    """Split UTF-8 bytes into lines. Only ``\\n`` ends a line (``\\r\\n`` is accepted): Unicode line separators
-    inside a sentence stay in it, so line i of one side always matches line i of the other. Bytes that are not
-    UTF-8 raise ``MTError`` naming ``name`` and the line."""
-    if not data:
-        return []
-    chunks = data.split(b"\n")
-    if chunks[-1] == b"":
-        chunks.pop()
-    lines = []
-    for number, chunk in enumerate(chunks, start=1):
-        try:
-            lines.append(chunk.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise MTError(f"{name} line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
-    return lines
-
-
-def read_lines(path: Path) -> tuple[list[str], bytes]:
-    """Read a (possibly gzipped) UTF-8 text file into lines; return them and the raw bytes' SHA-256."""
-    try:
-        raw = path.read_bytes()
-        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise MTError(f"cannot read {path}: {e}") from None
-    return decode_lines(data, str(path)), hashlib.sha256(raw).digest()
 
 
 def _find_split_files(folder: Path, src: str, tgt: str) -> dict[str, dict[str, Path]]:

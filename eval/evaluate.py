@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
-from data_prep.sources import read_lines
 from eval.scoring import score
 from mt.errors import MTError
+from mt.files import atomic_write
 from mt.run import RunDir
 from mt.translator import Translator
 
-__all__ = ["evaluate", "read_text_file"]
-
-
-def read_text_file(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise MTError(f"file not found: {path}")
-    return read_lines(path)[0]
+__all__ = ["evaluate", "split_texts"]
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
@@ -37,12 +28,8 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
               "checkpoint": facts.get("checkpoint"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}
-    run.eval_dir.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".hyp", "".join(h + "\n" for h in hypotheses)), (".json", json.dumps(report, indent=2))):
-        path = run.eval_dir / f"{name}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+    atomic_write(run.eval_dir / f"{name}.hyp", "".join(h + "\n" for h in hypotheses))
+    atomic_write(run.eval_dir / f"{name}.json", json.dumps(report, indent=2))
     return report
 
 

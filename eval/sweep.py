@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from mt.config import apply_overrides
 from mt.errors import MTError
+from mt.files import atomic_write, read_jsonl
 from mt.plots import save_figure
 from mt.run import RunDir
 
@@ -67,10 +67,8 @@ def _source_args(meta: dict) -> list[str]:
 def summarise(run: Path) -> dict:
     """One table row from RUN/train_log.jsonl: budget used, speed and the best validation BLEU."""
     log = run / "train_log.jsonl"
-    records = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.strip()] \
-        if log.is_file() else []
-    valid = [r for r in records if r.get("kind") == "valid"]
-    rates = [r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("step", 0) > 1]
+    valid = read_jsonl(log, "valid")
+    rates = [r["tokens_per_s"] for r in read_jsonl(log, "train") if r.get("step", 0) > 1]
     if not valid:
         return {"minutes": 0.0, "epochs": 0, "updates": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
                 "val_loss": None, "curve": [], "by_epoch": []}
@@ -133,12 +131,6 @@ def _plot(rows: list[dict], out: Path) -> None:
     save_figure(fig, out)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="a prepared run whose config and corpus every setting starts from")
@@ -178,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: re-run the same command to continue the sweep", flush=True)
             break
     table = _table(rows, args.minutes)
-    _write_atomic(out / "sweep.md", table)
-    _write_atomic(out / "sweep.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write(out / "sweep.md", table)
+    atomic_write(out / "sweep.json", json.dumps(rows, indent=1) + "\n")
     _plot(rows, out / "sweep.png")
     print(table, flush=True)
     return 130 if code == 130 else 0

@@ -24,7 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data_prep.sources import read_lines
+from mt.files import atomic_write, read_jsonl
+from mt.text import read_lines
 
 __all__ = ["main"]
 
@@ -93,14 +94,14 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
         if not report_path.is_file():
             _mt("eval", "--run", str(run), "--split", args.split)
         report = json.loads(report_path.read_text())
-        valid = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines() if '"valid"' in x]
+        valid = read_jsonl(run / "train_log.jsonl", "valid")
         result[arm] = {"test_bleu": report["bleu"], "test_chrf": report["chrf"],
                        "best_val_bleu": max(r["val_bleu"] for r in valid),
                        "val_bleu_by_epoch": [round(r["val_bleu"], 2) for r in valid],
                        "train_minutes": round(valid[-1]["minutes"], 1), "signature": report["signature"]["bleu"]}
     for side in ("src", "tgt"):
-        log = [json.loads(x) for x in (out / f"lm-{side}" / "train_log.jsonl").read_text().splitlines()]
-        result[f"lm_{side}_val_ppl"] = round(min(r["val_ppl"] for r in log if r["kind"] == "valid"), 2)
+        valid = read_jsonl(out / f"lm-{side}" / "train_log.jsonl", "valid")
+        result[f"lm_{side}_val_ppl"] = round(min(r["val_ppl"] for r in valid), 2)
     return result
 
 
@@ -112,8 +113,8 @@ def report(results: list[dict], out: Path, split: str) -> None:
         lines.append(f"| {r['pairs']:,} | {r['monolingual_sentences']:,} | {r['lm_src_val_ppl']} / {r['lm_tgt_val_ppl']} "
                      f"| {s['test_bleu']:.2f} | {p['test_bleu']:.2f} | {p['test_bleu'] - s['test_bleu']:+.2f} "
                      f"| {s['best_val_bleu']:.2f} / {p['best_val_bleu']:.2f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    atomic_write(out / "results.md", "\n".join(lines) + "\n")
+    atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
     print("\n".join(lines))
 
     import matplotlib

@@ -1,19 +1,19 @@
 """Checkpoints: atomic writes, safe loading, and averaging.
 
 A checkpoint is a dict of tensors and plain data (numbers, strings, lists, dicts), so it loads with
-``torch.load(weights_only=True)``: no arbitrary unpickling. It is written to a temporary file in the same
-folder, flushed to disk and renamed over the old one, so the previous good checkpoint survives a crash.
+``torch.load(weights_only=True)``: no arbitrary unpickling. It is written atomically (``mt.files.atomic_write``),
+so the previous good checkpoint survives a crash.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mt.errors import MTError
+from mt.files import atomic_write
 
 __all__ = ["average_checkpoints", "load_checkpoint", "save_checkpoint"]
 
@@ -21,28 +21,7 @@ FORMAT = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise MTError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), what="checkpoint")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

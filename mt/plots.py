@@ -3,9 +3,9 @@ from RUN/train_log.jsonl."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
+
+from mt.files import atomic_write, read_jsonl
 
 __all__ = ["plot_curves", "save_figure"]
 
@@ -16,9 +16,7 @@ def plot_curves(log_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [r for r in records if r["kind"] == "train"]
-    valid = [r for r in records if r["kind"] == "valid"]
+    train, valid = read_jsonl(log_path, "train"), read_jsonl(log_path, "valid")
     # translators are judged by validation BLEU, language models (mt pretrain) by validation perplexity
     metric, label = ("val_bleu", "validation BLEU (greedy)") if any("val_bleu" in r for r in valid) \
         else ("val_ppl", "validation perplexity")
@@ -44,8 +42,7 @@ def save_figure(fig, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=90), what="figure")
+    finally:
+        plt.close(fig)

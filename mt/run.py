@@ -11,18 +11,15 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mt.config import Config, load_config
 from mt.errors import MTError
 from mt.tokenizer import Tokenizer
 
-__all__ = ["RunDir", "resolve_device"]
+__all__ = ["RunDir"]
 
 
 @dataclass(frozen=True)
@@ -74,13 +71,3 @@ class RunDir:
             return datasets.load_from_disk(str(self.encoded_dir))
         except Exception as e:  # noqa: BLE001 - a damaged cache is one line for the user
             raise MTError(f"cannot read the encoded data in {self.encoded_dir}: {e}; re-run `mt prepare`") from None
-
-
-def resolve_device(choice: str) -> torch.device:
-    """auto | cpu | cuda -> the device to use (under torchrun, this process's GPU)."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise MTError("device 'cuda' was asked for but no CUDA device is available; use auto or cpu")
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        return torch.device("cuda", local)
-    return torch.device("cpu")

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import torch
 
-from data_prep.clean import normalize
 from mt.batching import collate, make_batches
 from mt.beam import beam_search
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
+from mt.device import resolve_device, use_threads
 from mt.ensemble import Ensemble
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
-from mt.run import RunDir, resolve_device
+from mt.run import RunDir
 from mt.search import Hypothesis, greedy_search
+from mt.text import normalize
 from mt.tokenizer import Tokenizer
 
 __all__ = ["Translation", "Translator"]
@@ -59,8 +60,7 @@ class Translator:
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
         dev = resolve_device(device)
-        if dev.type == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+        use_threads(dev, threads)
         path = _checkpoint_path(run, checkpoint)
         model, cfg, state = _load_model(path, meta, run, dev)
         n_params = model.num_parameters()

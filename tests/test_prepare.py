@@ -13,12 +13,12 @@ import datasets
 import pytest
 from conftest import synthetic_pairs, write_split
 
-from data_prep.clean import normalize
 from data_prep.prepare import prepare
 from mt.cli import main
 from mt.config import Config, apply_overrides
 from mt.errors import MTError
 from mt.run import RunDir
+from mt.text import normalize
 
 
 def small_cfg(**data) -> Config:

@@ -16,11 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mt.checkpoint
-from data_prep.clean import normalize
-from data_prep.sources import decode_lines
 from mt.checkpoint import load_checkpoint
 from mt.cli import main
 from mt.errors import MTError
+from mt.text import decode_lines, normalize
 from mt.translator import Translator
 from tests.conftest import SRC_WORDS, TINY_OVERRIDES, prepare_and_train, synthetic_pairs, write_split
 

@@ -18,15 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mt.model.cells import GATES, RNN_CLASSES
 from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
 from mt.profiling import ENCODER, span
 from mt.tokenizer import PAD_ID
 
-__all__ = ["Bridge", "Encoder", "EncoderOutput", "GATES", "RNN_CLASSES"]
+__all__ = ["Bridge", "Encoder", "EncoderOutput"]
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 _RNN_KERNELS = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}  # fused whole-sequence kernels
 
 

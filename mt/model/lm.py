@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from mt.config import ModelConfig
+from mt.model.cells import GATES, RNN_CLASSES
 from mt.model.dropout import ByteDropout
-from mt.model.encoder import GATES, RNN_CLASSES
 from mt.model.init import init_linear, init_recurrent
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mt.model.cells import GATES
 from mt.model.dropout import ByteDropout
-from mt.model.encoder import GATES
 from mt.model.init import init_recurrent
 
 __all__ = ["StackedRecurrent"]

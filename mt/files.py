@@ -1,0 +1,90 @@
+"""Files that must never be seen half-written, and the JSONL training log.
+
+Every file the toolkit writes for later (checkpoints, configs, results, plots) goes through ``atomic_write``:
+the data goes to a temporary file in the same folder, is flushed to disk and renamed over the old file, so a
+crash or Ctrl-C leaves either the old file or the new one. Temporary files are named ``.NAME.tmp-PID``;
+``remove_stale_temporaries`` clears those a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from mt.errors import MTError
+
+__all__ = ["append_jsonl", "atomic_write", "read_jsonl", "remove_stale_temporaries", "sha256_file"]
+
+log = logging.getLogger("mt")
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], None], what: str = "file") -> None:
+    """Write ``data`` (text, bytes, or a function that writes into a binary file) to ``path`` atomically.
+    ``what`` names the file in the error message ("checkpoint", "config" ...)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MTError(f"cannot write {what} {path}: {e.strerror or e}; the previous {what} is intact") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files of writes cut short by SIGKILL or a full disk."""
+    for stale in Path(folder).glob(".*.tmp-*"):
+        log.warning("removing %s, an incomplete write of an earlier run", stale.name)
+        stale.unlink()
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON record to a log (one line each)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise MTError(f"cannot write the training log {path}: {e.strerror or e}") from None
+
+
+def read_jsonl(path: Path, kind: str | None = None) -> list[dict]:
+    """The records of a JSONL log (only those whose ``kind`` is ``kind`` when given); [] for a missing file.
+    A last line cut short by a crash is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if record is not None and (kind is None or record.get("kind") == kind):
+            records.append(record)
+    return records
