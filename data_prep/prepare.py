@@ -26,7 +26,7 @@ from mt.run import RunDir
 from mt.text import normalize
 from mt.tokenizer import Tokenizer, train_sentencepiece
 
-__all__ = ["PREP_VERSION", "prepare"]
+__all__ = ["PREP_VERSION", "prepare", "summary"]
 
 datasets.disable_progress_bars()
 
@@ -91,6 +91,18 @@ def prepare(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
+
+
+def summary(stats: dict[str, Any], run: RunDir) -> str:
+    """What ``mt prepare`` prints: the filter counts, the vocabulary and each split's size."""
+    f, tok = stats["filtered"], stats["tokenizer"]
+    removed = ", ".join(f"{k} {f[k]}" for k in ("empty", "duplicate", "too_long", "length_ratio"))
+    lines = [f"train: kept {f['kept_pairs']} of {f['input_pairs']} pairs (removed: {removed})",
+             f"vocabulary: {tok['type']}, {'joint' if tok['joint'] else 'separate'}, "
+             f"src {tok['src_vocab_size']}, tgt {tok['tgt_vocab_size']}"]
+    lines += [f"{name}: {s['sentences']} sentences, mean tokens src {s['src_tokens_mean']} tgt {s['tgt_tokens_mean']}"
+              for name, s in stats["splits"].items()]
+    return "\n".join([*lines, f"prepared {run.data_dir} in {stats['seconds']} s"])
 
 
 def _build(out: Path, splits: dict[str, datasets.Dataset], cfg: Config, origin: str) -> dict[str, Any]:

@@ -19,13 +19,14 @@ import torch
 
 from mt.batching import collate, make_batches
 from mt.config import apply_overrides
+from mt.device import autocast, resolve_device, use_threads
 from mt.errors import MTError
-from mt.loop import make_optimizer, train_step
 from mt.model import build_model
+from mt.model.loss import SummedLoss
 from mt.profiling import ATTENTION, CLIP, DECODER_LSTM, ENCODER, OPTIMIZER, OUTPUT_LOSS
-from mt.run import RunDir, resolve_device
+from mt.run import RunDir
 from mt.schedule import LRSchedule
-from mt.trainer import LabelSmoothedLoss
+from mt.trainer import make_optimizer, seed_everything, train_step
 
 __all__ = ["bench_training", "main"]
 
@@ -102,16 +103,15 @@ class _Setup:
         self.cfg = apply_overrides(run.config(), overrides)
         self.train = t = self.cfg.train
         self.device = resolve_device(t.device)
-        if self.device.type == "cpu" and t.threads:
-            torch.set_num_threads(t.threads)
+        use_threads(self.device, t.threads)
         self.meta = run.meta()
         split = run.encoded()["train"]
         self.src, self.tgt = split["src_ids"], split["tgt_ids"]
-        torch.manual_seed(t.seed)
+        seed_everything(t.seed)
         self.schedule = LRSchedule(t)
         self.batches = make_batches([len(s) for s in self.src], [len(s) for s in self.tgt], t.batch_tokens,
                                     shuffle=True, seed=t.seed)
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+        self.autocast = autocast(self.device, t.precision)
 
     def model(self):
         return build_model(self.cfg.model, self.meta["src_vocab_size"], self.meta["tgt_vocab_size"]).to(self.device)
@@ -127,7 +127,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     model = setup.model()
     if baseline:  # the slower generic paths: packed-sequence encoder, autograd through the decoder steps
         model.encoder.chunked = model.decoder.fused = False
-    module = LabelSmoothedLoss(model, t.label_smoothing)
+    module = SummedLoss(model, t.label_smoothing)
     optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay)
     model.train()
     tokens = sentences = 0
@@ -140,7 +140,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
                 profiler.start()
             start = time.perf_counter()
         b = setup.batch(idx)
-        train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
+        train_step(lambda: module(*b.model_inputs, targets=b.targets), b.n_tokens,  # noqa: B023
                    optimizer, schedule, i + 1, t.clip, autocast)
         if i >= warmup:
             tokens += b.n_tokens
@@ -177,7 +177,7 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) ->
     fused = setup.model().train()
     generic = copy.deepcopy(fused)
     generic.encoder.chunked = generic.decoder.fused = False
-    arms = [(LabelSmoothedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay))
+    arms = [(SummedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay))
             for m in (fused, generic)]
     seconds, tokens = [[], []], 0
     for i, idx in enumerate(setup.batches[: warmup + steps]):
@@ -185,7 +185,7 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) ->
         for k in ((0, 1) if i % 2 == 0 else (1, 0)):
             module, optimizer = arms[k]
             start = time.perf_counter()
-            train_step(lambda: module(b.src, b.src_lens, b.tgt_in, b.tgt_out), b.n_tokens,  # noqa: B023
+            train_step(lambda: module(*b.model_inputs, targets=b.targets), b.n_tokens,  # noqa: B023
                        optimizer, setup.schedule, i + 1, t.clip, setup.autocast)
             if device.type == "cuda":
                 torch.cuda.synchronize()

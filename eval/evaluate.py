@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 from eval.scoring import score
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
+from mt.text import read_text_file
 from mt.translator import Translator
 
-__all__ = ["evaluate", "split_texts"]
+__all__ = ["evaluate", "evaluation_jobs", "result_name", "split_texts"]
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
@@ -39,3 +42,28 @@ def split_texts(run: RunDir, name: str) -> tuple[list[str], list[str]]:
         raise MTError(f"{run.root} has no split '{name}'; it has {', '.join(encoded)}")
     split = encoded[name]
     return split["src"], split["ref"] if "ref" in split.column_names else split["tgt"]
+
+
+def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = None,
+                    ref: str | None = None) -> list[tuple[str, list[str], list[str]]]:
+    """(name, sources, references) to score: a pair of files (named after the source file), one split, or every
+    test split of RUN (all but train and val)."""
+    if src or ref:
+        if not (src and ref):
+            raise MTError("give both --src FILE and --ref FILE")
+        return [(Path(src).name.split(".")[0], read_text_file(src), read_text_file(ref))]
+    names = [split] if split else [n for n in run.meta()["splits"] if n not in ("train", "val")]
+    if not names:
+        raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")
+    return [(name, *split_texts(run, name)) for name in names]
+
+
+def result_name(name: str, checkpoint: str = "best", ensemble: int = 0, quantize: str | None = None,
+                tag: str | None = None) -> str:
+    """RUN/eval file stem of a result: results of other checkpoints, ensembles (``ensemble`` extra members) or
+    quantisation get their own names (``NAME.averaged``, ``NAME.ensemble2``, ``NAME.int8``), never overwriting
+    the run's own ``NAME``; ``tag`` chooses the suffix."""
+    tag = tag or "-".join(part for part in (checkpoint if checkpoint != "best" else "",
+                                            f"ensemble{ensemble + 1}" if ensemble else "",
+                                            quantize or "") if part)
+    return f"{name}.{re.sub(r'[^A-Za-z0-9_-]+', '-', tag)}" if tag else name

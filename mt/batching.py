@@ -13,7 +13,7 @@ import torch
 
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-__all__ = ["Batch", "collate", "make_batches", "pad"]
+__all__ = ["Batch", "TextBatch", "collate", "collate_text", "make_batches", "pad", "shifted"]
 
 
 @dataclass
@@ -25,10 +25,35 @@ class Batch:
     indices: list[int]  # position of each row in the dataset
     n_tokens: int  # real target tokens (EOS included)
 
+    @property
+    def model_inputs(self) -> tuple[torch.Tensor, ...]:
+        """What ``Seq2Seq.forward`` takes for the teacher-forced pass."""
+        return self.src, self.src_lens, self.tgt_in
+
+    @property
+    def targets(self) -> torch.Tensor | None:
+        return self.tgt_out
+
     def to(self, device: torch.device) -> Batch:
         move = lambda x: None if x is None else x.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.src), move(self.src_lens), move(self.tgt_in), move(self.tgt_out),
                      self.indices, self.n_tokens)
+
+
+@dataclass
+class TextBatch:
+    """A batch of monolingual text for a language model: predict each next token."""
+    inputs: torch.Tensor  # (B, T) BOS y_1 .. y_n
+    targets: torch.Tensor  # (B, T) y_1 .. y_n EOS
+    n_tokens: int  # real targets (EOS included)
+
+    @property
+    def model_inputs(self) -> tuple[torch.Tensor, ...]:
+        return (self.inputs,)
+
+    def to(self, device: torch.device) -> TextBatch:
+        return TextBatch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
+                         self.n_tokens)
 
 
 def pad(seqs: list[list[int]], value: int = PAD_ID) -> torch.Tensor:
@@ -46,9 +71,20 @@ def collate(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int
     lens = torch.tensor([len(s) for s in src], dtype=torch.long)
     if tgt is None:
         return Batch(pad(src), lens, None, None, indices, 0)
-    tgt_in = pad([[BOS_ID, *t] for t in tgt])  # (B, T)
-    tgt_out = pad([[*t, EOS_ID] for t in tgt])  # (B, T)
-    return Batch(pad(src), lens, tgt_in, tgt_out, indices, sum(len(t) + 1 for t in tgt))
+    tgt_in, tgt_out, n_tokens = shifted(tgt)
+    return Batch(pad(src), lens, tgt_in, tgt_out, indices, n_tokens)
+
+
+def collate_text(seqs: list[list[int]]) -> TextBatch:
+    return TextBatch(*shifted(seqs))
+
+
+def shifted(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Teacher forcing: -> inputs (B, T) = BOS y_1 .. y_n, targets (B, T) = y_1 .. y_n EOS, and the number of
+    real targets (EOS included)."""
+    inputs = pad([[BOS_ID, *s] for s in seqs])  # (B, T)
+    targets = pad([[*s, EOS_ID] for s in seqs])  # (B, T)
+    return inputs, targets, sum(len(s) + 1 for s in seqs)
 
 
 def make_batches(src_lens: list[int], tgt_lens: list[int] | None, batch_tokens: int, shuffle: bool = False,

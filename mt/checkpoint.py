@@ -15,7 +15,7 @@ import torch
 from mt.errors import MTError
 from mt.files import atomic_write
 
-__all__ = ["average_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = ["average_checkpoints", "average_last", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = 1
 
@@ -52,3 +52,20 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
             dtypes[name] = tensor.dtype
             total[name] = total.get(name, 0) + tensor.double()
     return {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}
+
+
+def average_last(folder: Path, last: int, output: str = "averaged") -> tuple[list[Path], Path]:
+    """``mt average``: the mean of the newest ``last`` epoch checkpoints (epoch-NNN.pt) of a run's checkpoint
+    folder, saved there as OUTPUT.pt with the newest one's config. Returns the averaged paths and the result."""
+    if last < 1:
+        raise MTError(f"--last must be at least 1, got {last}")
+    paths = sorted(Path(folder).glob("epoch-*.pt"))[-last:]
+    if len(paths) < last:
+        raise MTError(f"{folder} has {len(paths)} epoch checkpoint(s), fewer than --last {last} "
+                      "(train with train.keep_checkpoints=N to keep them)")
+    state = {k: v for k, v in load_checkpoint(paths[-1]).items() if k != "format"}
+    state["model"] = average_checkpoints(paths)
+    state["averaged"] = [p.name for p in paths]
+    out = Path(folder) / f"{output}.pt"
+    save_checkpoint(state, out)
+    return paths, out

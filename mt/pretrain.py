@@ -9,66 +9,40 @@ The LM run folder (LM_RUN) holds:
     LM_RUN/train_log.jsonl      training and validation records; LM_RUN/plots/curves.png
 
 Training text: that side of RUN's training split plus any extra monolingual files (one sentence per line);
-validation: that side of RUN's validation split. Re-running the command on the same LM_RUN resumes.
+validation: that side of RUN's validation split. The loop is the translator's (``mt.trainer.Trainer``): the same
+resume with fall-back, checkpoints, time budget, stopping, log and curves. Re-running on the same LM_RUN resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
-import random
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from mt import __version__
-from mt.batching import make_batches, pad
-from mt.checkpoint import load_checkpoint, save_checkpoint
-from mt.config import Config, config_to_dict
+from mt.batching import TextBatch, collate_text, make_batches
+from mt.checkpoint import load_checkpoint
+from mt.config import Config
+from mt.device import resolve_device, use_threads
 from mt.errors import MTError
-from mt.loop import StopFlag, append_log, make_optimizer, train_step
+from mt.files import atomic_write, sha256_file
 from mt.model.lm import LanguageModel, build_language_model
-from mt.model.loss import linear_cross_entropy
-from mt.plots import plot_curves
-from mt.run import RunDir, resolve_device
-from mt.schedule import LRSchedule
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.model.loss import SummedLoss, validation_loss
+from mt.run import RunDir
+from mt.text import normalize, read_lines
+from mt.trainer import Trainer, TrainResult, Validation, seed_everything
 
-__all__ = ["LMResult", "load_language_model", "pretrain", "sha256_file"]
+__all__ = ["LanguageModelTask", "generate_text", "load_language_model", "pretrain", "spm_checksum"]
 
 log = logging.getLogger("mt")
 SIDES = ("src", "tgt")
 
 
-@dataclass
-class LMResult:
-    step: int
-    epoch: int
-    best_ppl: float
-    stopped: str
-    tokens_per_second: float
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _side_model_path(run: RunDir, meta: dict, side: str) -> Path:
-    return run.data_dir / meta["src_model" if side == "src" else "tgt_model"]
-
-
 def _read_extra_text(paths: list[str], encode, max_tokens: int) -> list[list[int]]:
-    from data_prep.clean import normalize
-    from data_prep.sources import read_lines
-
     out: list[list[int]] = []
     for name in paths:
         path = Path(name)
@@ -81,43 +55,54 @@ def _read_extra_text(paths: list[str], encode, max_tokens: int) -> list[list[int
     return out
 
 
-def _batch(seqs: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """-> inputs (B, T) = BOS y_1 .. y_n, targets (B, T) = y_1 .. y_n EOS, and the number of real targets."""
-    inputs = pad([[BOS_ID, *s] for s in seqs]).to(device)  # (B, T)
-    targets = pad([[*s, EOS_ID] for s in seqs]).to(device)  # (B, T)
-    return inputs, targets, sum(len(s) + 1 for s in seqs)
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50))
 
 
-def _summed_loss(lm: LanguageModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    hidden, _ = lm(inputs)  # (B, T, H)
-    mask = targets != PAD_ID  # (B, T)
-    return linear_cross_entropy(hidden[mask], lm.output.weight, targets[mask])
+class LanguageModelTask:
+    def __init__(self, cfg: Config, model: LanguageModel, train: list[list[int]], val: list[list[int]],
+                 meta: dict[str, Any], device: torch.device):
+        self.cfg, self.model, self.train, self.meta, self.device = cfg, model, train, meta, device
+        self.loss = SummedLoss(model)  # plain cross-entropy: perplexity is the LM's measure
+        self.lens = [len(s) + 1 for s in train]  # EOS included
+        self.val_batches = [collate_text([val[i] for i in idx])
+                            for idx in make_batches([len(s) + 1 for s in val], None, cfg.train.batch_tokens)]
+
+    def describe(self) -> str:
+        return (f"pre-training a {self.meta['side']}-side ({self.meta['language']}) language model: "
+                f"{self.model.num_parameters():,} parameters, {len(self.train):,} training sentences, on {self.device}")
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        seed = self.cfg.train.seed * 1000 + epoch
+        return make_batches(self.lens, None, self.cfg.train.batch_tokens, shuffle=True, seed=seed)
+
+    def batch(self, indices: list[int]) -> TextBatch:
+        return collate_text([self.train[i] for i in indices])
+
+    def validate(self) -> Validation:
+        loss, ppl = validation_loss(self.model, (b.to(self.device) for b in self.val_batches))
+        return Validation(-loss, {"val_loss": loss, "val_ppl": ppl},
+                          f"validation loss {loss:.3f} perplexity {ppl:.2f}")
+
+    def describe_best(self, score: float) -> str:
+        return f"best validation perplexity {_perplexity(-score):.2f}"
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"lm": self.meta}
+
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        if "lm" not in state:
+            raise MTError(f"{path} is not a language-model checkpoint; use a new LM_RUN")
 
 
-@torch.no_grad()
-def _validation_loss(lm: LanguageModel, seqs: list[list[int]], batch_tokens: int, device: torch.device) -> float:
-    lm.eval()
-    total, tokens = 0.0, 0
-    for idx in make_batches([len(s) + 1 for s in seqs], None, batch_tokens):
-        inputs, targets, n = _batch([seqs[i] for i in idx], device)
-        hidden, _ = lm(inputs)
-        mask = targets != PAD_ID
-        total += float(F.cross_entropy(lm.output(hidden[mask]).float(), targets[mask], reduction="sum"))
-        tokens += n
-    lm.train()
-    return total / max(tokens, 1)
-
-
-def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: list[str] | None = None) -> LMResult:
+def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: list[str] | None = None) -> TrainResult:
     """Train (or resume) the ``side`` language model of ``from_run`` into ``lm_run``."""
     if side not in SIDES:
         raise MTError(f"--side must be src or tgt, got {side!r}")
-    t = cfg.train
-    device = resolve_device(t.device)
-    if device.type == "cpu":
-        torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    device = resolve_device(cfg.train.device)
+    use_threads(device, cfg.train.threads)
     meta = from_run.meta()
-    spm_path = _side_model_path(from_run, meta, side)
+    spm_path = from_run.data_dir / meta["src_model" if side == "src" else "tgt_model"]
     encoded = from_run.encoded()
     column = "src_ids" if side == "src" else "tgt_ids"
     train_ids = [x for x in encoded["train"][column] if x]
@@ -126,127 +111,34 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
     encode = tokenizer.encode_src if side == "src" else tokenizer.encode_tgt
     train_ids += _read_extra_text(list(texts or []), encode, cfg.data.max_tokens)
     vocab = meta["src_vocab_size" if side == "src" else "tgt_vocab_size"]
-
     lm_meta = {"side": side, "language": meta[side], "from_run": str(from_run.root), "tokenizer": "tokenizer.model",
-               "tokenizer_sha256": sha256_file(spm_path), "vocab_size": vocab, "extra_texts": list(texts or []),
+               "spm_sha256": sha256_file(spm_path), "vocab_size": vocab, "extra_texts": list(texts or []),
                "train_sentences": len(train_ids), "val_sentences": len(val_ids)}
+    _write_lm_folder(lm_run, lm_meta, spm_path)
+
+    seed_everything(cfg.train.seed)
+    lm = build_language_model(cfg.model, vocab, side).to(device)
+    trainer = Trainer(LanguageModelTask(cfg, lm, train_ids, val_ids, lm_meta, device), cfg, lm_run, device)
+    return trainer.fit(trainer.resume())
+
+
+def _write_lm_folder(lm_run: RunDir, lm_meta: dict, spm_path: Path) -> None:
+    """LM_RUN/lm.json and LM_RUN/tokenizer.model; an LM_RUN of another side or tokenizer is refused."""
     lm_run.root.mkdir(parents=True, exist_ok=True)
     meta_path = lm_run.root / "lm.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
-        if (old["side"], old["tokenizer_sha256"]) != (side, lm_meta["tokenizer_sha256"]):
+        if (old["side"], spm_checksum(old)) != (lm_meta["side"], lm_meta["spm_sha256"]):
             raise MTError(f"{lm_run.root} holds a {old['side']}-side LM of another tokenizer; use a new LM_RUN")
     shutil.copyfile(spm_path, lm_run.root / "tokenizer.model")
-    meta_path.write_text(json.dumps(lm_meta, indent=2) + "\n", encoding="utf-8")
+    atomic_write(meta_path, json.dumps(lm_meta, indent=2) + "\n")
 
-    torch.manual_seed(t.seed)
-    random.seed(t.seed)
-    lm = build_language_model(cfg.model, vocab, side).to(device)
-    optimizer = make_optimizer(lm.parameters(), t.lr, t.weight_decay)
-    schedule = LRSchedule(t)
-    progress = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_loss": math.inf, "bad_validations": 0,
-                "train_seconds": 0.0}
-    ckpt_dir = lm_run.checkpoint_dir
-    last = ckpt_dir / "last.pt"
-    if last.is_file():
-        state = load_checkpoint(last, map_location=device)
-        if state["config"]["model"] != config_to_dict(cfg)["model"]:
-            raise MTError(f"{last} has a different model config than the one given; use a new LM_RUN")
-        lm.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        progress.update(state["progress"])
-        torch.set_rng_state(state["rng"].cpu())
-        print(f"resuming from {last.name}: step {progress['step']}, epoch {progress['epoch'] + 1}", flush=True)
-    else:
-        print(f"pre-training a {side}-side ({meta[side]}) language model: {lm.num_parameters():,} parameters, "
-              f"{len(train_ids):,} training sentences, on {device}", flush=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    started = time.perf_counter() - progress["train_seconds"]
-    budget = t.max_minutes * 60
-    tokens_done, step_seconds, last_ckpt = 0, 0.0, time.perf_counter()
 
-    def checkpoint(best: bool = False) -> None:
-        progress["train_seconds"] = time.perf_counter() - started
-        state = {"model": lm.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "progress": dict(progress), "config": config_to_dict(cfg), "rng": torch.get_rng_state(),
-                 "lm": lm_meta, "version": __version__}
-        save_checkpoint(state, last)
-        if best:
-            save_checkpoint(state, ckpt_dir / "best.pt")
-
-    def out_of_time() -> bool:
-        return bool(budget) and time.perf_counter() - started >= budget
-
-    def stop_reason() -> str | None:
-        if progress["epoch"] >= t.max_epochs:
-            return "max_epochs"
-        if progress["bad_validations"] >= t.patience:
-            return "early_stopping"
-        return "max_minutes" if out_of_time() else None
-
-    lens = [len(s) + 1 for s in train_ids]
-    stopped = stop_reason()  # a finished LM_RUN re-run with the same limits has nothing to do
-    if stopped:
-        print(f"nothing left to train: this LM already reached its limit ({stopped}); raise train.max_epochs, "
-              "train.max_minutes or train.patience to continue", flush=True)
-    lm.train()
-    with StopFlag() as stop:
-        while stopped is None:
-            batches = make_batches(lens, None, t.batch_tokens, shuffle=True, seed=t.seed * 1000 + progress["epoch"])
-            bar = tqdm(total=len(batches), initial=progress["batch_in_epoch"], desc=f"LM epoch {progress['epoch'] + 1}",
-                       dynamic_ncols=True, mininterval=1.0, unit="batch")
-            try:  # the bar is closed even when a step fails, so an error message starts its own line
-                for idx in batches[progress["batch_in_epoch"]:]:
-                    t0 = time.perf_counter()
-                    inputs, targets, n = _batch([train_ids[i] for i in idx], device)
-                    loss = train_step(lambda: _summed_loss(lm, inputs, targets), n,  # noqa: B023
-                                      optimizer, schedule, progress["step"] + 1, t.clip, autocast)
-                    step_seconds += time.perf_counter() - t0
-                    tokens_done += n
-                    progress["step"] += 1
-                    progress["batch_in_epoch"] += 1
-                    bar.update(1)
-                    if progress["step"] % t.log_every == 0:
-                        rate = tokens_done / max(step_seconds, 1e-9)
-                        bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}", tok_s=f"{rate:.0f}")
-                        append_log(lm_run.log_path, {"kind": "train", "step": progress["step"], "epoch": progress["epoch"],
-                                                     "minutes": (time.perf_counter() - started) / 60, "loss": loss,
-                                                     "tokens_per_s": rate})
-                    if stop.requested or out_of_time():
-                        break
-                    if t.checkpoint_minutes and time.perf_counter() - last_ckpt >= t.checkpoint_minutes * 60:
-                        checkpoint()
-                        last_ckpt = time.perf_counter()
-            finally:
-                bar.close()
-            if stop.requested:
-                checkpoint()
-                stopped = "interrupted"
-                break
-            if progress["batch_in_epoch"] >= len(batches):
-                progress["epoch"] += 1
-                progress["batch_in_epoch"] = 0
-            val_loss = _validation_loss(lm, val_ids, t.batch_tokens, device)
-            improved = val_loss < progress["best_loss"]
-            progress["best_loss"] = min(val_loss, progress["best_loss"])
-            progress["bad_validations"] = 0 if improved else progress["bad_validations"] + 1
-            schedule.observe(-val_loss)
-            append_log(lm_run.log_path, {"kind": "valid", "step": progress["step"], "epoch": progress["epoch"],
-                                         "minutes": (time.perf_counter() - started) / 60, "val_loss": val_loss,
-                                         "val_ppl": math.exp(min(val_loss, 50))})
-            tqdm.write(f"step {progress['step']} epoch {progress['epoch']}: validation loss {val_loss:.3f} "
-                       f"perplexity {math.exp(min(val_loss, 50)):.2f}{' (best)' if improved else ''}")
-            checkpoint(best=improved)
-            last_ckpt = time.perf_counter()
-            plot_curves(lm_run.log_path, lm_run.plot_dir / "curves.png")
-            stopped = stop_reason()
-    rate = tokens_done / max(step_seconds, 1e-9)
-    best_ppl = math.exp(min(progress["best_loss"], 50))
-    print(f"stopped ({stopped}) at step {progress['step']}, epoch {progress['epoch']}; best validation perplexity "
-          f"{best_ppl:.2f}; {rate:.0f} tokens/s; checkpoints in {ckpt_dir}", flush=True)
-    return LMResult(progress["step"], progress["epoch"], best_ppl, stopped, rate)
+def spm_checksum(lm_meta: dict) -> str:
+    """SHA-256 of the one SentencePiece model an LM was trained with. LM runs written before the shared training
+    loop called it ``tokenizer_sha256``, the name that a translation run uses for the checksum of all its
+    tokenizer models together."""
+    return lm_meta.get("spm_sha256") or lm_meta["tokenizer_sha256"]
 
 
 def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[LanguageModel, dict]:
@@ -261,3 +153,21 @@ def load_language_model(path: Path, map_location: str | torch.device = "cpu") ->
     lm = build_language_model(cfg.model, meta["vocab_size"], meta["side"])
     lm.load_state_dict(state["model"])
     return lm.to(map_location).eval(), meta
+
+
+def generate_text(lm_run: RunDir, prompt: str = "", num: int = 1, temperature: float = 1.0, top_k: int = 0,
+                  max_len: int = 50, seed: int = 1, checkpoint: str = "best") -> list[str]:
+    """``mt generate``: ``num`` samples of LM_RUN's language model continuing ``prompt`` (the same seed gives the
+    same text)."""
+    import sentencepiece as spm
+
+    path = lm_run.checkpoint_dir / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise MTError(f"no language model in {lm_run.root}: {path} not found (run `mt pretrain --run {lm_run.root} ...`)")
+    if temperature < 0 or top_k < 0 or max_len < 1 or num < 1:
+        raise MTError("--temperature and --top-k must be >= 0, --max-len and --num >= 1")
+    lm, meta = load_language_model(path)
+    sp = spm.SentencePieceProcessor(model_file=str(lm_run.root / meta["tokenizer"]))
+    generator = torch.Generator().manual_seed(seed)
+    start = sp.encode(prompt) if prompt else []
+    return [sp.decode(start + lm.generate(start, max_len, temperature, top_k, generator)) for _ in range(num)]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sys
 import unicodedata
 from pathlib import Path
 
 from mt.errors import MTError
 
-__all__ = ["decode_lines", "normalize", "read_lines", "read_text_file"]
+__all__ = ["decode_lines", "normalize", "read_input", "read_lines", "read_text_file"]
 
 
 def normalize(text: str) -> str:
@@ -55,3 +56,10 @@ def read_text_file(path: str | Path, what: str = "file") -> list[str]:
     if not path.is_file():
         raise MTError(f"{what} not found: {path}")
     return read_lines(path)[0]
+
+
+def read_input(path: str | None) -> list[str]:
+    """The lines to translate: a file, or standard input when ``path`` is None or "-" (strict UTF-8 either way)."""
+    if path and path != "-":
+        return read_text_file(path, "input file")
+    return decode_lines(sys.stdin.buffer.read(), "standard input")

@@ -19,8 +19,9 @@ import torch
 
 from mt.config import ModelConfig
 from mt.errors import MTError
+from mt.files import sha256_file
 from mt.model import Seq2Seq
-from mt.pretrain import load_language_model, sha256_file
+from mt.pretrain import load_language_model, spm_checksum
 
 __all__ = ["freeze_pretrained", "init_from_language_model", "pretrained_regions"]
 
@@ -46,7 +47,7 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
     if meta["side"] != side:
         where = "model.init_decoder_from" if side == "tgt" else "model.init_encoder_from"
         raise MTError(f"{where}: {path} is a {meta['side']}-side language model; this needs a {side}-side one")
-    if meta["tokenizer_sha256"] != sha256_file(tokenizer_model):
+    if spm_checksum(meta) != sha256_file(tokenizer_model):
         raise MTError(f"{path} was trained with another tokenizer than this run's {side} side ({tokenizer_model}); "
                       "pre-train the LM with --from-run pointing at this run")
     lm_params = dict(lm.named_parameters())

@@ -26,7 +26,7 @@ from mt.search import Hypothesis, greedy_search
 from mt.text import normalize
 from mt.tokenizer import Tokenizer
 
-__all__ = ["Translation", "Translator"]
+__all__ = ["Translation", "Translator", "format_translations"]
 
 log = logging.getLogger("mt")
 
@@ -119,6 +119,14 @@ class Translator:
                 out.tgt_pieces.append("</s>")
             out.attention = best.attention
         return out
+
+
+def format_translations(results: list[Translation], nbest: int = 1) -> str:
+    """What ``mt translate`` writes: one line per input; with ``nbest`` > 1 each input's best N (or fewer)
+    ``score ||| translation`` lines, best first, then one empty line (an empty input: ``0.0000 ||| ``)."""
+    if nbest > 1:
+        return "".join("".join(f"{sc:.4f} ||| {text}\n" for sc, text in r.nbest) + "\n" for r in results)
+    return "".join(r.text + "\n" for r in results)
 
 
 def _checkpoint_path(run: RunDir, checkpoint: str) -> Path:

@@ -1,37 +1,17 @@
-"""Validation: teacher-forced loss/perplexity and greedy sacreBLEU on a split."""
+"""Validation BLEU: greedy translations of encoded sentences scored with sacreBLEU (the loss is
+``mt.model.loss.validation_loss``)."""
 
 from __future__ import annotations
 
-import math
-
 import sacrebleu
 import torch
-import torch.nn.functional as F
 
 from mt.batching import collate, make_batches
 from mt.config import DecodeConfig
 from mt.model import Seq2Seq
 from mt.search import Hypothesis, greedy_search
-from mt.tokenizer import PAD_ID
 
-__all__ = ["decode_ids", "validation_loss", "validation_bleu"]
-
-
-@torch.no_grad()
-def validation_loss(model: Seq2Seq, src: list[list[int]], tgt: list[list[int]], batch_tokens: int,
-                    device: torch.device) -> tuple[float, float]:
-    """Mean per-token cross-entropy (no label smoothing) and perplexity."""
-    model.eval()
-    total, tokens = 0.0, 0
-    for idx in make_batches([len(s) for s in src], [len(t) for t in tgt], batch_tokens):
-        b = collate([src[i] for i in idx], [tgt[i] for i in idx], idx).to(device)
-        vecs = model(b.src, b.src_lens, b.tgt_in)  # (B, T, H)
-        mask = b.tgt_out != PAD_ID  # (B, T)
-        logits = model.decoder.output(vecs[mask])  # (N, V)
-        total += float(F.cross_entropy(logits.float(), b.tgt_out[mask], reduction="sum"))
-        tokens += b.n_tokens
-    loss = total / max(tokens, 1)
-    return loss, math.exp(min(loss, 100.0))
+__all__ = ["decode_ids", "validation_bleu"]
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ from mt.checkpoint import save_checkpoint
 from mt.cli import main
 from mt.config import Config, apply_overrides, config_to_dict
 from mt.errors import MTError
+from mt.files import sha256_file
 from mt.model import build_model
 from mt.model.lm import build_language_model
-from mt.pretrain import sha256_file
 from mt.transfer import init_from_language_model
 from tests.conftest import TINY_OVERRIDES, synthetic_pairs
 
@@ -95,7 +95,7 @@ def _tiny_model_config(**changes) -> Config:
 def _save_lm(tmp_path: Path, cfg: Config, side: str, vocab: int, tokenizer: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(5)
     lm = build_language_model(cfg.model, vocab, side)
-    meta = {"side": side, "tokenizer": "tokenizer.model", "tokenizer_sha256": sha256_file(tokenizer),
+    meta = {"side": side, "tokenizer": "tokenizer.model", "spm_sha256": sha256_file(tokenizer),
             "vocab_size": vocab}
     path = tmp_path / f"{side}-lm.pt"
     save_checkpoint({"model": lm.state_dict(), "config": config_to_dict(cfg), "lm": meta}, path)

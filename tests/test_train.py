@@ -16,7 +16,8 @@ from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.config import TrainConfig
 from mt.errors import MTError
-from mt.trainer import Progress, _any_rank, _rank0_decides, _stop_reason
+from mt.stopping import any_rank, rank0_decides, stop_reason
+from mt.trainer import Progress
 from mt.translator import Translator
 
 
@@ -93,11 +94,11 @@ def test_time_budget_stops_before_validations_a_step_apart():
     the next two steps, and each of those validations halved the learning rate: it must stop there instead, also
     when resumed (the validation time travels in the checkpoint's progress)."""
     limits = TrainConfig(max_epochs=100, patience=5)
-    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 11.74 * 60, 12 * 60) == "max_minutes"
-    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 12 * 60) is None  # a minute to train
-    assert _stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 0) is None  # no budget
-    assert _stop_reason(Progress(epoch=100), limits, 0.0, 0) == "max_epochs"
-    assert _stop_reason(Progress(bad_validations=5), limits, 0.0, 0) == "early_stopping"
+    assert stop_reason(Progress(epoch=3, val_seconds=15), limits, 11.74 * 60, 12 * 60) == "max_minutes"
+    assert stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 12 * 60) is None  # a minute to train
+    assert stop_reason(Progress(epoch=3, val_seconds=15), limits, 10.0 * 60, 0) is None  # no budget
+    assert stop_reason(Progress(epoch=100), limits, 0.0, 0) == "max_epochs"
+    assert stop_reason(Progress(bad_validations=5), limits, 0.0, 0) == "early_stopping"
 
 
 def test_train_without_prepared_run_is_one_line(tmp_path, capsys):
@@ -138,16 +139,16 @@ def _rank_votes(rank: int, port: int, results) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         # Only rank 1 was interrupted; only rank 0's clock says the budget is spent.
-        results[rank] = (_any_rank(torch.device("cpu"), rank == 1, rank == 0, False),
-                         _rank0_decides("max_minutes" if rank == 0 else None))
+        results[rank] = (any_rank(torch.device("cpu"), rank == 1, rank == 0, False),
+                         rank0_decides("max_minutes" if rank == 0 else None))
     finally:
         dist.destroy_process_group()
 
 
 def test_ranks_agree_when_to_stop():
     """A stop seen by one rank (its Ctrl-C, its clock) stops every rank, for the same reason, at the same step."""
-    assert _any_rank(torch.device("cpu"), True, False) == (True, False)  # not distributed: the flags themselves
-    assert _rank0_decides("early_stopping") == "early_stopping"
+    assert any_rank(torch.device("cpu"), True, False) == (True, False)  # not distributed: the flags themselves
+    assert rank0_decides("early_stopping") == "early_stopping"
     with torch.multiprocessing.Manager() as manager:
         results = manager.dict()
         torch.multiprocessing.spawn(_rank_votes, args=(free_port(), results), nprocs=2, join=True)

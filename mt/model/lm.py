@@ -49,10 +49,18 @@ class LanguageModel(nn.Module):
         else:
             init_linear(self.output)
 
-    def forward(self, ids: torch.Tensor, state=None):
-        """ids: (B, T) -> hidden vectors (B, T, H) before the output layer, and the final recurrent state."""
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, T) -> hidden vectors (B, T, H) before the output layer."""
+        return self.run(ids)[0]
+
+    def run(self, ids: torch.Tensor, state=None):
+        """ids: (B, T), the recurrent state after the previous tokens (None: start) -> (B, T, H), the new state."""
         out, state = self.rnn(self.dropout(self.embed(ids)), state)  # (B, T, H)
         return self.dropout(out), state
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.output
 
     @torch.no_grad()
     def generate(self, prompt: list[int], max_len: int = 50, temperature: float = 1.0, top_k: int = 0,
@@ -62,7 +70,7 @@ class LanguageModel(nn.Module):
         ``temperature`` 0 picks the most likely token each step; ``top_k`` > 0 samples among the k best."""
         self.eval()
         device = self.output.weight.device
-        hidden, state = self(torch.tensor([[BOS_ID, *prompt]], device=device))  # (1, P+1, H)
+        hidden, state = self.run(torch.tensor([[BOS_ID, *prompt]], device=device))  # (1, P+1, H)
         new: list[int] = []
         for _ in range(max_len):
             logits = self.output(hidden[:, -1]).squeeze(0).float()  # (V,)
@@ -78,7 +86,7 @@ class LanguageModel(nn.Module):
             if token == EOS_ID:
                 break
             new.append(token)
-            hidden, state = self(torch.tensor([[token]], device=device), state)  # (1, 1, H)
+            hidden, state = self.run(torch.tensor([[token]], device=device), state)  # (1, 1, H)
         return new
 
     def num_parameters(self) -> int:

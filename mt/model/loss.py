@@ -1,4 +1,10 @@
-"""Output layer and label-smoothed cross-entropy fused into one memory-light autograd function.
+"""The one loss of every model: output layer and label-smoothed cross-entropy fused into one memory-light
+autograd function, summed over the real (non-padding) target tokens.
+
+``SummedLoss`` wraps a model whose forward pass returns the vectors before the output layer (the translator's
+attentional vectors, the language model's hidden states) so that one call gives the summed loss of a batch:
+what training, DistributedDataParallel and the benchmark run. ``validation_loss`` averages it (without label
+smoothing) over validation batches.
 
 The plain route (logits -> log_softmax -> NLL, then their backward passes) writes and re-reads several
 (N, V) tensors, about 128 MB each for a 4,000-token batch with 8,000 pieces, and zero-fills another for the
@@ -9,11 +15,16 @@ block. The loss is the last node of the graph, so computing the gradients during
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import torch
+from torch import nn
 
 from mt.profiling import OUTPUT_LOSS, span
+from mt.tokenizer import PAD_ID
 
-__all__ = ["linear_cross_entropy"]
+__all__ = ["SummedLoss", "linear_cross_entropy", "validation_loss"]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -55,5 +66,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
                          block: int = 512) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target`` (always in fp32)."""
+    if not torch.is_grad_enabled():  # no gradients wanted: the function would form them anyway (needs_input_grad)
+        x, weight = x.detach(), weight.detach()
     with torch.autocast(x.device.type, enabled=False), span(OUTPUT_LOSS):
         return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block)
+
+
+class SummedLoss(nn.Module):
+    """``model(*inputs)`` -> vectors (B, T, H); their loss against ``targets`` (B, T), padding left out.
+    ``model.output_layer`` is the model's output projection (H -> V)."""
+
+    def __init__(self, model: nn.Module, smoothing: float = 0.0):
+        super().__init__()
+        self.model, self.smoothing = model, smoothing
+
+    def forward(self, *inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        vectors = self.model(*inputs)  # (B, T, H)
+        real = targets != PAD_ID  # (B, T)
+        # Only real tokens reach the output layer; logits are never held for the whole batch.
+        return linear_cross_entropy(vectors[real], self.model.output_layer.weight, targets[real], self.smoothing)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, batches: Iterable) -> tuple[float, float]:
+    """Mean per-token cross-entropy (no label smoothing) over ``batches`` (each with ``model_inputs``,
+    ``targets``, ``n_tokens``, already on the model's device), and the perplexity."""
+    was_training = model.training
+    model.eval()
+    loss, total, tokens = SummedLoss(model), 0.0, 0
+    for b in batches:
+        total += float(loss(*b.model_inputs, targets=b.targets))
+        tokens += b.n_tokens
+    model.train(was_training)
+    mean = total / max(tokens, 1)
+    return mean, math.exp(min(mean, 100.0))

@@ -26,9 +26,14 @@ class Seq2Seq(nn.Module):
         return self.decoder.context(enc), state
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced pass -> attentional vectors (B, T, H); ``self.decoder.output`` turns them into logits."""
+        """Teacher-forced pass -> attentional vectors (B, T, H); ``self.output_layer`` turns them into logits."""
         ctx, state = self.encode(src, src_lens)
         return self.decoder(tgt_in, state, ctx)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """H -> V: turns the vectors of ``forward`` into logits."""
+        return self.decoder.output
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

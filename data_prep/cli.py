@@ -1,0 +1,39 @@
+"""`mt prepare`, added to the `mt` command through the ``mt.commands`` entry point (see ``mt.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mt.cli import add_config, add_run, resolve_config
+from mt.config import save_config
+from mt.run import RunDir
+
+__all__ = ["register"]
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from data_prep.prepare import prepare, summary
+
+    run = RunDir.of(args.run)
+    overrides = [f"data.src={args.src}", f"data.tgt={args.tgt}", *args.overrides]
+    if args.vocab_size is not None:
+        overrides.append(f"data.vocab_size={args.vocab_size}")
+    cfg = resolve_config(run, args.config, overrides)
+    stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config)
+    save_config(cfg, run.config_path)
+    print(summary(stats, run))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prepare", help="load, clean and encode a parallel corpus into RUN/data")
+    add_run(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="folder with train.L, val.L (or valid.L, dev.L) and NAME.L test files")
+    source.add_argument("--hf-dataset", help="Hugging Face Hub dataset name, e.g. bentrevett/multi30k")
+    p.add_argument("--hf-config", help="Hub dataset configuration name")
+    p.add_argument("--src", required=True, help="source language code, e.g. en")
+    p.add_argument("--tgt", required=True, help="target language code, e.g. de")
+    p.add_argument("--vocab-size", type=int, help="SentencePiece vocabulary size (data.vocab_size)")
+    add_config(p, default="RUN/config.yaml, else the package defaults")
+    p.set_defaults(func=cmd_prepare)

@@ -1,0 +1,65 @@
+"""`mt eval` and `mt score`, added to the `mt` command through ``mt.commands`` entry points (see ``mt.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mt.cli import add_model_choice, add_run
+from mt.errors import MTError
+from mt.run import RunDir
+
+__all__ = ["register_eval", "register_score"]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.evaluate import evaluate, evaluation_jobs, result_name
+    from mt.translator import Translator
+
+    run = RunDir.of(args.run)
+    translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize, ensemble=args.ensemble)
+    for name, sources, references in evaluation_jobs(run, args.split, args.src, args.ref):
+        name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag)
+        report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
+        print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
+              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, "
+              f"{report['sentences']} sentences, {report['sentences_per_s']} sentences/s)")
+        for metric, signature in report["signature"].items():
+            print(f"  {metric}: {signature}")
+        print(f"  wrote {run.eval_dir / name}.hyp and .json")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from eval.scoring import score
+    from mt.text import read_text_file
+
+    hyps, refs = read_text_file(args.hyp), read_text_file(args.ref)
+    if len(hyps) != len(refs):
+        raise MTError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
+    report = score(hyps, refs)
+    print(json.dumps(report, indent=2) if args.json else
+          f"BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU {report['bleu_lowercase']:.2f}\n"
+          + "\n".join(f"  {m}: {sig}" for m, sig in report["signature"].items()))
+    return 0
+
+
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="translate a test split and score it with sacreBLEU")
+    add_run(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--split", help="split name in RUN/data (default: every test split)")
+    which.add_argument("--src", help="source file (with --ref)")
+    p.add_argument("--ref", help="reference file (with --src)")
+    add_model_choice(p)
+    p.add_argument("--tag", help="results go to RUN/eval/NAME.TAG.{hyp,json} (default: a tag naming a non-default "
+                                 "checkpoint, ensemble or quantisation; none for the run's own best model)")
+    p.set_defaults(func=cmd_eval)
+
+
+def register_score(sub) -> None:
+    p = sub.add_parser("score", help="score existing translations with sacreBLEU (BLEU, chrF)")
+    p.add_argument("--hyp", required=True, help="hypothesis file, one sentence per line")
+    p.add_argument("--ref", required=True, help="reference file, one sentence per line")
+    p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
+    p.set_defaults(func=cmd_score)

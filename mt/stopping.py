@@ -1,0 +1,79 @@
+"""When training stops: Ctrl-C or SIGTERM, the limits of ``train.*``, and the ranks' agreement under DDP."""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from mt.config import TrainConfig
+
+if TYPE_CHECKING:
+    from mt.trainer import Progress
+
+__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "stop_reason"]
+
+
+class StopFlag:
+    """Ctrl-C / SIGTERM ask for a clean stop after the current step (a second Ctrl-C aborts at once)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def out_of_time(progress: Progress, elapsed: float, budget: float) -> bool:
+    """Within an epoch: stop training now so that the final validation still fits in the budget."""
+    return bool(budget) and elapsed + progress.val_seconds >= budget
+
+
+def stop_reason(progress: Progress, limits: TrainConfig, elapsed: float, budget: float) -> str | None:
+    """Why training stops after a validation, or None. With a time budget, what is left must hold the final
+    validation and at least as much training before it: otherwise the last minutes would buy validations a step
+    or two apart, each of which also counts as a plateau and halves the learning rate a resumed run inherits."""
+    if progress.epoch >= limits.max_epochs:
+        return "max_epochs"
+    if progress.bad_validations >= limits.patience:
+        return "early_stopping"
+    if budget and elapsed + 2 * progress.val_seconds >= budget:
+        return "max_minutes"
+    return None
+
+
+def any_rank(device: torch.device, *flags: bool) -> tuple[bool, ...]:
+    """Each flag, true on every rank when it is true on any. Under DDP the ranks must leave the step loop at the
+    same step and for the same reason (a Ctrl-C or the time budget, each seen by its own clock): a rank that
+    trained on alone would wait forever in the next gradient all-reduce."""
+    if not dist.is_initialized():
+        return flags
+    votes = torch.tensor([float(f) for f in flags], device=device)  # (len(flags),)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in votes.tolist())
+
+
+def rank0_decides(value):
+    """Rank 0's value on every rank (the value itself when not distributed)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,107 @@
+"""``mt train``: the translator's training task for the shared loop (``mt.trainer.Trainer``).
+
+What is particular to translation: the model (``build_model``), length-bucketed batches of sentence pairs,
+validation by teacher-forced loss and greedy BLEU, the tokenizer checksum every checkpoint carries, and the
+optional start from pre-trained language models (``model.init_*_from``, ``train.freeze_pretrained_epochs``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from mt.batching import Batch, collate, make_batches
+from mt.config import Config
+from mt.device import setup_training
+from mt.errors import MTError
+from mt.model import Seq2Seq, build_model
+from mt.model.loss import SummedLoss, validation_loss
+from mt.run import RunDir
+from mt.trainer import Trainer, TrainResult, Validation, seed_everything
+from mt.validate import validation_bleu
+
+__all__ = ["TranslationTask", "train"]
+
+
+class TranslationTask:
+    def __init__(self, run: RunDir, cfg: Config, model: Seq2Seq, device):
+        self.run, self.cfg, self.model, self.device = run, cfg, model, device
+        self.meta = run.meta()
+        self.loss = SummedLoss(model, cfg.train.label_smoothing)
+        self.tokenizer = run.tokenizer()
+        encoded = run.encoded()
+        train, val = encoded["train"], encoded["val"]
+        self.src, self.tgt = train["src_ids"], train["tgt_ids"]
+        self.src_lens, self.tgt_lens = [len(s) for s in self.src], [len(s) for s in self.tgt]
+        limit = cfg.train.val_max_sentences or len(val)
+        self.val_src, self.val_tgt, self.val_refs = (val[c][:limit] for c in ("src_ids", "tgt_ids", "ref"))
+        self.val_batches = [collate([self.val_src[i] for i in idx], [self.val_tgt[i] for i in idx], idx)
+                            for idx in make_batches([len(s) for s in self.val_src], [len(t) for t in self.val_tgt],
+                                                    cfg.train.batch_tokens)]
+
+    def describe(self) -> str:
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        return (f"training {self.model.num_parameters():,} parameters on {self.device}"
+                f"{f' x {world} processes' if world > 1 else ''}")
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        seed = self.cfg.train.seed * 1000 + epoch
+        return make_batches(self.src_lens, self.tgt_lens, self.cfg.train.batch_tokens, shuffle=True, seed=seed)
+
+    def batch(self, indices: list[int]) -> Batch:
+        return collate([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+
+    def validate(self) -> Validation:
+        loss, ppl = validation_loss(self.model, (b.to(self.device) for b in self.val_batches))
+        bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,
+                                     self.cfg.decode, self.device)
+        return Validation(bleu, {"val_loss": loss, "val_ppl": ppl, "val_bleu": bleu},
+                          f"val loss {loss:.3f} ppl {ppl:.2f} BLEU {bleu:.2f}", hyps[0] if hyps else "")
+
+    def describe_best(self, score: float) -> str:
+        return f"best validation BLEU {score:.2f}"
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"tokenizer_sha256": self.meta["tokenizer_sha256"],
+                "vocab": [self.meta["src_vocab_size"], self.meta["tgt_vocab_size"]]}
+
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        if state.get("tokenizer_sha256") != self.meta["tokenizer_sha256"]:
+            raise MTError(f"{path} was trained with another tokenizer than {self.run.data_dir}; "
+                          "start a new RUN or remove its checkpoints")
+
+
+def train(run: RunDir, cfg: Config) -> TrainResult:
+    """Train (or resume) the translator of ``run``; under ``torchrun`` with DistributedDataParallel."""
+    device = setup_training(cfg.train.device, cfg.train.threads)
+    meta = run.meta()
+    if (meta["src"], meta["tgt"]) != (cfg.data.src, cfg.data.tgt):
+        raise MTError(f"{run.root} was prepared for {meta['src']}->{meta['tgt']} but the config says "
+                      f"{cfg.data.src}->{cfg.data.tgt}; re-run `mt prepare` or fix data.src/data.tgt")
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
+    trainer = Trainer(TranslationTask(run, cfg, model, device), cfg, run, device)
+    resumed = trainer.resume()
+    if not resumed:
+        _init_pretrained(model, cfg, run, meta, announce=trainer.main)
+    if cfg.train.freeze_pretrained_epochs:
+        from mt.transfer import freeze_pretrained, pretrained_regions
+
+        freeze_pretrained(model, pretrained_regions(model, cfg.model),
+                          lambda: trainer.progress.epoch < cfg.train.freeze_pretrained_epochs)
+    return trainer.fit(resumed)
+
+
+def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:
+    """model.init_encoder_from / init_decoder_from: copy language-model weights in before the first step."""
+    from mt.transfer import init_from_language_model
+
+    for side, path, model_key in (("src", cfg.model.init_encoder_from, "src_model"),
+                                  ("tgt", cfg.model.init_decoder_from, "tgt_model")):
+        if path:
+            copied = init_from_language_model(model, path, side, run.data_dir / meta[model_key])
+            if announce:
+                print(f"initialised {len(copied)} {'encoder' if side == 'src' else 'decoder'} tensors from {path}",
+                      flush=True)
