@@ -48,15 +48,15 @@ bench: data
 
 # the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
 demo-bench: $(STAMP)
-	$(BIN)/python -m eval.demo_bench --run $(RUN) $(ARGS)
+	$(BIN)/python -m eval.bench.demo --run $(RUN) $(ARGS)
 
 # LM pre-training vs. training from scratch with 3,000 and 10,000 parallel pairs (about 2 hours on 2 cores)
 transfer-experiment: $(STAMP)
-	$(BIN)/python -m eval.transfer_experiment $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
+	$(BIN)/python -m eval.experiments.transfer $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
 
 # e.g. make sweep ARGS='--minutes 15 "model.dropout=0.2" "model.dropout=0.4" "data.vocab_size=16000"'
 sweep: data
-	$(BIN)/python -m eval.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
+	$(BIN)/python -m eval.experiments.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from eval.bench import main
+from eval.bench.speed import main
 
 
 def _lines(capsys) -> list[dict]:

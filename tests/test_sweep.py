@@ -1,10 +1,10 @@
-"""eval.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable."""
+"""eval.experiments.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable."""
 
 from __future__ import annotations
 
 import json
 
-from eval.sweep import main, setting_name
+from eval.experiments.sweep import main, setting_name
 
 
 def test_setting_names_are_readable_folder_names():

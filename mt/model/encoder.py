@@ -69,7 +69,7 @@ def _reverse_index(lengths: torch.Tensor, width: int) -> torch.Tensor:
 class Encoder(nn.Module):
     """Reads the source sentence. Every sentence's states are independent of padding (see the module doc)."""
 
-    chunked = True  # False: nn.LSTM/GRU/RNN on packed sequences (slower on CPU; `eval/bench.py --baseline`)
+    chunked = True  # False: nn.LSTM/GRU/RNN on packed sequences (slower on CPU; `python -m eval.bench --baseline`)
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
                  bidirectional: bool = True, dropout: float = 0.0):

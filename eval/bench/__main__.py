@@ -1,0 +1,3 @@
+from eval.bench.speed import main
+
+raise SystemExit(main())
