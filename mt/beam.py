@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mt.model import Seq2Seq
-from mt.search import Hypothesis, max_lengths
+from mt.decoding import Hypothesis, SearchModel, max_lengths
 from mt.tokenizer import BOS_ID, EOS_ID
 
 __all__ = ["beam_search", "length_penalty"]
@@ -26,22 +25,22 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 class _Beams:
-    """The live rows of a search: K per active sentence, everything indexed by row (A*K)."""
+    """The live rows of a search: K per active sentence, everything indexed by row (R*K)."""
 
     def __init__(self, ctx, state, k: int, batch: int, device):
         self.ctx, self.state, self.k = ctx, state, k
         self.sentence = list(range(batch))  # original index of each active sentence
-        self.scores = torch.full((batch, k), NEG_INF, device=device)  # (A, K)
+        self.scores = torch.full((batch, k), NEG_INF, device=device)  # (R, K)
         self.scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
-        self.tokens = torch.zeros((batch * k, 0), dtype=torch.long, device=device)  # (A*K, t)
-        self.attn: torch.Tensor | None = None  # (A*K, t, S)
-        self.prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)  # (A*K,)
+        self.tokens = torch.zeros((batch * k, 0), dtype=torch.long, device=device)  # (R*K, t)
+        self.attn: torch.Tensor | None = None  # (R*K, t, S)
+        self.prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)  # (R*K,)
 
     def reorder(self, rows: torch.Tensor, new_tokens: torch.Tensor, step_attn: torch.Tensor | None) -> None:
-        """Continue row ``rows[i]`` with ``new_tokens[i]``; step_attn: (A*K, S) attention of this step."""
-        self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tokens.unsqueeze(1)], 1)  # (A*K, t+1)
+        """Continue row ``rows[i]`` with ``new_tokens[i]``; step_attn: (R*K, S) attention of this step."""
+        self.tokens = torch.cat([self.tokens.index_select(0, rows), new_tokens.unsqueeze(1)], 1)  # (R*K, t+1)
         if step_attn is not None:
-            step = step_attn.index_select(0, rows).unsqueeze(1)  # (A*K, 1, S)
+            step = step_attn.index_select(0, rows).unsqueeze(1)  # (R*K, 1, S)
             self.attn = step if self.attn is None else torch.cat([self.attn.index_select(0, rows), step], 1)
         self.state, self.prev = self.state.index_select(rows), new_tokens
 
@@ -49,7 +48,7 @@ class _Beams:
         """Drop the sentences that are done: keep active sentences ``active`` (positions among the current)."""
         device = self.scores.device
         index = torch.tensor(active, device=device)
-        rows = (index.unsqueeze(1) * self.k + torch.arange(self.k, device=device)).view(-1)  # (A'*K,)
+        rows = (index.unsqueeze(1) * self.k + torch.arange(self.k, device=device)).view(-1)  # (R'*K,)
         self.sentence = [self.sentence[a] for a in active]
         self.scores = self.scores.index_select(0, index)
         self.tokens, self.prev = self.tokens.index_select(0, rows), self.prev.index_select(0, rows)
@@ -58,7 +57,7 @@ class _Beams:
 
 
 @torch.no_grad()
-def beam_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam: int = 5, alpha: float = 1.0,
+def beam_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor, beam: int = 5, alpha: float = 1.0,
                 max_len_ratio: float = 1.5, max_len_extra: int = 10, nbest: int = 1,
                 return_attention: bool = False) -> list[list[Hypothesis]]:
     """src: (B, S), src_lens: (B,) -> per sentence its ``nbest`` best hypotheses, best first."""
@@ -83,19 +82,19 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, beam:
     t = 0
     while beams.sentence:
         active = len(beams.sentence)
-        log_probs, beams.state, weights = model.decoder.step(beams.prev, beams.state, beams.ctx)  # (A*K, V)
-        step_attn = weights if return_attention else None  # (A*K, S) or None
+        log_probs, beams.state, weights = model.step(beams.prev, beams.state, beams.ctx)  # (R*K, V)
+        step_attn = weights if return_attention else None  # (R*K, S) or None
         vocab = log_probs.shape[1]
-        cand = (beams.scores.view(-1, 1) + log_probs).view(active, k * vocab)  # (A, K*V)
-        top_scores, top_index = cand.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K)
-        token = top_index % vocab  # (A, 2K)
-        row_of = top_index // vocab + torch.arange(active, device=src.device).unsqueeze(1) * k  # (A, 2K)
+        cand = (beams.scores.view(-1, 1) + log_probs).view(active, k * vocab)  # (R, K*V)
+        top_scores, top_index = cand.topk(min(2 * k, k * vocab), dim=1)  # (R, 2K)
+        token = top_index % vocab  # (R, 2K)
+        row_of = top_index // vocab + torch.arange(active, device=src.device).unsqueeze(1) * k  # (R, 2K)
         is_eos = token == EOS_ID
         for a, j in (is_eos[:, :k] & (top_scores[:, :k] > NEG_INF)).nonzero().tolist():
             row = int(row_of[a, j])
             finish(beams.sentence[a], row, float(top_scores[a, j]), t + 1,
                    None if step_attn is None else step_attn[row])
-        alive, pick = top_scores.masked_fill(is_eos, NEG_INF).topk(k, dim=1)  # (A, K)
+        alive, pick = top_scores.masked_fill(is_eos, NEG_INF).topk(k, dim=1)  # (R, K)
         beams.reorder(row_of.gather(1, pick).view(-1), token.gather(1, pick).view(-1), step_attn)
         beams.scores = alive
         t += 1

@@ -2,8 +2,8 @@
 
 At each step the members' next-token distributions are averaged (in probability space: log of the mean of
 the probabilities), the usual way to ensemble NMT models (e.g. Sutskever et al. 2014; Sennrich et al. 2016).
-``Ensemble`` offers the same ``encode`` / ``decoder.step`` interface as ``Seq2Seq``, so greedy and beam
-search run on it unchanged; the attention it returns is the members' mean.
+``Ensemble`` implements ``mt.decoding.SearchModel`` like ``Seq2Seq``, so greedy and beam search run on it
+unchanged; the attention it returns is the members' mean.
 """
 
 from __future__ import annotations
@@ -20,37 +20,12 @@ __all__ = ["Ensemble"]
 
 
 @dataclass
-class _Contexts:
+class _PerMember:
+    """One context or state per member; search reorders them all alike (``mt.decoding.Reorderable``)."""
     members: list
 
-    def index_select(self, index: torch.Tensor) -> _Contexts:
-        return _Contexts([c.index_select(index) for c in self.members])
-
-
-@dataclass
-class _States:
-    members: list
-
-    def index_select(self, index: torch.Tensor) -> _States:
-        return _States([s.index_select(index) for s in self.members])
-
-
-class _EnsembleDecoder:
-    def __init__(self, models: nn.ModuleList):
-        self.models = models
-
-    def step(self, prev: torch.Tensor, state: _States, ctx: _Contexts):
-        """prev: (B,) -> averaged log-probabilities (B, V), new states, mean attention (B, S) or None."""
-        log_probs, states, weights = [], [], []
-        for model, s, c in zip(self.models, state.members, ctx.members):
-            lp, s, w = model.decoder.step(prev, s, c)  # (B, V)
-            log_probs.append(lp)
-            states.append(s)
-            if w is not None:
-                weights.append(w)
-        mixed = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))  # (B, V)
-        attention = torch.stack(weights).mean(dim=0) if weights else None  # (B, S)
-        return mixed, _States(states), attention
+    def index_select(self, index: torch.Tensor) -> _PerMember:
+        return _PerMember([m.index_select(index) for m in self.members])
 
 
 class Ensemble(nn.Module):
@@ -60,11 +35,23 @@ class Ensemble(nn.Module):
         if len(vocab) != 1:
             raise ValueError(f"ensemble members have different target vocabularies: {sorted(vocab)}")
         self.models = nn.ModuleList(models)
-        self.decoder = _EnsembleDecoder(self.models)
 
-    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> tuple[_Contexts, _States]:
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> tuple[_PerMember, _PerMember]:
         pairs = [m.encode(src, src_lens) for m in self.models]
-        return _Contexts([c for c, _ in pairs]), _States([s for _, s in pairs])
+        return _PerMember([c for c, _ in pairs]), _PerMember([s for _, s in pairs])
+
+    def step(self, prev: torch.Tensor, state: _PerMember, ctx: _PerMember):
+        """prev: (B,) -> averaged log-probabilities (B, V), new states, mean attention (B, S) or None."""
+        log_probs, states, weights = [], [], []
+        for model, s, c in zip(self.models, state.members, ctx.members):
+            lp, s, w = model.step(prev, s, c)  # (B, V)
+            log_probs.append(lp)
+            states.append(s)
+            if w is not None:
+                weights.append(w)
+        mixed = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))  # (B, V)
+        attention = torch.stack(weights).mean(dim=0) if weights else None  # (B, S)
+        return mixed, _PerMember(states), attention
 
     def num_parameters(self) -> int:
         return sum(m.num_parameters() for m in self.models)

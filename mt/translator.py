@@ -17,12 +17,13 @@ from mt.batching import collate, make_batches
 from mt.beam import beam_search
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
+from mt.decoding import Hypothesis
 from mt.device import resolve_device, use_threads
 from mt.ensemble import Ensemble
 from mt.errors import MTError
+from mt.greedy import greedy_search
 from mt.model import Seq2Seq, build_model
 from mt.run import RunDir
-from mt.search import Hypothesis, greedy_search
 from mt.text import normalize
 from mt.tokenizer import Tokenizer
 

@@ -8,8 +8,9 @@ import torch
 
 from mt.batching import collate, make_batches
 from mt.config import DecodeConfig
+from mt.decoding import Hypothesis
+from mt.greedy import greedy_search
 from mt.model import Seq2Seq
-from mt.search import Hypothesis, greedy_search
 
 __all__ = ["decode_ids", "validation_bleu"]
 

@@ -7,8 +7,9 @@ import torch
 
 from mt.beam import beam_search, length_penalty
 from mt.config import ModelConfig
+from mt.decoding import SearchModel
+from mt.greedy import greedy_search
 from mt.model import build_model
-from mt.search import greedy_search
 from mt.tokenizer import BOS_ID, PAD_ID
 
 V = 19
@@ -74,13 +75,13 @@ def test_beam_finds_at_least_greedy_score_and_nbest_sorted():
 
 def test_max_length_is_respected_and_attention_shapes():
     model = trained_ish_model(5)
-    step = model.decoder.step
+    step = model.step
 
     def no_eos(*args):  # EOS never wins, so hypotheses run to their maximum length
         log_probs, state, weights = step(*args)
         return log_probs.index_fill(1, torch.tensor([3]), -1e9), state, weights
 
-    model.decoder.step = no_eos
+    model.step = no_eos
     src, lens = batch_of(SENTENCES)
     for hyps, n in zip(beam_search(model, src, lens, 3, 1.0, 1.0, 2, return_attention=True), lens.tolist()):
         h = hyps[0]
@@ -106,16 +107,17 @@ def test_ensemble_step_averages_probabilities():
         torch.manual_seed(seed)
         models.append(build_model(ModelConfig(emb_dim=10, hidden_dim=14, dropout=0.0), 17, 19).eval())
     ens = Ensemble(models)
+    assert isinstance(ens, SearchModel) and isinstance(models[0], SearchModel)  # what greedy and beam search use
     src = torch.tensor([[4, 5, 6, 7], [8, 9, 3, 0]])
     lens = torch.tensor([4, 3])
     prev = torch.tensor([BOS_ID, BOS_ID])
     with torch.no_grad():
         ctx, state = ens.encode(src, lens)
-        mixed, _, attention = ens.decoder.step(prev, state, ctx)
+        mixed, _, attention = ens.step(prev, state, ctx)
         singles = []
         for m in models:
             c, s = m.encode(src, lens)
-            lp, _, w = m.decoder.step(prev, s, c)
+            lp, _, w = m.step(prev, s, c)
             singles.append((lp, w))
     expected = torch.log((singles[0][0].exp() + singles[1][0].exp()) / 2)
     assert torch.allclose(mixed, expected, atol=1e-5)

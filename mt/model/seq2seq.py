@@ -30,6 +30,11 @@ class Seq2Seq(nn.Module):
         ctx, state = self.encode(src, src_lens)
         return self.decoder(tgt_in, state, ctx)
 
+    def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """One search step (``mt.decoding.SearchModel``): prev (B,) -> log-probabilities (B, V), new state,
+        attention (B, S) or None."""
+        return self.decoder.step(prev, state, ctx)
+
     @property
     def output_layer(self) -> nn.Linear:
         """H -> V: turns the vectors of ``forward`` into logits."""

@@ -1,4 +1,4 @@
-"""Batched decoding: greedy search (beam search is in ``mt.beam``).
+"""Batched greedy search: the most likely token at every step (beam search is in ``mt.beam``).
 
 Every sentence's result depends only on that sentence: finished rows are padded, never re-scored, and the
 maximum length is per sentence (``max_len_ratio`` x source length + ``max_len_extra``).
@@ -6,31 +6,16 @@ maximum length is per sentence (``max_len_ratio`` x source length + ``max_len_ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from mt.model import Seq2Seq
+from mt.decoding import Hypothesis, SearchModel, max_lengths
 from mt.tokenizer import BOS_ID, EOS_ID
 
-__all__ = ["Hypothesis", "greedy_search", "max_lengths"]
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # without BOS / EOS
-    score: float  # what ranks hypotheses: log_prob, divided by the length penalty in beam search
-    log_prob: float  # sum of token log-probabilities (EOS included when produced)
-    attention: torch.Tensor | None = field(default=None, repr=False)  # (steps, S) or None
-
-
-def max_lengths(src_lens: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
-    """(B,) -> (B,) maximum number of generated tokens per sentence, EOS included."""
-    return (src_lens.float() * ratio).long() + extra
+__all__ = ["greedy_search"]
 
 
 @torch.no_grad()
-def greedy_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, max_len_ratio: float = 1.5,
+def greedy_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor, max_len_ratio: float = 1.5,
                   max_len_extra: int = 10, return_attention: bool = False) -> list[Hypothesis]:
     """src: (B, S), src_lens: (B,) -> one hypothesis per sentence, in batch order."""
     ctx, state = model.encode(src, src_lens)
@@ -41,7 +26,7 @@ def greedy_search(model: Seq2Seq, src: torch.Tensor, src_lens: torch.Tensor, max
     tokens, scores, attentions = [], torch.zeros(batch, device=src.device), []
     steps_taken = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,) steps until done, EOS included
     for t in range(int(limits.max())):
-        log_probs, state, weights = model.decoder.step(prev, state, ctx)  # (B, V)
+        log_probs, state, weights = model.step(prev, state, ctx)  # (B, V)
         best, prev = log_probs.max(dim=-1)  # (B,), (B,)
         scores += best.masked_fill(done, 0.0)
         tokens.append(prev.masked_fill(done, EOS_ID))

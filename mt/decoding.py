@@ -1,0 +1,49 @@
+"""What greedy and beam search need from a model, declared once, and what they return.
+
+``Seq2Seq`` and ``Ensemble`` implement ``SearchModel``: ``encode`` once per batch, then ``step`` once per output
+token. Search only ever reorders or drops sentences of the batch (``index_select``) and never looks inside the
+context or the state, so each model keeps its own structures (``mt.model.decoder.StepContext`` and
+``DecoderState``; an ensemble's lists of its members').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, runtime_checkable
+
+import torch
+
+__all__ = ["Hypothesis", "Reorderable", "SearchModel", "max_lengths"]
+
+R = TypeVar("R", bound="Reorderable")
+
+
+class Reorderable(Protocol):
+    def index_select(self: R, index: torch.Tensor) -> R:
+        """The rows ``index`` (N,) of the batch, in that order (rows may repeat: beam search copies them)."""
+        ...
+
+
+@runtime_checkable
+class SearchModel(Protocol):
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> tuple[Reorderable, Reorderable]:
+        """src (B, S), src_lens (B,) -> the context every step reuses, the decoder's initial state."""
+        ...
+
+    def step(self, prev: torch.Tensor, state: Reorderable,
+             ctx: Reorderable) -> tuple[torch.Tensor, Reorderable, torch.Tensor | None]:
+        """prev (B,) the last tokens -> log-probabilities (B, V), the new state, attention (B, S) or None."""
+        ...
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS / EOS
+    score: float  # what ranks hypotheses: log_prob, divided by the length penalty in beam search
+    log_prob: float  # sum of token log-probabilities (EOS included when produced)
+    attention: torch.Tensor | None = field(default=None, repr=False)  # (steps, S) or None
+
+
+def max_lengths(src_lens: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
+    """(B,) -> (B,) maximum number of generated tokens per sentence, EOS included."""
+    return (src_lens.float() * ratio).long() + extra
