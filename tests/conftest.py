@@ -75,5 +75,6 @@ def prepare_and_train(root: Path, epochs: int, extra: list[str] | None = None):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A tiny model trained for 8 epochs on the synthetic corpus (shared by the decoding and eval tests)."""
-    return prepare_and_train(tmp_path_factory.mktemp("trained"), epochs=8)
+    """A tiny model trained for 8 epochs on the synthetic corpus with the default plateau schedule (shared by the
+    decoding and eval tests)."""
+    return prepare_and_train(tmp_path_factory.mktemp("trained"), epochs=8, extra=["train.schedule=plateau"])

@@ -34,4 +34,4 @@ def test_bench_decoding(trained_run, capsys):
     greedy, beam = _lines(capsys)
     assert (greedy["beam"], beam["beam"]) == (1, 2)
     assert greedy["sentences"] == beam["sentences"] == 30 and greedy["sentences_per_s"] > 0
-    assert 0 <= greedy["bleu"] <= 100
+    assert greedy["bleu"] > 20 and beam["bleu"] > 20  # the toy model translates test_toy (cf. test_eval_writes_report)

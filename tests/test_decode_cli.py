@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from eval.scoring import score
 from mt.cli import main
@@ -60,7 +61,11 @@ def test_nbest_format(trained_run, tmp_path):
 
 def test_translator_returns_attention_and_pieces(trained_run):
     t = Translator.from_run(trained_run).translate(["the red dog runs"], beam=3, return_attention=True)[0]
-    assert t.attention.shape == (len(t.tgt_pieces), len(t.src_pieces))
+    assert "".join(t.src_pieces).replace("\u2581", " ").strip() == "the red dog runs"
+    assert "".join(p for p in t.tgt_pieces if p != "</s>").replace("\u2581", " ").strip() == t.text
+    assert t.tgt_pieces[-1] == "</s>" and t.text  # the best hypothesis ended with EOS, its step has attention too
+    rows = t.attention.sum(dim=1)  # (len(tgt_pieces),): one attention distribution over the source per output
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5) and t.attention.shape[1] == len(t.src_pieces)
     assert t.nbest[0][1] == t.text
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES, synthetic_pairs, write_split
 
 from mt.checkpoint import save_checkpoint
 from mt.cli import main
@@ -16,7 +17,6 @@ from mt.files import sha256_file
 from mt.model import build_model
 from mt.model.lm import build_language_model
 from mt.transfer import init_from_language_model
-from tests.conftest import TINY_OVERRIDES, synthetic_pairs
 
 LM_OVERRIDES = ["train.max_minutes=0", "train.lr=0.01", "train.log_every=5", "train.threads=1", "train.patience=50"]
 
@@ -24,8 +24,6 @@ LM_OVERRIDES = ["train.max_minutes=0", "train.lr=0.01", "train.log_every=5", "tr
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """A prepared (not trained) synthetic run."""
-    from tests.conftest import write_split
-
     root = tmp_path_factory.mktemp("lm")
     folder = root / "corpus"
     folder.mkdir()
@@ -201,3 +199,45 @@ def test_freeze_pretrained_epochs_keeps_lm_weights_then_releases_them(prepared: 
     assert main(["train", "--run", str(run), *common, "train.max_epochs=2"]) == 0  # resumes; epoch 2 is free
     after_two = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     assert not torch.equal(after_two["decoder.embed.weight"], lm_state["embed.weight"])
+
+
+def _pretrain_src(lm_run: Path, prepared: Path, *extra: str) -> int:
+    return main(["pretrain", "--run", str(lm_run), "--from-run", str(prepared), "--side", "src", *LM_OVERRIDES, *extra])
+
+
+def test_lm_run_falls_back_from_a_damaged_last_checkpoint_to_best(prepared: Path, tmp_path: Path, capsys, caplog):
+    """The LM runs the translator's loop: a cut-short last.pt is skipped for best.pt, stale temporaries go."""
+    from mt.checkpoint import load_checkpoint
+
+    lm_run = tmp_path / "lm"
+    assert _pretrain_src(lm_run, prepared, "train.max_epochs=1") == 0
+    ckpt = lm_run / "checkpoints"
+    best_step = load_checkpoint(ckpt / "best.pt")["progress"]["step"]
+    data = (ckpt / "last.pt").read_bytes()
+    (ckpt / "last.pt").write_bytes(data[: len(data) // 3])
+    (ckpt / ".last.pt.tmp-99999").write_bytes(b"half a checkpoint")  # what a killed write leaves behind
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="mt"):
+        assert _pretrain_src(lm_run, prepared, "train.max_epochs=2") == 0
+    assert "last.pt is damaged" in caplog.text and "trying the previous checkpoint" in caplog.text
+    assert f"resuming from best.pt: step {best_step}" in capsys.readouterr().out
+    assert load_checkpoint(ckpt / "last.pt")["progress"]["epoch"] == 2
+    assert not list(ckpt.glob(".*tmp*"))
+
+
+def test_lm_time_budget_keeps_room_for_its_last_validation(prepared: Path, tmp_path: Path, capsys):
+    """50 s of a 60 s budget spent and a validation taking 6 s: another epoch plus its validation would overrun,
+    so the LM stops at once instead of training on (what the pre-trainer did before it shared the loop)."""
+    from mt.checkpoint import load_checkpoint
+
+    lm_run = tmp_path / "lm"
+    assert _pretrain_src(lm_run, prepared, "train.max_epochs=1") == 0
+    last = lm_run / "checkpoints" / "last.pt"
+    state = {k: v for k, v in load_checkpoint(last).items() if k != "format"}
+    state["progress"].update(train_seconds=50.0, val_seconds=6.0)
+    save_checkpoint(state, last)
+    capsys.readouterr()
+    assert _pretrain_src(lm_run, prepared, "train.max_epochs=5", "train.max_minutes=1") == 0
+    out = capsys.readouterr().out
+    assert "nothing left to train: this run already reached its limit (max_minutes)" in out
+    assert load_checkpoint(last)["progress"]["step"] == state["progress"]["step"]

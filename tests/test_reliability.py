@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SRC_WORDS, TINY_OVERRIDES, prepare_and_train, synthetic_pairs, write_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from mt.cli import main
 from mt.errors import MTError
 from mt.text import decode_lines, normalize
 from mt.translator import Translator
-from tests.conftest import SRC_WORDS, TINY_OVERRIDES, prepare_and_train, synthetic_pairs, write_split
 
 # ---------------------------------------------------------------- property-based round trips
 

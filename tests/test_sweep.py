@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from eval.experiments.sweep import main, setting_name
+from mt.files import read_jsonl
 
 
 def test_setting_names_are_readable_folder_names():
@@ -20,8 +21,9 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
     assert main(argv) == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["setting"] for r in rows] == ["baseline", "model.dropout=0.2", "data.vocab_size=50"]
-    for row in rows:
-        assert row["epochs"] == 1 and len(row["curve"]) == 1 and 0 <= row["val_bleu"] <= 100
+    for row, folder in zip(rows, ["baseline", "dropout-0.2", "vocab-size-50"]):
+        (logged,) = read_jsonl(out / folder / "train_log.jsonl", "valid")  # the table is that run's own validation
+        assert row["epochs"] == 1 and len(row["curve"]) == 1 and row["val_bleu"] == round(logged["val_bleu"], 2)
         assert row["by_epoch"] == [row["val_bleu"]]  # one epoch: its end is the only validation
         assert row["tokens_per_s"] > 0 and row["updates"] > 0 and not row.get("failed")
     # each setting really ran with its own overrides: its own tokenizer, its own dropout
