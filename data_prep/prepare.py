@@ -111,20 +111,7 @@ def _build(out: Path, splits: dict[str, datasets.Dataset], cfg: Config, origin: 
     train_src, train_tgt, counts = normalize_pairs(train["src"], train["tgt"], dedup=d.dedup)
     if not train_src:
         raise MTError(f"the training split of {origin} has no pair with both sides non-empty")
-    log.info("training SentencePiece (%s, %s vocabulary of %d)", d.spm_model_type,
-             "joint" if d.joint_vocab else "separate", d.vocab_size)
-    threads = os.cpu_count() or 1
-    train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage, threads=threads)
-    if d.joint_vocab:
-        src_name = tgt_name = "spm.model"
-        size = train_sentencepiece(train_src + train_tgt, out / src_name, d.vocab_size, **train_args)
-        sizes = (size, size)
-    else:
-        src_name, tgt_name = f"spm.{d.src}.model", f"spm.{d.tgt}.model"
-        sizes = (
-            train_sentencepiece(train_src, out / src_name, d.vocab_size, **train_args),
-            train_sentencepiece(train_tgt, out / tgt_name, d.vocab_size, **train_args),
-        )
+    src_name, tgt_name, sizes = _train_tokenizers(out, train_src, train_tgt, d)
     tok = Tokenizer(out / src_name, out / tgt_name)
 
     src_ids, tgt_ids = tok.encode_src(train_src), tok.encode_tgt(train_tgt)
@@ -159,13 +146,32 @@ def _build(out: Path, splits: dict[str, datasets.Dataset], cfg: Config, origin: 
     })
     encoded.save_to_disk(str(out / "encoded"))
 
-    sha = hashlib.sha256()
+    return _stats(out, origin, d, len(train), len(keep), counts, src_name, tgt_name, sizes, columns)
+
+
+def _train_tokenizers(out: Path, train_src: list[str], train_tgt: list[str], d) -> tuple[str, str, tuple[int, int]]:
+    """SentencePiece model(s) in ``out``: one joint model or one per language -> file names and vocabulary sizes."""
+    log.info("training SentencePiece (%s, %s vocabulary of %d)", d.spm_model_type,
+             "joint" if d.joint_vocab else "separate", d.vocab_size)
+    train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage,
+                      threads=os.cpu_count() or 1)
+    if d.joint_vocab:
+        size = train_sentencepiece(train_src + train_tgt, out / "spm.model", d.vocab_size, **train_args)
+        return "spm.model", "spm.model", (size, size)
+    src_name, tgt_name = f"spm.{d.src}.model", f"spm.{d.tgt}.model"
+    return src_name, tgt_name, (train_sentencepiece(train_src, out / src_name, d.vocab_size, **train_args),
+                                train_sentencepiece(train_tgt, out / tgt_name, d.vocab_size, **train_args))
+
+
+def _stats(out: Path, origin: str, d, input_pairs: int, kept: int, counts, src_name: str, tgt_name: str,
+           sizes: tuple[int, int], columns: dict) -> dict[str, Any]:
+    sha = hashlib.sha256()  # the checksum of all tokenizer models together: checkpoints must match it
     for name in sorted({src_name, tgt_name}):
         sha.update((out / name).read_bytes())
     return {
         "origin": origin,
         "languages": {"src": d.src, "tgt": d.tgt},
-        "filtered": {"input_pairs": len(train), "kept_pairs": len(keep), **dict(counts)},
+        "filtered": {"input_pairs": input_pairs, "kept_pairs": kept, **dict(counts)},
         "tokenizer": {
             "type": d.spm_model_type, "joint": d.joint_vocab, "src_model": src_name, "tgt_model": tgt_name,
             "src_vocab_size": sizes[0], "tgt_vocab_size": sizes[1], "sha256": sha.hexdigest(),

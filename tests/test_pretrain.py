@@ -100,14 +100,19 @@ def _save_lm(tmp_path: Path, cfg: Config, side: str, vocab: int, tokenizer: Path
     return path, lm
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_decoder_gets_exactly_the_lm_tensors(tmp_path: Path, layers: int):
+def _lm_and_translator(tmp_path: Path, side: str, layers: int):
+    """A saved LM of ``side`` (vocabularies 19 src / 23 tgt), a fresh translator and a copy of its weights."""
     tok = tmp_path / "spm.model"
     tok.write_bytes(b"pretend tokenizer")
     cfg = _tiny_model_config(layers=layers)
-    path, lm = _save_lm(tmp_path, cfg, "tgt", 23, tok)
+    path, lm = _save_lm(tmp_path, cfg, side, 23 if side == "tgt" else 19, tok)
     model = build_model(cfg.model, 19, 23)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    return tok, path, lm, model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_gets_exactly_the_lm_tensors(tmp_path: Path, layers: int):
+    tok, path, lm, model, before = _lm_and_translator(tmp_path, "tgt", layers)
     copied = init_from_language_model(model, path, "tgt", tok)
     after, lm_state = model.state_dict(), lm.state_dict()
     assert torch.equal(after["decoder.embed.weight"], lm_state["embed.weight"])
@@ -127,12 +132,7 @@ def test_decoder_gets_exactly_the_lm_tensors(tmp_path: Path, layers: int):
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_encoder_forward_direction_gets_the_lm_tensors(tmp_path: Path, layers: int):
-    tok = tmp_path / "spm.model"
-    tok.write_bytes(b"pretend tokenizer")
-    cfg = _tiny_model_config(layers=layers)
-    path, lm = _save_lm(tmp_path, cfg, "src", 19, tok)
-    model = build_model(cfg.model, 19, 23)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tok, path, lm, model, before = _lm_and_translator(tmp_path, "src", layers)
     init_from_language_model(model, path, "src", tok)
     after, lm_state = model.state_dict(), lm.state_dict()
     assert lm_state["rnn.weight_hh_l0"].shape == (28, 7)  # one direction: H/2 = 7
