@@ -75,7 +75,7 @@ class Translator:
                             "parameters": n_params, "ensemble": [str(m) for m in ensemble],
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
-                            "best_val_bleu": progress.get("best_bleu")}
+                            "best_val_bleu": progress.get("best_score", progress.get("best_bleu"))}
         return translator
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,

@@ -13,7 +13,7 @@ from mt.checkpoint import save_checkpoint
 from mt.cli import main
 from mt.config import Config, apply_overrides, config_to_dict
 from mt.errors import MTError
-from mt.files import sha256_file
+from mt.files import read_jsonl, sha256_file
 from mt.model import build_model
 from mt.model.lm import build_language_model
 from mt.transfer import init_from_language_model
@@ -48,8 +48,7 @@ def tgt_lm(prepared: Path, tmp_path_factory) -> Path:
 
 
 def _valid_records(lm_run: Path) -> list[dict]:
-    lines = (lm_run / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == "valid"]
+    return read_jsonl(lm_run / "train_log.jsonl", "valid")
 
 
 def test_lm_learns_the_synthetic_language(tgt_lm: Path):

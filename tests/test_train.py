@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,14 +15,14 @@ from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.config import TrainConfig, load_config
 from mt.errors import MTError
+from mt.files import read_jsonl
 from mt.stopping import any_rank, rank0_decides, stop_reason
 from mt.trainer import Progress
 from mt.translator import Translator
 
 
 def records(run: Path, kind: str) -> list[dict]:
-    lines = (run / "train_log.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    return read_jsonl(run / "train_log.jsonl", kind)
 
 
 def test_training_learns_and_writes_everything(trained_run):
@@ -37,6 +36,8 @@ def test_training_learns_and_writes_everything(trained_run):
     state = load_checkpoint(trained_run / "checkpoints" / "last.pt")
     assert state["progress"]["epoch"] == 8 and state["progress"]["step"] == valid[-1]["step"]
     assert state["config"]["model"]["hidden_dim"] == 64
+    facts = Translator.from_run(trained_run).facts  # what the demo's model panel shows
+    assert facts["best_val_bleu"] == max(r["val_bleu"] for r in valid) and facts["epoch"] == 8
 
 
 def test_default_plateau_schedule_follows_validation_bleu(trained_run):
