@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from mt.errors import MTError
+from mt.files import atomic_write
 
 __all__ = [
     "Config",
@@ -225,8 +226,6 @@ def load_config(path: str | Path) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from mt.files import atomic_write
-
     atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False), what="config")
 
 

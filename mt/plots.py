@@ -16,7 +16,8 @@ def plot_curves(log_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, valid = read_jsonl(log_path, "train"), read_jsonl(log_path, "valid")
+    records = read_jsonl(log_path)
+    train, valid = [r for r in records if r["kind"] == "train"], [r for r in records if r["kind"] == "valid"]
     # translators are judged by validation BLEU, language models (mt pretrain) by validation perplexity
     metric, label = ("val_bleu", "validation BLEU (greedy)") if any("val_bleu" in r for r in valid) \
         else ("val_ppl", "validation perplexity")
