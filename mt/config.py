@@ -68,8 +68,10 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate after warm-up
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     schedule: Literal["plateau", "inverse_sqrt", "constant"] = "plateau"
-    lr_decay: float = 0.5  # plateau: multiply lr by this when validation BLEU stalls
+    lr_decay: float = 0.5  # plateau: multiply lr by this when the watched validation metric stalls
     lr_patience: int = 1  # plateau: validations without improvement before decaying
+    plateau_metric: Literal["loss", "bleu"] = "bleu"  # plateau: what it watches (validation loss or BLEU)
+    plateau_threshold: float = 0.0  # plateau: relative improvement that counts (0.01: 1% better than the best)
     min_lr: float = 1e-5  # plateau: never go below
     patience: int = 5  # early stopping: validations without BLEU improvement
     clip: float = 1.0  # gradient-norm clipping (0 disables)
@@ -124,6 +126,8 @@ class Config:
                 raise MTError(f"config key '{key}' must be > 0, got {value}")
         if not 0.0 <= m.dropout < 1.0:
             raise MTError(f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+        if not 0.0 <= t.plateau_threshold < 1.0:
+            raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

@@ -81,7 +81,7 @@ class LanguageModelTask:
 
     def validate(self) -> Validation:
         loss, ppl = validation_loss(self.model, (b.to(self.device) for b in self.val_batches))
-        return Validation(-loss, {"val_loss": loss, "val_ppl": ppl},
+        return Validation(-loss, loss, {"val_loss": loss, "val_ppl": ppl},
                           f"validation loss {loss:.3f} perplexity {ppl:.2f}")
 
     def describe_best(self, score: float) -> str:

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warm-up, then constant, inverse square root, or decay on a validation plateau.
+"""Learning-rate schedule: linear warm-up, then constant, inverse square root, or decay on a validation plateau
+(of the loss or of BLEU, ``train.plateau_metric``).
 
 The state is plain numbers (``state_dict``), so it lives in checkpoints and resumes exactly."""
 
@@ -27,10 +28,15 @@ class LRSchedule:
             return max(c.lr * factor * self.scale, c.min_lr if step > warm else 0.0)
         return c.lr * factor
 
-    def observe(self, metric: float) -> bool:
-        """Report a validation score (higher is better); returns True when the rate was just decayed."""
-        if metric > self.best:
+    def observe(self, metric: float, step: int = 0) -> bool:
+        """Report the watched validation metric after update ``step`` (higher is better: the trainer passes minus
+        the loss); returns True when the rate was just decayed. Progress means beating the best so far by
+        ``plateau_threshold`` of its size; a validation within the warm-up never counts as a plateau."""
+        c = self.cfg
+        if metric > self.best + c.plateau_threshold * abs(self.best) or self.best == float("-inf"):
             self.best, self.bad = metric, 0
+            return False
+        if step < c.warmup_steps:  # still warming up: the rate has not reached train.lr yet
             return False
         self.bad += 1
         if self.cfg.schedule == "plateau" and self.bad >= self.cfg.lr_patience and \

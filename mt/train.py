@@ -57,7 +57,7 @@ class TranslationTask:
         loss, ppl = validation_loss(self.model, (b.to(self.device) for b in self.val_batches))
         bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,
                                      self.cfg.decode, self.device)
-        return Validation(bleu, {"val_loss": loss, "val_ppl": ppl, "val_bleu": bleu},
+        return Validation(bleu, loss, {"val_loss": loss, "val_ppl": ppl, "val_bleu": bleu},
                           f"val loss {loss:.3f} ppl {ppl:.2f} BLEU {bleu:.2f}", hyps[0] if hyps else "")
 
     def describe_best(self, score: float) -> str:

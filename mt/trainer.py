@@ -70,7 +70,8 @@ class Progress:
 
 @dataclass
 class Validation:
-    score: float  # higher is better: decides best.pt, early stopping and the plateau schedule
+    score: float  # higher is better: decides best.pt and early stopping (and the plateau with plateau_metric=bleu)
+    loss: float  # validation loss per token: what the plateau schedule watches with plateau_metric=loss
     record: dict[str, float]  # fields of the log's "valid" record (val_loss, val_bleu, val_ppl ...)
     summary: str  # for the console, e.g. "val loss 2.116 ppl 8.30 BLEU 3.13"
     example: str = ""  # e.g. the first translation, shown after the summary
@@ -306,7 +307,8 @@ class Trainer:
             improved = v.score > p.best_score
             p.best_score = max(v.score, p.best_score)
             p.bad_validations = 0 if improved else p.bad_validations + 1
-            decayed = self.schedule.observe(v.score)
+            watched = -v.loss if self.limits.plateau_metric == "loss" else v.score
+            decayed = self.schedule.observe(watched, p.step)
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
             append_jsonl(self.run.log_path, {"kind": "valid", "step": p.step, "epoch": p.epoch,
                                              "minutes": self._elapsed() / 60, **v.record,

@@ -46,6 +46,29 @@ def test_plateau_never_goes_below_min_lr_and_stops_decaying_there():
     assert s.lr(1) == 0.2  # the floor holds from the first step when there is no warm-up
 
 
+def test_loss_plateau_ignores_bleu_noise_while_the_loss_falls():
+    """The stalled run of issue 20 (a Multi30k-sized pair, morphologically rich target): BLEU is noise near zero
+    while validation loss falls 13% an epoch. Watching BLEU halved the rate twice in four epochs; watching the
+    loss with a 1% threshold never decays, and does decay once the loss really stalls."""
+    losses, bleus = [5.766, 4.964, 4.508, 4.225], [0.13, 0.53, 0.16, 0.34]
+    by_bleu = schedule(schedule="plateau", lr_patience=1, plateau_metric="bleu")
+    assert [by_bleu.observe(b, step) for step, b in enumerate(bleus, 1)] == [False, False, True, True]
+    by_loss = schedule(schedule="plateau", lr_patience=1, plateau_metric="loss", plateau_threshold=0.01)
+    assert not any(by_loss.observe(-x, step) for step, x in enumerate(losses, 1))
+    assert by_loss.lr(10) == 1.0
+    assert by_loss.observe(-4.200, 5) is True  # 0.6% better than 4.225: not progress, a plateau
+    assert by_loss.lr(10) == 0.5
+
+
+def test_relative_threshold_and_warmup():
+    s = schedule(schedule="plateau", lr_patience=1, plateau_threshold=0.1, warmup_steps=100)
+    s.observe(10.0, 50)
+    assert s.observe(10.5, 60) is False  # 5% better is below the 10% threshold, but still warming up
+    assert s.observe(10.9, 100) is True  # the same after the warm-up: a plateau
+    assert s.observe(11.1, 120) is False  # 11% over the best (10.0): progress
+    assert s.state_dict()["best"] == 11.1
+
+
 @pytest.mark.parametrize("kind", ["constant", "inverse_sqrt"])
 def test_only_plateau_reacts_to_validation(kind):
     s = schedule(schedule=kind, lr_patience=1)
