@@ -18,7 +18,7 @@ from typing import Any
 
 import datasets
 
-from data_prep.clean import filter_encoded, normalize_pairs
+from data_prep.clean import FILTER_REASONS, filter_encoded, normalize_pairs
 from data_prep.sources import load_hub, load_local
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
@@ -96,7 +96,7 @@ def prepare(
 def summary(stats: dict[str, Any], run: RunDir) -> str:
     """What ``mt prepare`` prints: the filter counts, the vocabulary and each split's size."""
     f, tok = stats["filtered"], stats["tokenizer"]
-    removed = ", ".join(f"{k} {f[k]}" for k in ("empty", "duplicate", "too_long", "length_ratio"))
+    removed = ", ".join(f"{k} {f[k]}" for k in FILTER_REASONS)
     lines = [f"train: kept {f['kept_pairs']} of {f['input_pairs']} pairs (removed: {removed})",
              f"vocabulary: {tok['type']}, {'joint' if tok['joint'] else 'separate'}, "
              f"src {tok['src_vocab_size']}, tgt {tok['tgt_vocab_size']}"]

@@ -17,7 +17,7 @@ from mt.config import Config
 from mt.device import setup_training
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
-from mt.model.loss import SummedLoss, validation_loss
+from mt.model.loss import SummedLoss
 from mt.run import RunDir
 from mt.trainer import Trainer, TrainResult, Validation, seed_everything
 from mt.validate import validation_bleu
@@ -46,19 +46,16 @@ class TranslationTask:
         return (f"training {self.model.num_parameters():,} parameters on {self.device}"
                 f"{f' x {world} processes' if world > 1 else ''}")
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        seed = self.cfg.train.seed * 1000 + epoch
+    def epoch_batches(self, seed: int) -> list[list[int]]:
         return make_batches(self.src_lens, self.tgt_lens, self.cfg.train.batch_tokens, shuffle=True, seed=seed)
 
     def batch(self, indices: list[int]) -> Batch:
         return collate([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
 
-    def validate(self) -> Validation:
-        loss, ppl = validation_loss(self.model, (b.to(self.device) for b in self.val_batches))
+    def validate(self, loss: float) -> Validation:
         bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,
                                      self.cfg.decode, self.device)
-        return Validation(bleu, loss, {"val_loss": loss, "val_ppl": ppl, "val_bleu": bleu},
-                          f"val loss {loss:.3f} ppl {ppl:.2f} BLEU {bleu:.2f}", hyps[0] if hyps else "")
+        return Validation(bleu, {"val_bleu": bleu}, f"BLEU {bleu:.2f}", hyps[0] if hyps else "")
 
     def describe_best(self, score: float) -> str:
         return f"best validation BLEU {score:.2f}"

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +34,7 @@ from mt.config import Config, config_to_dict
 from mt.device import autocast
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
+from mt.model.loss import validation_loss
 from mt.plots import plot_curves
 from mt.profiling import CLIP, OPTIMIZER, span
 from mt.run import RunDir
@@ -70,10 +71,10 @@ class Progress:
 
 @dataclass
 class Validation:
+    """What a task adds to the validation loss, which the loop computes for every task."""
     score: float  # higher is better: decides best.pt and early stopping (and the plateau with plateau_metric=bleu)
-    loss: float  # validation loss per token: what the plateau schedule watches with plateau_metric=loss
-    record: dict[str, float]  # fields of the log's "valid" record (val_loss, val_bleu, val_ppl ...)
-    summary: str  # for the console, e.g. "val loss 2.116 ppl 8.30 BLEU 3.13"
+    record: dict[str, float] = field(default_factory=dict)  # the task's own fields of the "valid" log record
+    summary: str = ""  # for the console after "val loss .. ppl ..", e.g. "BLEU 3.13"
     example: str = ""  # e.g. the first translation, shown after the summary
 
 
@@ -91,11 +92,12 @@ class TrainingTask(Protocol):
     """What differs between training a translator and a language model."""
     model: nn.Module  # the weights that checkpoints hold
     loss: nn.Module  # loss(*batch.model_inputs, targets=batch.targets) -> summed loss (mt.model.loss.SummedLoss)
+    val_batches: list  # the validation split's batches (CPU), for the validation loss
 
     def describe(self) -> str: ...  # the first line of a fresh run, e.g. "training 13,182,464 parameters on cpu"
-    def epoch_batches(self, epoch: int) -> list[list[int]]: ...  # the epoch's batches as index lists, seeded
+    def epoch_batches(self, seed: int) -> list[list[int]]: ...  # the epoch's batches as index lists, shuffled by seed
     def batch(self, indices: list[int]): ...  # -> a CPU batch with model_inputs, targets, n_tokens and to(device)
-    def validate(self) -> Validation: ...
+    def validate(self, loss: float) -> Validation: ...  # given the validation loss per token
     def describe_best(self, score: float) -> str: ...  # e.g. "best validation BLEU 37.76"
     def checkpoint_extras(self) -> dict[str, Any]: ...  # what a checkpoint needs besides the loop's own state
     def check_checkpoint(self, state: dict[str, Any], path: Path) -> None: ...  # MTError if it cannot resume
@@ -254,7 +256,7 @@ class Trainer:
     def _train_epoch(self) -> bool:
         """Train on the rest of the current epoch; False when it stopped early (Ctrl-C, time budget)."""
         p = self.progress
-        batches = self.task.epoch_batches(p.epoch)
+        batches = self.task.epoch_batches(self.limits.seed * 1000 + p.epoch)
         batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]  # this rank's share
         bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}", unit="batch",
                    disable=not self.main, dynamic_ncols=True, mininterval=1.0)
@@ -303,17 +305,20 @@ class Trainer:
         p, started = self.progress, time.perf_counter()
         decision = [None]
         if self.main:
-            v = self.task.validate()
+            loss, ppl = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
+            v = self.task.validate(loss)
             improved = v.score > p.best_score
             p.best_score = max(v.score, p.best_score)
             p.bad_validations = 0 if improved else p.bad_validations + 1
-            watched = -v.loss if self.limits.plateau_metric == "loss" else v.score
+            watched = -loss if self.limits.plateau_metric == "loss" else v.score
             decayed = self.schedule.observe(watched, p.step)
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
             append_jsonl(self.run.log_path, {"kind": "valid", "step": p.step, "epoch": p.epoch,
-                                             "minutes": self._elapsed() / 60, **v.record,
+                                             "minutes": self._elapsed() / 60, "val_loss": loss, "val_ppl": ppl,
+                                             **v.record,
                                              "lr": self.schedule.lr(p.step + 1), "seconds": p.val_seconds})
-            tqdm.write(f"step {p.step} epoch {p.epoch}: {v.summary}{' (best)' if improved else ''}"
+            summary = " ".join(x for x in (f"val loss {loss:.3f} ppl {ppl:.2f}", v.summary) if x)
+            tqdm.write(f"step {p.step} epoch {p.epoch}: {summary}{' (best)' if improved else ''}"
                        f"{' lr decayed' if decayed else ''}{f' | e.g. {v.example!r}' if v.example else ''}")
             self._checkpoint(best=improved)
             plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
