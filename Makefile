@@ -32,7 +32,7 @@ data: $(STAMP)
 	  $(if $(DATA_DIR),--data-dir $(DATA_DIR),--hf-dataset $(HF_DATASET))
 
 train: data
-	$(BIN)/mt train --run $(RUN) --config $(CONFIG) $(ARGS)
+	$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) data.tgt=$(TGT) $(ARGS)
 
 eval: $(STAMP)
 	$(BIN)/mt eval --run $(RUN) $(ARGS)
