@@ -70,10 +70,12 @@ class TrainConfig:
     schedule: Literal["plateau", "inverse_sqrt", "constant"] = "plateau"
     lr_decay: float = 0.5  # plateau: multiply lr by this when the watched validation metric stalls
     lr_patience: int = 1  # plateau: validations without improvement before decaying
-    plateau_metric: Literal["loss", "bleu"] = "bleu"  # plateau: what it watches (validation loss or BLEU)
-    plateau_threshold: float = 0.0  # plateau: relative improvement that counts (0.01: 1% better than the best)
+    plateau_metric: Literal["loss", "bleu"] = "loss"  # plateau: what it watches (validation loss or BLEU)
+    plateau_threshold: float = 0.01  # plateau: relative improvement that counts (0.01: 1% better than the best)
     min_lr: float = 1e-5  # plateau: never go below
-    patience: int = 5  # early stopping: validations without BLEU improvement
+    patience: int = 5  # early stopping: validations in which neither BLEU nor the loss (by plateau_threshold) improved
+    validate_every: int = 1000  # validate after this many updates, or at the end of an epoch when that comes sooner...
+    validate_min_steps: int = 100  # ...but at an epoch's end only once this many updates followed the last validation
     clip: float = 1.0  # gradient-norm clipping (0 disables)
     label_smoothing: float = 0.1
     weight_decay: float = 0.0
@@ -117,6 +119,7 @@ class Config:
             "train.batch_tokens": t.batch_tokens,
             "train.lr": t.lr,
             "train.log_every": t.log_every,
+            "train.validate_every": t.validate_every,
             "decode.beam": d.beam,
             "decode.max_len_ratio": d.max_len_ratio,
             "decode.batch_tokens": d.batch_tokens,
@@ -126,6 +129,8 @@ class Config:
                 raise MTError(f"config key '{key}' must be > 0, got {value}")
         if not 0.0 <= m.dropout < 1.0:
             raise MTError(f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+        if t.validate_min_steps < 0:
+            raise MTError(f"config key 'train.validate_min_steps' must be >= 0, got {t.validate_min_steps}")
         if not 0.0 <= t.plateau_threshold < 1.0:
             raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
         if not 0.0 <= t.label_smoothing < 1.0:

@@ -54,7 +54,9 @@ class Progress:
     epoch: int = 0  # epochs completed
     batch_in_epoch: int = 0  # batches of the current epoch already trained
     best_score: float = -math.inf  # the task's validation score (higher is better)
-    bad_validations: int = 0
+    best_val_loss: float = math.inf  # the validation loss of the last validation that made progress
+    bad_validations: int = 0  # in a row, without progress in the score or the loss (early stopping)
+    validated_step: int = 0  # the step of the last validation
     train_seconds: float = 0.0
     val_seconds: float = 0.0  # the last validation's duration: a time budget keeps room for the next one
 
@@ -243,8 +245,10 @@ class Trainer:
                     break
                 if finished_epoch:
                     p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-                self._validate()
                 stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
+                if p.step > p.validated_step and (stopped or self._validation_due(finished_epoch)):
+                    self._validate()  # the last one too, whether due or not
+                    stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
         rate = self._tokens / max(self._step_seconds, 1e-9)
         if self.main:
             print(f"stopped ({stopped}) at step {p.step}, epoch {p.epoch}; {self.task.describe_best(p.best_score)}; "
@@ -253,8 +257,16 @@ class Trainer:
             dist.barrier()
         return TrainResult(p.step, p.epoch, p.best_score, stopped, rate, self._elapsed() / 60)
 
+    def _validation_due(self, finished_epoch: bool) -> bool:
+        """Every train.validate_every updates, or at an epoch's end when that comes sooner; at an epoch's end only
+        once train.validate_min_steps updates followed the last validation (a tiny corpus's epochs are a few
+        updates long: validating after each would count noise as plateaus)."""
+        since, t = self.progress.step - self.progress.validated_step, self.limits
+        return since >= t.validate_every or (finished_epoch and since >= t.validate_min_steps)
+
     def _train_epoch(self) -> bool:
-        """Train on the rest of the current epoch; False when it stopped early (Ctrl-C, time budget)."""
+        """Train on the rest of the current epoch; False when it stopped early (Ctrl-C, time budget, a validation
+        due within the epoch)."""
         p = self.progress
         batches = self.task.epoch_batches(self.limits.seed * 1000 + p.epoch)
         batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]  # this rank's share
@@ -268,6 +280,8 @@ class Trainer:
                 if interrupted or no_time:
                     self.stop.requested = interrupted  # every rank takes the same way out of the loop
                     return False
+                if p.step - p.validated_step >= self.limits.validate_every and p.batch_in_epoch < len(batches):
+                    return False  # validate now; the epoch goes on after it
                 minutes = self.limits.checkpoint_minutes
                 if minutes and time.perf_counter() - self._last_checkpoint >= minutes * 60:
                     self._checkpoint()
@@ -308,8 +322,11 @@ class Trainer:
             loss, ppl = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
             v = self.task.validate(loss)
             improved = v.score > p.best_score
+            loss_progress = loss < p.best_val_loss * (1 - self.limits.plateau_threshold)  # the plateau's measure
             p.best_score = max(v.score, p.best_score)
-            p.bad_validations = 0 if improved else p.bad_validations + 1
+            p.best_val_loss = loss if loss_progress else p.best_val_loss
+            p.bad_validations = 0 if improved or loss_progress else p.bad_validations + 1
+            p.validated_step = p.step
             watched = -loss if self.limits.plateau_metric == "loss" else v.score
             decayed = self.schedule.observe(watched, p.step)
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
@@ -322,11 +339,12 @@ class Trainer:
                        f"{' lr decayed' if decayed else ''}{f' | e.g. {v.example!r}' if v.example else ''}")
             self._checkpoint(best=improved)
             plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
-            decision = [(p.best_score, p.bad_validations, self.schedule.state_dict())]
+            decision = [(p.best_score, p.best_val_loss, p.bad_validations, self.schedule.state_dict())]
         self.task.model.train()
         if self.world > 1:
             dist.broadcast_object_list(decision, src=0)
-            p.best_score, p.bad_validations, schedule = decision[0]
+            p.best_score, p.best_val_loss, p.bad_validations, schedule = decision[0]
+            p.validated_step = p.step
             self.schedule.load_state_dict(schedule)
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = time.perf_counter()

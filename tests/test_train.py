@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,53 @@ def test_plateau_decays_when_the_validation_loss_stalls(tmp_path):
     losses = [r["val_loss"] for r in valid]
     assert max(losses) - min(losses) < 0.01 * losses[0]
     assert [r["lr"] for r in valid] == pytest.approx([1e-6, 5e-7, 2.5e-7])
+
+
+def test_default_schedule_never_decays_while_the_loss_improves_by_1_percent(trained_run):
+    """Issue 20's rule, on the fixture's log: a validation whose loss is 1% below the best that counted as
+    progress never decays the rate."""
+    limits = load_config(trained_run / "config.yaml").train
+    assert (limits.plateau_metric, limits.plateau_threshold) == ("loss", 0.01)
+    lr_before, best = limits.lr, math.inf
+    for record in records(trained_run, "valid"):
+        if record["val_loss"] < 0.99 * best:
+            best = record["val_loss"]
+            assert record["lr"] == pytest.approx(lr_before), record
+        lr_before = record["lr"]
+
+
+def test_tiny_epochs_validate_only_after_validate_min_steps(tmp_path):
+    """A corpus whose epochs are a few updates long: validations wait for 40 updates (at an epoch's end), and the
+    run still validates when it stops."""
+    run = prepare_and_train(tmp_path, epochs=6, extra=["train.validate_min_steps=40"])
+    train, valid = records(run, "train"), records(run, "valid")
+    steps = [r["step"] for r in valid]
+    assert 1 < len(steps) < 6, steps
+    assert all(b - a >= 40 for a, b in zip([0] + steps[:-2], steps[:-1])), steps
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["progress"]["epoch"] == 6 and steps[-1] == state["progress"]["step"] == train[-1]["step"]
+
+
+def test_validate_every_validates_within_an_epoch_and_resumes_there(tmp_path):
+    """Validation every 4 updates in a longer epoch: each one is seen by the plateau rule and by best.pt; a run
+    resumed from a mid-epoch checkpoint continues at the batch it had reached (the same final weights)."""
+    extra = ["train.validate_every=4", "train.schedule=plateau", "train.lr=1e-4", "train.plateau_threshold=0.5",
+             "train.min_lr=1e-9"]
+    run = prepare_and_train(tmp_path, epochs=1, extra=extra)
+    valid = records(run, "valid")
+    steps = [r["step"] for r in valid]
+    assert steps[:3] == [4, 8, 12] and all(r["epoch"] == 0 for r in valid[:-1]), steps
+    assert [r["lr"] for r in valid[:3]] == pytest.approx([1e-4, 5e-5, 2.5e-5])  # no 50% progress: plateaus
+    middle = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert middle["progress"]["epoch"] == 0 and 0 < middle["progress"]["batch_in_epoch"] < steps[-1]
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    shutil.copy(run / "checkpoints" / "best.pt", again / "checkpoints" / "last.pt")
+    assert main(["train", "--run", str(again), *TINY_OVERRIDES, "train.max_epochs=1", *extra]) == 0
+    resumed, full = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (again, run))
+    assert resumed["progress"]["step"] == full["progress"]["step"]
+    for name, weight in full["model"].items():
+        assert torch.equal(resumed["model"][name], weight), name
 
 
 def test_checkpoint_round_trip(trained_run, tmp_path):
