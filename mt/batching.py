@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -87,29 +88,35 @@ def shifted(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
     return inputs, targets, sum(len(s) + 1 for s in seqs)
 
 
-def make_batches(src_lens: list[int], tgt_lens: list[int] | None, batch_tokens: int, shuffle: bool = False,
-                 seed: int = 0) -> list[list[int]]:
+def make_batches(src_lens, tgt_lens, batch_tokens: int, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
     """Group sentence indices into batches of at most ``batch_tokens`` padded tokens.
 
     The budget counts the longer padded side: rows x (max target length + 1) when targets are given, else
     rows x max source length. With ``shuffle``, equal lengths are ordered randomly and the batch order is
-    shuffled (both from ``seed``); otherwise the result is deterministic, longest batches first.
+    shuffled (both from ``seed``); otherwise the result is deterministic, longest batches first. The lengths may
+    be lists or numpy arrays; sorting is vectorised and the cutting loop runs once per batch, not per sentence,
+    so an epoch of millions of sentences is ordered in seconds.
     """
     rng = random.Random(seed)
-    n = len(src_lens)
-    noise = [rng.random() for _ in range(n)] if shuffle else [0.0] * n
-    size = (lambda i: max(tgt_lens[i] + 1, src_lens[i])) if tgt_lens is not None else (lambda i: max(src_lens[i], 1))
-    order = sorted(range(n), key=lambda i: (size(i), src_lens[i], noise[i], i))
-    batches, current, longest = [], [], 0
-    for i in order:
-        longest_if = max(longest, size(i))
-        if current and longest_if * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, longest_if = [], size(i)
-        current.append(i)
-        longest = longest_if
-    if current:
-        batches.append(current)
+    src = np.asarray(src_lens, dtype=np.int64).reshape(-1)  # (N,)
+    n = len(src)
+    size = np.maximum(np.asarray(tgt_lens, dtype=np.int64) + 1, src) if tgt_lens is not None else np.maximum(src, 1)
+    noise = np.fromiter((rng.random() for _ in range(n)), np.float64, n) if shuffle else np.zeros(n)
+    # by size, then source length, then noise, then index: stable sorts from the last key to the first
+    order = np.argsort(noise, kind="stable")  # (N,)
+    length_key = size * (int(src.max(initial=0)) + 1) + src  # (N,) size first, source length second
+    order = order[np.argsort(length_key[order], kind="stable")]
+    sizes = size[order]  # (N,) ascending: a batch's longest row is its last
+    starts, j = [], 0
+    while j < n:  # the most rows r from j with sizes[j + r - 1] * r <= batch_tokens (at least one row)
+        lo, hi = 1, max(min(n - j, batch_tokens // int(sizes[j])), 1)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if sizes[j + mid - 1] * mid <= batch_tokens else (lo, mid - 1)
+        starts.append(j)
+        j += lo
+    flat = order.tolist()
+    batches = [flat[a:b] for a, b in zip(starts, starts[1:] + [n])]
     if shuffle:
         rng.shuffle(batches)
     else:

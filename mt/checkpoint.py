@@ -55,13 +55,15 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def average_last(folder: Path, last: int, output: str = "averaged") -> tuple[list[Path], Path]:
-    """``mt average``: the mean of the newest ``last`` epoch checkpoints (epoch-NNN.pt) of a run's checkpoint
-    folder, saved there as OUTPUT.pt with the newest one's config. Returns the averaged paths and the result."""
+    """``mt average``: the mean of the newest ``last`` kept checkpoints of a run's checkpoint folder (step-NNNNNNNN.pt,
+    one per validation; epoch-NNN.pt in runs from before validation went by steps), saved there as OUTPUT.pt with
+    the newest one's config. Returns the averaged paths and the result."""
     if last < 1:
         raise MTError(f"--last must be at least 1, got {last}")
-    paths = sorted(Path(folder).glob("epoch-*.pt"))[-last:]
+    paths = sorted(Path(folder).glob("step-*.pt")) or sorted(Path(folder).glob("epoch-*.pt"))
+    paths = paths[-last:]
     if len(paths) < last:
-        raise MTError(f"{folder} has {len(paths)} epoch checkpoint(s), fewer than --last {last} "
+        raise MTError(f"{folder} has {len(paths)} kept checkpoint(s), fewer than --last {last} "
                       "(train with train.keep_checkpoints=N to keep them)")
     state = {k: v for k, v in load_checkpoint(paths[-1]).items() if k != "format"}
     state["model"] = average_checkpoints(paths)

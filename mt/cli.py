@@ -152,9 +152,9 @@ def _library_commands(sub) -> None:
     p.add_argument("--checkpoint", default="best", help="best or last")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("average", help="average the weights of the last N epoch checkpoints")
+    p = sub.add_parser("average", help="average the weights of the last N kept checkpoints (one per validation)")
     add_run(p)
-    p.add_argument("--last", type=int, required=True, help="how many of the newest epoch-NNN.pt to average")
+    p.add_argument("--last", type=int, required=True, help="how many of the newest step-NNNNNNNN.pt to average")
     p.add_argument("--output", default="averaged", help="name of the result in RUN/checkpoints (NAME.pt)")
     p.set_defaults(func=cmd_average)
 

@@ -76,6 +76,7 @@ class TrainConfig:
     patience: int = 5  # early stopping: validations in which neither BLEU nor the loss (by plateau_threshold) improved
     validate_every: int = 1000  # validate after this many updates, or at the end of an epoch when that comes sooner...
     validate_min_steps: int = 100  # ...but at an epoch's end only once this many updates followed the last validation
+    validate_minutes: float = 0.0  # also validate after this many minutes of training since the last one (0: off)
     clip: float = 1.0  # gradient-norm clipping (0 disables)
     label_smoothing: float = 0.1
     weight_decay: float = 0.0
@@ -84,7 +85,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 = all cores
     checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often
-    keep_checkpoints: int = 0  # keep the weights of the last N epochs (epoch-NNN.pt) for `mt average`
+    keep_checkpoints: int = 0  # keep the weights of the last N validations (step-NNNNNNNN.pt) for `mt average`
     freeze_pretrained_epochs: int = 0  # keep weights from model.init_*_from fixed for the first N epochs
     log_every: int = 50  # steps between train_log.jsonl records
     val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
@@ -129,8 +130,9 @@ class Config:
                 raise MTError(f"config key '{key}' must be > 0, got {value}")
         if not 0.0 <= m.dropout < 1.0:
             raise MTError(f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
-        if t.validate_min_steps < 0:
-            raise MTError(f"config key 'train.validate_min_steps' must be >= 0, got {t.validate_min_steps}")
+        for key in ("validate_min_steps", "validate_minutes"):
+            if getattr(t, key) < 0:
+                raise MTError(f"config key 'train.{key}' must be >= 0, got {getattr(t, key)}")
         if not 0.0 <= t.plateau_threshold < 1.0:
             raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
         if not 0.0 <= t.label_smoothing < 1.0:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 import torch.distributed as dist
 
 from mt.batching import Batch, collate, make_batches
@@ -22,7 +24,14 @@ from mt.run import RunDir
 from mt.trainer import Trainer, TrainResult, Validation, seed_everything
 from mt.validate import validation_bleu
 
-__all__ = ["TranslationTask", "train"]
+__all__ = ["TranslationTask", "list_lengths", "train"]
+
+
+def list_lengths(split, column: str) -> np.ndarray:
+    """The length of every row's list in ``column`` of a ``datasets.Dataset``, (N,) int64, computed by Arrow
+    without turning the rows into Python lists."""
+    lists = split.with_format("arrow")[column]  # a pyarrow (Chunked)Array of lists, zero-copy
+    return pc.list_value_length(lists).to_numpy().astype(np.int64, copy=False)
 
 
 class TranslationTask:
@@ -33,8 +42,10 @@ class TranslationTask:
         self.tokenizer = run.tokenizer()
         encoded = run.encoded()
         train, val = encoded["train"], encoded["val"]
-        self.src, self.tgt = train["src_ids"], train["tgt_ids"]
-        self.src_lens, self.tgt_lens = [len(s) for s in self.src], [len(s) for s in self.tgt]
+        # the training split stays on disk (memory-mapped Arrow): only the lengths are in memory, and each batch
+        # reads its own rows, so memory does not grow with the corpus
+        self.train = train.select_columns(["src_ids", "tgt_ids"])
+        self.src_lens, self.tgt_lens = (list_lengths(self.train, c) for c in ("src_ids", "tgt_ids"))  # (N,) each
         limit = cfg.train.val_max_sentences or len(val)
         self.val_src, self.val_tgt, self.val_refs = (val[c][:limit] for c in ("src_ids", "tgt_ids", "ref"))
         self.val_batches = [collate([self.val_src[i] for i in idx], [self.val_tgt[i] for i in idx], idx)
@@ -50,7 +61,8 @@ class TranslationTask:
         return make_batches(self.src_lens, self.tgt_lens, self.cfg.train.batch_tokens, shuffle=True, seed=seed)
 
     def batch(self, indices: list[int]) -> Batch:
-        return collate([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+        rows = self.train[indices]  # {"src_ids": [...], "tgt_ids": [...]} read from the memory-mapped split
+        return collate(rows["src_ids"], rows["tgt_ids"], indices)
 
     def validate(self, loss: float) -> Validation:
         bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,

@@ -6,7 +6,9 @@ What the loop owns, so that every task has it:
 - resume from ``last.pt``, falling back to ``best.pt`` when ``last.pt`` is damaged; stale temporary files of a
   killed run are removed; every checkpoint write is atomic;
 - the step loop with a progress bar, the learning-rate schedule, gradient clipping, the JSONL log and curves;
-- validation each epoch (and when the budget ends mid-epoch), ``best.pt``, epoch checkpoints for averaging;
+- validation every ``train.validate_every`` updates or ``train.validate_minutes`` (mid-epoch when due), at an
+  epoch's end when that comes sooner (after ``train.validate_min_steps`` updates), and when training stops;
+  ``best.pt``, and one kept checkpoint per validation for averaging;
 - stopping: ``train.max_epochs``, early stopping, ``train.max_minutes`` with room kept for the final
   validation, Ctrl-C / SIGTERM with a complete checkpoint, and under ``torchrun`` the ranks' agreement on all of
   these (each rank takes every N-th batch; rank 0 alone validates and writes files).
@@ -18,7 +20,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,7 +157,9 @@ class Trainer:
         self.stop = StopFlag()
         self._started = time.perf_counter()  # the run's clock, counting earlier sessions' time once resumed
         self._last_checkpoint = time.perf_counter()
-        self._tokens, self._step_seconds = 0, 0.0  # throughput counts training steps only, not validation
+        self._last_validation = time.perf_counter()  # train.validate_minutes counts from here
+        self._validation_by_time = False  # train.validate_minutes passed (the ranks agreed on it)
+        self._tokens, self._step_seconds, self._steps = 0, 0.0, 0  # this session's training steps, not validation
         self._interval_loss, self._interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
 
     # ------------------------------------------------------------------ resume and checkpoints
@@ -181,8 +188,9 @@ class Trainer:
             return path
         return None
 
-    def _checkpoint(self, best: bool = False) -> None:
-        """last.pt (and best.pt; at an epoch's end also epoch-NNN.pt, the newest train.keep_checkpoints kept)."""
+    def _checkpoint(self, best: bool = False, validated: bool = False) -> None:
+        """last.pt (and best.pt; after a validation also step-NNNNNNNN.pt, the newest train.keep_checkpoints kept
+        for ``mt average``)."""
         if not self.main:
             return
         folder, p = self.run.checkpoint_dir, self.progress
@@ -194,10 +202,10 @@ class Trainer:
         if best:
             save_checkpoint(state, folder / "best.pt")
         keep = self.limits.keep_checkpoints
-        if keep and p.batch_in_epoch == 0:  # an epoch just ended: keep its weights
+        if keep and validated:
             weights = {k: v for k, v in state.items() if k not in ("optimizer", "schedule", "rng")}
-            save_checkpoint(weights, folder / f"epoch-{p.epoch:03d}.pt")
-            for old in sorted(folder.glob("epoch-*.pt"))[:-keep]:
+            save_checkpoint(weights, folder / f"step-{p.step:08d}.pt")
+            for old in sorted(folder.glob("step-*.pt"))[:-keep]:
                 old.unlink()
         self._last_checkpoint = time.perf_counter()
 
@@ -230,7 +238,7 @@ class Trainer:
             self._step_module = nn.parallel.DistributedDataParallel(self.task.loss, device_ids=ids)
         self._precision = autocast(self.device, self.limits.precision)
         self._started = time.perf_counter() - p.train_seconds
-        self._last_checkpoint = time.perf_counter()
+        self._last_checkpoint = self._last_validation = time.perf_counter()
         stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
         if stopped and self.main:
             print(f"nothing left to train: this run already reached its limit ({stopped}); raise train.max_epochs, "
@@ -258,11 +266,30 @@ class Trainer:
         return TrainResult(p.step, p.epoch, p.best_score, stopped, rate, self._elapsed() / 60)
 
     def _validation_due(self, finished_epoch: bool) -> bool:
-        """Every train.validate_every updates, or at an epoch's end when that comes sooner; at an epoch's end only
-        once train.validate_min_steps updates followed the last validation (a tiny corpus's epochs are a few
-        updates long: validating after each would count noise as plateaus)."""
+        """Every train.validate_every updates (or train.validate_minutes), or at an epoch's end when that comes
+        sooner; at an epoch's end only once train.validate_min_steps updates followed the last validation (a tiny
+        corpus's epochs are a few updates long: validating after each would count noise as plateaus)."""
         since, t = self.progress.step - self.progress.validated_step, self.limits
-        return since >= t.validate_every or (finished_epoch and since >= t.validate_min_steps)
+        return (since >= t.validate_every or self._validation_by_time
+                or (finished_epoch and since >= t.validate_min_steps))
+
+    def _minutes_since_validation_passed(self) -> bool:
+        minutes = self.limits.validate_minutes
+        return bool(minutes) and time.perf_counter() - self._last_validation >= minutes * 60
+
+    def _time_to_validation(self, left_in_epoch: int) -> float:
+        """Seconds of training until the next validation is due, at this session's seconds per step."""
+        p, t = self.progress, self.limits
+        since = p.step - p.validated_step
+        steps = t.validate_every - since
+        if since + left_in_epoch >= t.validate_min_steps:
+            steps = min(steps, left_in_epoch)
+        else:  # the first epoch end after validate_min_steps: about this far
+            steps = min(steps, t.validate_min_steps - since)
+        seconds = max(steps, 0) * self._step_seconds / max(self._steps, 1)
+        if t.validate_minutes:
+            seconds = min(seconds, t.validate_minutes * 60 - (time.perf_counter() - self._last_validation))
+        return max(seconds, 0.0)
 
     def _train_epoch(self) -> bool:
         """Train on the rest of the current epoch; False when it stopped early (Ctrl-C, time budget, a validation
@@ -272,22 +299,33 @@ class Trainer:
         batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]  # this rank's share
         bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}", unit="batch",
                    disable=not self.main, dynamic_ncols=True, mininterval=1.0)
-        try:  # the bar is closed even when a step fails, so an error message starts its own line
-            for indices in batches[p.batch_in_epoch:]:
-                self._step(self.task.batch(indices), bar)
-                interrupted, no_time = any_rank(self.device, self.stop.requested,
-                                                out_of_time(p, self._elapsed(), self._budget()))
+        stream = self._prefetched(batches[p.batch_in_epoch:])
+        with closing(stream), bar:  # closed even when a step fails: an error message starts its own line
+            for batch in stream:
+                self._step(batch, bar)
+                interrupted, no_time, self._validation_by_time = any_rank(
+                    self.device, self.stop.requested, out_of_time(p, self._elapsed(), self._budget()),
+                    self._minutes_since_validation_passed())
                 if interrupted or no_time:
                     self.stop.requested = interrupted  # every rank takes the same way out of the loop
                     return False
-                if p.step - p.validated_step >= self.limits.validate_every and p.batch_in_epoch < len(batches):
+                due = self._validation_by_time or p.step - p.validated_step >= self.limits.validate_every
+                if due and p.batch_in_epoch < len(batches):
                     return False  # validate now; the epoch goes on after it
                 minutes = self.limits.checkpoint_minutes
                 if minutes and time.perf_counter() - self._last_checkpoint >= minutes * 60:
                     self._checkpoint()
-        finally:
-            bar.close()
         return p.batch_in_epoch >= len(batches)
+
+    def _prefetched(self, batches: list[list[int]]) -> Iterator:
+        """The task's batches, each read and padded in a worker thread while the step before it trains."""
+        with ThreadPoolExecutor(1, thread_name_prefix="batches") as pool:
+            ahead = deque(pool.submit(self.task.batch, indices) for indices in batches[:2])
+            for indices in batches[2:]:
+                yield ahead.popleft().result()
+                ahead.append(pool.submit(self.task.batch, indices))
+            while ahead:
+                yield ahead.popleft().result()
 
     def _step(self, batch, bar: tqdm) -> None:
         p, t = self.progress, self.limits
@@ -296,6 +334,7 @@ class Trainer:
         loss = train_step(lambda: self._step_module(*b.model_inputs, targets=b.targets), b.n_tokens,
                           self.optimizer, self.schedule, p.step + 1, t.clip, self._precision)
         self._step_seconds += time.perf_counter() - started
+        self._steps += 1
         self._interval_loss += loss * b.n_tokens
         self._interval_tokens += b.n_tokens
         self._tokens += b.n_tokens * self.world
@@ -307,7 +346,8 @@ class Trainer:
             mean = self._interval_loss / self._interval_tokens
             self._interval_loss, self._interval_tokens = 0.0, 0
             lr = self.schedule.lr(p.step)
-            bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}")
+            next_validation = tqdm.format_interval(self._time_to_validation(bar.total - bar.n))
+            bar.set_postfix(loss=f"{mean:.3f}", tok_s=f"{rate:.0f}", lr=f"{lr:.2e}", next_val=next_validation)
             if self.main:
                 append_jsonl(self.run.log_path, {"kind": "train", "step": p.step, "epoch": p.epoch,
                                                  "minutes": self._elapsed() / 60, "loss": mean, "lr": lr,
@@ -337,7 +377,7 @@ class Trainer:
             summary = " ".join(x for x in (f"val loss {loss:.3f} ppl {ppl:.2f}", v.summary) if x)
             tqdm.write(f"step {p.step} epoch {p.epoch}: {summary}{' (best)' if improved else ''}"
                        f"{' lr decayed' if decayed else ''}{f' | e.g. {v.example!r}' if v.example else ''}")
-            self._checkpoint(best=improved)
+            self._checkpoint(best=improved, validated=True)
             plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
             decision = [(p.best_score, p.best_val_loss, p.bad_validations, self.schedule.state_dict())]
         self.task.model.train()
@@ -347,4 +387,5 @@ class Trainer:
             p.validated_step = p.step
             self.schedule.load_state_dict(schedule)
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
-        self._last_checkpoint = time.perf_counter()
+        self._last_checkpoint = self._last_validation = time.perf_counter()
+        self._validation_by_time = False

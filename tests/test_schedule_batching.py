@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from mt.batching import make_batches
@@ -123,3 +124,32 @@ def test_sorted_batches_keep_padding_small():
     real = sum(max(tgt[i] + 1, src[i]) for i in range(1000))
     padded = sum(len(b) * max(max(tgt[i] + 1, src[i]) for i in b) for b in batches)
     assert padded < 1.1 * real
+
+
+def sentence_by_sentence_batches(src, tgt, budget, shuffle, seed):
+    """The definition the vectorised ``make_batches`` must keep (the loop it replaced, so Multi30k's batches
+    stay the same): sort by (longer padded side, source length, seeded noise, index), add sentences while the
+    batch's rows x longest row fit the budget, then shuffle (or reverse) the batch order with the same seed."""
+    rng = random.Random(seed)
+    noise = [rng.random() for _ in src] if shuffle else [0.0] * len(src)
+    size = [max(t + 1, s) for s, t in zip(src, tgt)] if tgt is not None else [max(s, 1) for s in src]
+    batches, current = [], []
+    for i in sorted(range(len(src)), key=lambda i: (size[i], src[i], noise[i], i)):
+        if current and size[i] * (len(current) + 1) > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    batches += [current] if current else []
+    rng.shuffle(batches) if shuffle else batches.reverse()
+    return batches
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_vectorised_batches_equal_the_sentence_by_sentence_definition(trial):
+    rng = random.Random(trial)
+    n, budget, shuffle = rng.randint(0, 300), rng.choice([1, 10, 60, 400, 4000]), trial % 2 == 0
+    src = [rng.randint(0, 50) for _ in range(n)]
+    tgt = [rng.randint(0, 50) for _ in range(n)] if trial % 4 < 3 else None
+    expected = sentence_by_sentence_batches(src, tgt, budget, shuffle, seed=trial)
+    assert make_batches(src, tgt, budget, shuffle=shuffle, seed=trial) == expected
+    assert make_batches(np.array(src), None if tgt is None else np.array(tgt), budget, shuffle, trial) == expected

@@ -13,12 +13,16 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, free_port, prepare_and_train
 
+from mt.batching import collate, make_batches
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.config import TrainConfig, load_config
 from mt.errors import MTError
 from mt.files import read_jsonl
+from mt.model import build_model
+from mt.run import RunDir
 from mt.stopping import any_rank, rank0_decides, stop_reason
+from mt.train import TranslationTask
 from mt.trainer import Progress
 from mt.translator import Translator
 
@@ -124,6 +128,33 @@ def test_validate_every_validates_within_an_epoch_and_resumes_there(tmp_path):
     assert resumed["progress"]["step"] == full["progress"]["step"]
     for name, weight in full["model"].items():
         assert torch.equal(resumed["model"][name], weight), name
+
+
+def test_validate_minutes_validates_within_an_epoch(tmp_path):
+    """train.validate_minutes, the alternative for steps of unknown length: a few milliseconds make every update
+    a validation, mid-epoch."""
+    run = prepare_and_train(tmp_path, epochs=1, extra=["train.validate_minutes=0.00001"])
+    steps, last = [r["step"] for r in records(run, "valid")], records(run, "train")[-1]["step"]
+    assert steps == list(range(1, last + 1)), steps
+
+
+def test_memory_mapped_batches_equal_the_in_memory_ones(trained_run):
+    """The training split is read batch by batch from the Arrow files: the lengths, the epoch's batches and
+    every padded batch equal what the whole split loaded as Python lists gives."""
+    run = RunDir.of(trained_run)
+    cfg = run.config()
+    task = TranslationTask(run, cfg, build_model(cfg.model, *(run.meta()[k] for k in ("src_vocab_size",
+                                                                                      "tgt_vocab_size"))), "cpu")
+    split = run.encoded()["train"]
+    src, tgt = list(split["src_ids"]), list(split["tgt_ids"])
+    assert task.src_lens.tolist() == [len(s) for s in src] and task.tgt_lens.tolist() == [len(t) for t in tgt]
+    batches = task.epoch_batches(seed=5)
+    assert batches == make_batches([len(s) for s in src], [len(t) for t in tgt], cfg.train.batch_tokens, True, 5)
+    for indices in batches:
+        got, expected = task.batch(indices), collate([src[i] for i in indices], [tgt[i] for i in indices], indices)
+        for name in ("src", "src_lens", "tgt_in", "tgt_out"):
+            assert torch.equal(getattr(got, name), getattr(expected, name)), name
+        assert got.n_tokens == expected.n_tokens
 
 
 def test_checkpoint_round_trip(trained_run, tmp_path):
@@ -251,10 +282,11 @@ def test_bf16_autocast_trains(tmp_path):
     assert len(valid) == 1 and valid[0]["val_loss"] < 4.2  # below log(60): it learnt something
 
 
-def test_epoch_checkpoints_kept_and_averaged(tmp_path, capsys):
+def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):
     run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3"])
-    kept = sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt"))
-    assert kept == ["epoch-002.pt", "epoch-003.pt", "epoch-004.pt"]
+    steps = [r["step"] for r in records(run, "valid")]
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert len(steps) == 4 and kept == [f"step-{s:08d}.pt" for s in steps[1:]]
     assert main(["average", "--run", str(run), "--last", "3"]) == 0
     averaged = load_checkpoint(run / "checkpoints" / "averaged.pt")
     parts = [load_checkpoint(run / "checkpoints" / name)["model"] for name in kept]
