@@ -15,7 +15,7 @@ HF_DATASET ?= bentrevett/multi30k
 SPLIT ?= test_2016_flickr
 ARGS ?=
 
-.PHONY: install data train eval demo test bench demo-bench transfer-experiment sweep lint clean
+.PHONY: install data train eval demo test bench scale-bench demo-bench transfer-experiment sweep lint clean
 
 install: $(STAMP)
 
@@ -47,6 +47,9 @@ bench: data
 	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
 
 # the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
+scale-bench: $(STAMP)
+	$(BIN)/python -m eval.bench.scale --data-dir $(or $(DATA_DIR),$(SHARED_DATA)) --src $(SRC) --tgt $(TGT) $(ARGS)
+
 demo-bench: $(STAMP)
 	$(BIN)/python -m eval.bench.demo --run $(RUN) $(ARGS)
 

@@ -35,3 +35,23 @@ def test_bench_decoding(trained_run, capsys):
     assert (greedy["beam"], beam["beam"]) == (1, 2)
     assert greedy["sentences"] == beam["sentences"] == 30 and greedy["sentences_per_s"] > 0
     assert greedy["bleu"] > 20 and beam["bleu"] > 20  # the toy model translates test_toy (cf. test_eval_writes_report)
+
+
+def test_scale_bench_corpus_joins_unique_pairs(tmp_path):
+    """`make scale-bench`'s synthetic corpus: N pairs, each two different real pairs joined side by side, no
+    pair twice, the real validation split beside it."""
+    from eval.bench.scale import synthetic_corpus
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang, word in (("en", "dog"), ("de", "Hund")):
+        (data / f"train.{lang}").write_text("".join(f"{word} {i}\n" for i in range(30)), encoding="utf-8")
+        (data / f"val.{lang}").write_text(f"{word} val\n", encoding="utf-8")
+    synthetic_corpus(data, tmp_path / "out", "en", "de", pairs=500)
+    en = (tmp_path / "out" / "train.en").read_text(encoding="utf-8").splitlines()
+    de = (tmp_path / "out" / "train.de").read_text(encoding="utf-8").splitlines()
+    assert len(en) == len(de) == len(set(zip(en, de))) == 500
+    for s, t in zip(en, de):
+        _, a, _, b = s.split()
+        assert a != b and t == f"Hund {a} Hund {b}"
+    assert (tmp_path / "out" / "val.de").read_text(encoding="utf-8") == "Hund val\n"
