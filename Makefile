@@ -46,10 +46,11 @@ test: $(STAMP)
 bench: data
 	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
 
-# the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
+# mt prepare + a short mt train on synthetic corpora of N unique pairs: time, peak memory, tokens/s per N
 scale-bench: $(STAMP)
 	$(BIN)/python -m eval.bench.scale --data-dir $(or $(DATA_DIR),$(SHARED_DATA)) --src $(SRC) --tgt $(TGT) $(ARGS)
 
+# the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
 demo-bench: $(STAMP)
 	$(BIN)/python -m eval.bench.demo --run $(RUN) $(ARGS)
 

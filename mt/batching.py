@@ -94,8 +94,9 @@ def make_batches(src_lens, tgt_lens, batch_tokens: int, shuffle: bool = False, s
     The budget counts the longer padded side: rows x (max target length + 1) when targets are given, else
     rows x max source length. With ``shuffle``, equal lengths are ordered randomly and the batch order is
     shuffled (both from ``seed``); otherwise the result is deterministic, longest batches first. The lengths may
-    be lists or numpy arrays; sorting is vectorised and the cutting loop runs once per batch, not per sentence,
-    so an epoch of millions of sentences is ordered in seconds.
+    be lists or numpy arrays; sorting is vectorised and the cutting loop runs once per batch, not per sentence.
+    The seeded noise is still drawn with ``random.Random`` (one call per sentence), which keeps the batches
+    identical to those of earlier versions.
     """
     rng = random.Random(seed)
     src = np.asarray(src_lens, dtype=np.int64).reshape(-1)  # (N,)

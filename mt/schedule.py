@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from mt.config import TrainConfig
 
-__all__ = ["LRSchedule"]
+__all__ = ["LRSchedule", "improves"]
+
+
+def improves(value: float, best: float, threshold: float) -> bool:
+    """Progress (higher is better): ``value`` beats ``best`` by ``threshold`` of its size; anything beats -inf."""
+    return best == float("-inf") or value > best + threshold * abs(best)
 
 
 class LRSchedule:
@@ -33,7 +38,7 @@ class LRSchedule:
         the loss); returns True when the rate was just decayed. Progress means beating the best so far by
         ``plateau_threshold`` of its size; a validation within the warm-up never counts as a plateau."""
         c = self.cfg
-        if metric > self.best + c.plateau_threshold * abs(self.best) or self.best == float("-inf"):
+        if improves(metric, self.best, c.plateau_threshold):
             self.best, self.bad = metric, 0
             return False
         if step < c.warmup_steps:  # still warming up: the rate has not reached train.lr yet

@@ -43,7 +43,7 @@ from mt.model.loss import validation_loss
 from mt.plots import plot_curves
 from mt.profiling import CLIP, OPTIMIZER, span
 from mt.run import RunDir
-from mt.schedule import LRSchedule
+from mt.schedule import LRSchedule, improves
 from mt.stopping import StopFlag, any_rank, out_of_time, rank0_decides, stop_reason
 
 __all__ = ["Progress", "TrainResult", "Trainer", "TrainingTask", "Validation", "make_optimizer", "seed_everything",
@@ -357,16 +357,16 @@ class Trainer:
         """Rank 0 validates, logs, checkpoints and plots; every rank then takes its decisions (best score, bad
         validations, the schedule's state)."""
         p, started = self.progress, time.perf_counter()
+        p.validated_step = p.step  # on every rank, and in the checkpoint below
         decision = [None]
         if self.main:
             loss, ppl = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
             v = self.task.validate(loss)
             improved = v.score > p.best_score
-            loss_progress = loss < p.best_val_loss * (1 - self.limits.plateau_threshold)  # the plateau's measure
+            loss_progress = improves(-loss, -p.best_val_loss, self.limits.plateau_threshold)  # the plateau's rule
             p.best_score = max(v.score, p.best_score)
             p.best_val_loss = loss if loss_progress else p.best_val_loss
             p.bad_validations = 0 if improved or loss_progress else p.bad_validations + 1
-            p.validated_step = p.step
             watched = -loss if self.limits.plateau_metric == "loss" else v.score
             decayed = self.schedule.observe(watched, p.step)
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
@@ -384,7 +384,6 @@ class Trainer:
         if self.world > 1:
             dist.broadcast_object_list(decision, src=0)
             p.best_score, p.best_val_loss, p.bad_validations, schedule = decision[0]
-            p.validated_step = p.step
             self.schedule.load_state_dict(schedule)
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()

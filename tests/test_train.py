@@ -85,9 +85,10 @@ def test_plateau_decays_when_the_validation_loss_stalls(tmp_path):
 
 def test_default_schedule_never_decays_while_the_loss_improves_by_1_percent(trained_run):
     """Issue 20's rule, on the fixture's log: a validation whose loss is 1% below the best that counted as
-    progress never decays the rate."""
+    progress never decays the rate. The fixture's rule is the default of the code and of the shipped config."""
     limits = load_config(trained_run / "config.yaml").train
-    assert (limits.plateau_metric, limits.plateau_threshold) == ("loss", 0.01)
+    for rule in (limits, TrainConfig(), load_config("configs/multi30k_en_de.yaml").train):
+        assert (rule.schedule, rule.plateau_metric, rule.plateau_threshold) == ("plateau", "loss", 0.01)
     lr_before, best = limits.lr, math.inf
     for record in records(trained_run, "valid"):
         if record["val_loss"] < 0.99 * best:

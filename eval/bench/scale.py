@@ -11,14 +11,17 @@ target tokens/s. Each phase runs in its own process, so each peak is that phase'
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from eval.experiments.transfer import find_split, write_lines
+from mt.text import read_lines
 
 __all__ = ["main", "synthetic_corpus"]
 
@@ -32,25 +35,12 @@ print(json.dumps({"rc": code, "peak_rss_kib": peak}), flush=True)
 """
 
 
-def _read(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
-def _find(folder: Path, split: str, lang: str) -> Path:
-    for path in (folder / f"{split}.{lang}", folder / f"{split}.{lang}.gz"):
-        if path.is_file():
-            return path
-    raise SystemExit(f"error: {folder} has no {split}.{lang}[.gz]")
-
-
 def synthetic_corpus(data_dir: Path, out: Path, src: str, tgt: str, pairs: int, seed: int = 1) -> None:
     """out/{train,val}.{src,tgt}: `pairs` unique joined training pairs, and the real validation split."""
     if (out / f"train.{tgt}").is_file():
         return
     out.mkdir(parents=True, exist_ok=True)
-    train = {lang: _read(_find(data_dir, "train", lang)) for lang in (src, tgt)}
+    train = {lang: read_lines(find_split(data_dir, "train", lang))[0] for lang in (src, tgt)}
     m = len(train[src])
     if pairs > m * (m - 1):
         raise SystemExit(f"error: {data_dir} has {m} pairs: at most {m * (m - 1)} joined pairs")
@@ -68,8 +58,7 @@ def synthetic_corpus(data_dir: Path, out: Path, src: str, tgt: str, pairs: int, 
             for a, b in zip(first, second):
                 f.write(f"{lines[a]} {lines[b]}\n")
         (out / f"train.{lang}.tmp").rename(out / f"train.{lang}")
-        (out / f"val.{lang}").write_text("".join(x + "\n" for x in _read(_find(data_dir, "val", lang))),
-                                         encoding="utf-8")
+        write_lines(out / f"val.{lang}", read_lines(find_split(data_dir, "val", lang))[0])
 
 
 def _run_measured(args: list[str], log: Path, first_update_of: Path | None = None) -> dict:
@@ -99,11 +88,12 @@ def bench_size(args: argparse.Namespace, pairs: int) -> dict:
     root = Path(args.out) / f"{pairs}"
     synthetic_corpus(Path(args.data_dir), root / "corpus", args.src, args.tgt, pairs)
     run = root / "run"
-    overrides = [*args.overrides]
+    overrides = args.overrides
     prep = _run_measured(["prepare", "--run", str(run), "--data-dir", str(root / "corpus"), "--src", args.src,
                           "--tgt", args.tgt, "--config", args.config, *overrides], root / "prepare.log")
-    for stale in ("checkpoints", "train_log.jsonl", "plots"):
-        subprocess.run(["rm", "-rf", str(run / stale)], check=True)  # a fresh short training every time
+    for stale in ("checkpoints", "plots"):  # a fresh short training every time
+        shutil.rmtree(run / stale, ignore_errors=True)
+    (run / "train_log.jsonl").unlink(missing_ok=True)
     short = [f"train.max_minutes={args.train_minutes}", "train.log_every=10", "train.val_max_sentences=100",
              "train.keep_checkpoints=0"]
     train = _run_measured(["train", "--run", str(run), "--config", args.config, *short, *overrides],

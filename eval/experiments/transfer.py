@@ -35,14 +35,14 @@ def _mt(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mt", *args], check=True)
 
 
-def _find(folder: Path, name: str, lang: str) -> Path:
+def find_split(folder: Path, name: str, lang: str) -> Path:
     for candidate in (folder / f"{name}.{lang}", folder / f"{name}.{lang}.gz"):
         if candidate.is_file():
             return candidate
     raise SystemExit(f"error: {folder} has no {name}.{lang}[.gz]")
 
 
-def _write(path: Path, lines: list[str]) -> None:
+def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
 
 
@@ -52,16 +52,16 @@ def make_subset(data_dir: Path, out: Path, src: str, tgt: str, size: int, test: 
     if (out / f"mono.{tgt}").is_file():
         return
     corpus.mkdir(parents=True, exist_ok=True)
-    train = {lang: read_lines(_find(data_dir, "train", lang))[0] for lang in (src, tgt)}
+    train = {lang: read_lines(find_split(data_dir, "train", lang))[0] for lang in (src, tgt)}
     order = list(range(len(train[src])))
     random.Random(seed).shuffle(order)
     if size >= len(order):
         raise SystemExit(f"error: {size} pairs asked for but the corpus has {len(order)}")
     for lang in (src, tgt):
-        _write(corpus / f"train.{lang}", [train[lang][i] for i in order[:size]])
-        _write(out / f"mono.{lang}", [train[lang][i] for i in order[size:]])
+        write_lines(corpus / f"train.{lang}", [train[lang][i] for i in order[:size]])
+        write_lines(out / f"mono.{lang}", [train[lang][i] for i in order[size:]])
         for split in ("val", test):
-            _write(corpus / f"{split}.{lang}", read_lines(_find(data_dir, split, lang))[0])
+            write_lines(corpus / f"{split}.{lang}", read_lines(find_split(data_dir, split, lang))[0])
 
 
 def run_size(args: argparse.Namespace, size: int) -> dict:
