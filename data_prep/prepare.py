@@ -13,13 +13,19 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
 
-from data_prep.clean import FILTER_REASONS, filter_encoded, normalize_pairs
-from data_prep.sources import load_hub, load_local
+from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
+from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
 from mt.run import RunDir
@@ -31,7 +37,7 @@ __all__ = ["PREP_VERSION", "prepare", "summary"]
 datasets.disable_progress_bars()
 
 log = logging.getLogger("mt")
-PREP_VERSION = 1  # bump when the output of prepare changes for the same input
+PREP_VERSION = 2  # bump when the output of prepare changes for the same input
 
 
 def _cache_key(fingerprint: str, cfg: Config) -> str:
@@ -39,8 +45,8 @@ def _cache_key(fingerprint: str, cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _mean(lengths: list[int]) -> float:
-    return round(sum(lengths) / max(len(lengths), 1), 2)
+def _mean(total: int, count: int) -> float:
+    return round(total / max(count, 1), 2)
 
 
 def prepare(
@@ -105,83 +111,178 @@ def summary(stats: dict[str, Any], run: RunDir) -> str:
     return "\n".join([*lines, f"prepared {run.data_dir} in {stats['seconds']} s"])
 
 
-def _build(out: Path, splits: dict[str, datasets.Dataset], cfg: Config, origin: str) -> dict[str, Any]:
+CHUNK = 20_000  # pairs read, normalised, encoded and written at a time: memory does not grow with the corpus
+
+_TEXT = {"src": datasets.Value("string"), "tgt": datasets.Value("string")}
+_IDS = {"src_ids": datasets.Sequence(datasets.Value("int32")), "tgt_ids": datasets.Sequence(datasets.Value("int32"))}
+TRAIN_SCHEMA = datasets.Features({**_TEXT, **_IDS}).arrow_schema
+EVAL_SCHEMA = datasets.Features({**_TEXT, "ref": datasets.Value("string"), **_IDS}).arrow_schema
+
+
+def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str) -> dict[str, Any]:
+    """Three passes over the training split, each chunk by chunk: clean (normalise, drop empty sides, hash for
+    duplicates), train SentencePiece on a sample of the cleaned text, encode and filter by length. Then the
+    evaluation splits, line for line. Everything lands in ``out/encoded/SPLIT.arrow``."""
     d = cfg.data
-    train = splits["train"]
-    train_src, train_tgt, counts = normalize_pairs(train["src"], train["tgt"], dedup=d.dedup)
-    if not train_src:
+    counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
+    cleaned = out / "train.cleaned.arrow"
+    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts)
+    keep = first_occurrences(hashes) if d.dedup else np.ones(len(hashes), dtype=bool)
+    counts["duplicate"] = int(len(keep) - keep.sum())
+    if not len(keep):
         raise MTError(f"the training split of {origin} has no pair with both sides non-empty")
-    src_name, tgt_name, sizes = _train_tokenizers(out, train_src, train_tgt, d)
+
+    src_name, tgt_name, sizes = _train_tokenizers(out, cleaned, keep, d)
     tok = Tokenizer(out / src_name, out / tgt_name)
-
-    src_ids, tgt_ids = tok.encode_src(train_src), tok.encode_tgt(train_tgt)
-    keep = filter_encoded(src_ids, tgt_ids, d.max_tokens, d.max_ratio, d.ratio_min_tokens, counts)
-    if not keep:
+    (out / "encoded").mkdir()
+    split_stats = {"train": _encode_train(cleaned, keep, tok, d, counts, out / "encoded" / "train.arrow")}
+    cleaned.unlink()
+    if not split_stats["train"]["sentences"]:
         raise MTError(f"every training pair of {origin} was filtered out: {dict(counts)}")
-    columns = {
-        "train": {
-            "src": [train_src[i] for i in keep], "tgt": [train_tgt[i] for i in keep],
-            "src_ids": [src_ids[i] for i in keep], "tgt_ids": [tgt_ids[i] for i in keep],
-        }
-    }
-    for name, ds in splits.items():
-        if name == "train":
-            continue
-        # Evaluation splits stay line for line; "ref" keeps the reference exactly as given for scoring.
-        src_text = [normalize(s) for s in ds["src"]]
-        tgt_text = [normalize(t) for t in ds["tgt"]]
-        columns[name] = {
-            "src": src_text, "tgt": tgt_text, "ref": list(ds["tgt"]),
-            "src_ids": tok.encode_src(src_text), "tgt_ids": tok.encode_tgt(tgt_text),
-        }
-    features = {
-        "src": datasets.Value("string"), "tgt": datasets.Value("string"),
-        "src_ids": datasets.Sequence(datasets.Value("int32")), "tgt_ids": datasets.Sequence(datasets.Value("int32")),
-    }
-    encoded = datasets.DatasetDict({
-        name: datasets.Dataset.from_dict(
-            cols, features=datasets.Features({**features, **({"ref": datasets.Value("string")} if "ref" in cols else {})})
-        )
-        for name, cols in columns.items()
-    })
-    encoded.save_to_disk(str(out / "encoded"))
-
-    return _stats(out, origin, d, len(train), len(keep), counts, src_name, tgt_name, sizes, columns)
+    for name, source in splits.items():
+        if name != "train":
+            split_stats[name] = _encode_eval(source, tok, out / "encoded" / f"{name}.arrow")
+    return _stats(out, origin, d, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
 
 
-def _train_tokenizers(out: Path, train_src: list[str], train_tgt: list[str], d) -> tuple[str, str, tuple[int, int]]:
-    """SentencePiece model(s) in ``out``: one joint model or one per language -> file names and vocabulary sizes."""
-    log.info("training SentencePiece (%s, %s vocabulary of %d)", d.spm_model_type,
-             "joint" if d.joint_vocab else "separate", d.vocab_size)
+def _bar(desc: str, total: int | None) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=" pairs", unit_scale=True, mininterval=1.0, dynamic_ncols=True)
+
+
+def _clean_train(source: PairSource, path: Path, counts: Counter) -> tuple[int, np.ndarray]:
+    """Pass 1: normalise the training pairs, drop those with an empty side, write the rest to ``path`` (Arrow)
+    -> the number of input pairs and the (N,) uint64 hash of each written pair."""
+    schema = datasets.Features(_TEXT).arrow_schema
+    input_pairs, hashes = 0, []
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer, \
+            _bar("cleaning train", source.rows) as bar:
+        for raw_src, raw_tgt in source.chunks(CHUNK):
+            src, tgt = normalize_chunk(raw_src, raw_tgt, counts)
+            input_pairs += len(raw_src)
+            hashes.append(pair_hashes(src, tgt))
+            writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], schema=schema))
+            bar.update(len(raw_src))
+    return input_pairs, np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+
+
+def _read_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow stream file, read one at a time (not memory-mapped)."""
+    with pa.OSFile(str(path)) as f:
+        yield from pa.ipc.open_stream(f)
+
+
+def _kept_batches(path: Path, keep: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The cleaned training pairs, chunk by chunk, without the duplicates (``keep`` False)."""
+    start = 0
+    for batch in _read_batches(path):
+        mask = keep[start : start + batch.num_rows]
+        start += batch.num_rows
+        yield batch if mask.all() else batch.filter(pa.array(mask))
+
+
+class _CleanedText:
+    """The cleaned training text of some columns ("src", "tgt"), one after the other, duplicates skipped.
+    Re-iterable: SentencePiece may read it twice (a vocabulary too large for the corpus is retried smaller)."""
+
+    def __init__(self, path: Path, keep: np.ndarray, columns: tuple[str, ...]):
+        self.path, self.keep, self.columns = path, keep, columns
+
+    def __iter__(self) -> Iterator[str]:
+        for column in self.columns:
+            for batch in _kept_batches(self.path, self.keep):
+                yield from batch.column(column).to_pylist()
+
+
+def _train_tokenizers(out: Path, cleaned: Path, keep: np.ndarray, d) -> tuple[str, str, tuple[int, int]]:
+    """Pass 2: SentencePiece model(s) in ``out``, one joint model or one per language, trained on a seeded sample
+    of ``data.spm_sample_size`` sentences of the training text -> file names and vocabulary sizes."""
+    pairs = int(keep.sum())
+    log.info("training SentencePiece (%s, %s vocabulary of %d) on %s", d.spm_model_type,
+             "joint" if d.joint_vocab else "separate", d.vocab_size,
+             f"a sample of {d.spm_sample_size:,} sentences" if d.spm_sample_size else "all sentences")
     train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage,
-                      threads=os.cpu_count() or 1)
+                      threads=os.cpu_count() or 1, sample_size=d.spm_sample_size)
+    started = time.perf_counter()
     if d.joint_vocab:
-        size = train_sentencepiece(train_src + train_tgt, out / "spm.model", d.vocab_size, **train_args)
-        return "spm.model", "spm.model", (size, size)
-    src_name, tgt_name = f"spm.{d.src}.model", f"spm.{d.tgt}.model"
-    return src_name, tgt_name, (train_sentencepiece(train_src, out / src_name, d.vocab_size, **train_args),
-                                train_sentencepiece(train_tgt, out / tgt_name, d.vocab_size, **train_args))
+        size = train_sentencepiece(_CleanedText(cleaned, keep, ("src", "tgt")), out / "spm.model", d.vocab_size,
+                                   **train_args)
+        names, sizes = ("spm.model", "spm.model"), (size, size)
+    else:
+        names = (f"spm.{d.src}.model", f"spm.{d.tgt}.model")
+        sizes = tuple(train_sentencepiece(_CleanedText(cleaned, keep, (column,)), out / name, d.vocab_size,
+                                          **train_args) for column, name in zip(("src", "tgt"), names))
+    log.info("SentencePiece trained on %d pairs' text in %.1f s", pairs, time.perf_counter() - started)
+    return names[0], names[1], sizes
 
 
-def _stats(out: Path, origin: str, d, input_pairs: int, kept: int, counts, src_name: str, tgt_name: str,
-           sizes: tuple[int, int], columns: dict) -> dict[str, Any]:
+def _int32_lists(rows: list[list[int]], lengths: np.ndarray) -> pa.Array:
+    """Python lists of ids -> an Arrow list<int32> array, built from flat numpy buffers (no per-row objects)."""
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Counter, path: Path) -> dict:
+    """Pass 3: encode the cleaned pairs, drop those too long or with an extreme length ratio, write the rest."""
+    totals = {"sentences": 0, "src_tokens": 0, "tgt_tokens": 0}
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, TRAIN_SCHEMA) as writer, \
+            _bar("encoding train", int(keep.sum())) as bar:
+        for batch in _kept_batches(cleaned, keep):
+            src_ids = tok.encode_src(batch.column("src").to_pylist())
+            tgt_ids = tok.encode_tgt(batch.column("tgt").to_pylist())
+            src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
+            tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+            ok = length_filter(src_len, tgt_len, d.max_tokens, d.max_ratio, d.ratio_min_tokens, counts)
+            if not ok.all():
+                rows = np.flatnonzero(ok)
+                batch, src_len, tgt_len = batch.filter(pa.array(ok)), src_len[ok], tgt_len[ok]
+                src_ids, tgt_ids = [src_ids[i] for i in rows], [tgt_ids[i] for i in rows]
+            writer.write_batch(pa.record_batch(
+                [batch.column("src"), batch.column("tgt"), _int32_lists(src_ids, src_len),
+                 _int32_lists(tgt_ids, tgt_len)], schema=TRAIN_SCHEMA))
+            totals["sentences"] += len(src_ids)
+            totals["src_tokens"] += int(src_len.sum())
+            totals["tgt_tokens"] += int(tgt_len.sum())
+            bar.update(len(ok))
+    counts["kept_pairs"] = totals["sentences"]
+    return totals
+
+
+def _encode_eval(source: PairSource, tok: Tokenizer, path: Path) -> dict:
+    """An evaluation split, line for line (never filtered); "ref" keeps the reference exactly as given."""
+    raw_src, raw_tgt = source.read_all()
+    src, tgt = [normalize(s) for s in raw_src], [normalize(t) for t in raw_tgt]
+    src_ids, tgt_ids = tok.encode_src(src), tok.encode_tgt(tgt)
+    src_len = np.array([len(x) for x in src_ids], dtype=np.int64)
+    tgt_len = np.array([len(x) for x in tgt_ids], dtype=np.int64)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, EVAL_SCHEMA) as writer:
+        writer.write_batch(pa.record_batch(
+            [pa.array(src, pa.string()), pa.array(tgt, pa.string()), pa.array(raw_tgt, pa.string()),
+             _int32_lists(src_ids, src_len), _int32_lists(tgt_ids, tgt_len)], schema=EVAL_SCHEMA))
+    return {"sentences": len(src), "src_tokens": int(src_len.sum()), "tgt_tokens": int(tgt_len.sum())}
+
+
+def _stats(out: Path, origin: str, d, input_pairs: int, counts: Counter, src_name: str, tgt_name: str,
+           sizes: tuple[int, int], split_stats: dict[str, dict]) -> dict[str, Any]:
     sha = hashlib.sha256()  # the checksum of all tokenizer models together: checkpoints must match it
     for name in sorted({src_name, tgt_name}):
         sha.update((out / name).read_bytes())
     return {
         "origin": origin,
         "languages": {"src": d.src, "tgt": d.tgt},
-        "filtered": {"input_pairs": input_pairs, "kept_pairs": kept, **dict(counts)},
+        "filtered": {"input_pairs": input_pairs, "kept_pairs": counts["kept_pairs"],
+                     **{reason: counts[reason] for reason in FILTER_REASONS}},
         "tokenizer": {
             "type": d.spm_model_type, "joint": d.joint_vocab, "src_model": src_name, "tgt_model": tgt_name,
             "src_vocab_size": sizes[0], "tgt_vocab_size": sizes[1], "sha256": sha.hexdigest(),
         },
         "splits": {
             name: {
-                "sentences": len(cols["src"]),
-                "src_tokens_mean": _mean([len(x) for x in cols["src_ids"]]),
-                "tgt_tokens_mean": _mean([len(x) for x in cols["tgt_ids"]]),
+                "sentences": s["sentences"],
+                "src_tokens_mean": _mean(s["src_tokens"], s["sentences"]),
+                "tgt_tokens_mean": _mean(s["tgt_tokens"], s["sentences"]),
             }
-            for name, cols in columns.items()
+            for name, s in split_stats.items()
         },
     }

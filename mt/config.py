@@ -44,6 +44,7 @@ class DataConfig:
     max_ratio: float = 3.0  # training pairs whose longer side has over this many times the tokens of the other
     ratio_min_tokens: int = 10  # ...are dropped, but only when the longer side has at least this many tokens
     dedup: bool = True  # drop exact duplicate training pairs
+    spm_sample_size: int = 1_000_000  # SentencePiece trains on a seeded random sample of this many sentences (0 = all)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The run directory: one folder holds everything about one model.
 
     RUN/config.yaml           resolved config (written by prepare, updated by train)
-    RUN/data/                 meta.json, stats.json, SentencePiece model(s), encoded/ (datasets Arrow cache)
+    RUN/data/                 meta.json, stats.json, SentencePiece model(s), encoded/SPLIT.arrow
     RUN/checkpoints/          best.pt, last.pt
     RUN/train_log.jsonl       one JSON record per logging interval and per validation
     RUN/plots/                curves.png
@@ -63,11 +63,15 @@ class RunDir:
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
 
     def encoded(self):
-        """The encoded splits as a ``datasets.DatasetDict`` (memory-mapped Arrow)."""
+        """The encoded splits as a ``datasets.DatasetDict`` of memory-mapped Arrow files (``encoded/SPLIT.arrow``;
+        runs prepared before version 2 of ``mt prepare`` hold a ``save_to_disk`` folder instead)."""
         import datasets
 
         self.require_prepared()
         try:
+            files = sorted(self.encoded_dir.glob("*.arrow"))
+            if files:
+                return datasets.DatasetDict({f.stem: datasets.Dataset.from_file(str(f)) for f in files})
             return datasets.load_from_disk(str(self.encoded_dir))
         except Exception as e:  # noqa: BLE001 - a damaged cache is one line for the user
             raise MTError(f"cannot read the encoded data in {self.encoded_dir}: {e}; re-run `mt prepare`") from None

@@ -10,11 +10,12 @@ import gzip
 import hashlib
 import sys
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from mt.errors import MTError
 
-__all__ = ["decode_lines", "normalize", "read_input", "read_lines", "read_text_file"]
+__all__ = ["decode_lines", "file_sha256", "iter_lines", "normalize", "read_input", "read_lines", "read_text_file"]
 
 
 def normalize(text: str) -> str:
@@ -31,13 +32,39 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     chunks = data.split(b"\n")
     if chunks[-1] == b"":
         chunks.pop()
-    lines = []
-    for number, chunk in enumerate(chunks, start=1):
-        try:
-            lines.append(chunk.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise MTError(f"{name} line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
-    return lines
+    return [_decode(chunk, name, number) for number, chunk in enumerate(chunks, start=1)]
+
+
+def _decode(line: bytes, name: str, number: int) -> str:
+    try:
+        return line.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as e:
+        raise MTError(f"{name} line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """The lines of a (possibly gzipped) UTF-8 text file, one at a time: the same lines as ``read_lines`` without
+    holding the file in memory. Errors (bad gzip, bytes that are not UTF-8) are ``MTError`` naming file and line."""
+    number = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):  # binary files split on b"\n" only, like decode_lines
+                yield _decode(line.removesuffix(b"\n"), str(path), number)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        where = f" line {number + 1}" if number else ""
+        raise MTError(f"cannot read {path}{where}: {e}") from None
+
+
+def file_sha256(path: Path) -> bytes:
+    """The SHA-256 of a file's bytes (as ``read_lines`` returns it), read in blocks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as e:
+        raise MTError(f"cannot read {path}: {e}") from None
+    return digest.digest()
 
 
 def read_lines(path: Path) -> tuple[list[str], bytes]:

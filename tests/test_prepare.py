@@ -229,3 +229,111 @@ def test_cli_bad_input_is_one_line_exit_2(corpus, tmp_path):
 )
 def test_normalize(raw, expected):
     assert normalize(raw) == expected
+
+
+def _encoded_columns(run: RunDir) -> dict:
+    return {name: {col: split[col][:] for col in split.column_names} for name, split in run.encoded().items()}
+
+
+def test_chunk_size_changes_nothing(tmp_path, monkeypatch):
+    """Streaming: duplicates across chunks, filters and statistics do not depend on where chunks end."""
+    import data_prep.prepare as module
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    pairs = synthetic_pairs(150, seed=3)
+    write_split(folder, "train", pairs + pairs[:20] + [("", "x"), (" ".join(["dog"] * 150), "hund")], gz=True)
+    write_split(folder, "val", synthetic_pairs(12, seed=4))
+    runs = []
+    for chunk in (module.CHUNK, 7):
+        monkeypatch.setattr(module, "CHUNK", chunk)
+        run = RunDir.of(tmp_path / f"run{chunk}")
+        stats = prepare(run, small_cfg(), data_dir=str(folder))
+        runs.append((stats, _encoded_columns(run), (run.data_dir / "spm.model").read_bytes()))
+    (big, big_cols, big_model), (small, small_cols, small_model) = runs
+    # 20 planted copies (the synthetic pairs hold one more), 1 empty side, 1 too long; 1 synthetic extreme ratio
+    assert big["filtered"] == small["filtered"] == {
+        "input_pairs": 172, "kept_pairs": 148, "empty": 1, "duplicate": 21, "too_long": 1, "length_ratio": 1}
+    assert big["splits"] == small["splits"] and big_cols == small_cols and big_model == small_model
+
+
+def test_line_count_mismatch_in_a_streamed_training_split(corpus, tmp_path, monkeypatch):
+    import data_prep.prepare as module
+
+    monkeypatch.setattr(module, "CHUNK", 16)  # the mismatch shows only after several chunks
+    with gzip.open(corpus / "train.de.gz", "at", encoding="utf-8") as f:
+        f.write("ein extra satz\nnoch einer\n")
+    message = _bad(tmp_path, corpus, "has 400 lines but")
+    assert "train.de.gz has 402" in message
+
+
+def test_sentencepiece_sample_is_seeded(tmp_path):
+    """A sample smaller than the corpus: the same model every time, and a different one from the full corpus."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    write_split(folder, "train", synthetic_pairs(600, seed=8, min_words=4, max_words=12))
+    write_split(folder, "val", synthetic_pairs(10, seed=9))
+    models = []
+    for name, sample in (("a", 150), ("b", 150), ("all", 0)):
+        run = RunDir.of(tmp_path / name)
+        prepare(run, small_cfg(spm_sample_size=sample, vocab_size=80), data_dir=str(folder))
+        models.append([run.tokenizer().src.id_to_piece(i) for i in range(run.tokenizer().src_vocab_size)])
+    assert models[0] == models[1]
+    assert models[0] != models[2]
+
+
+def test_runs_prepared_before_the_arrow_files_still_load(corpus, tmp_path):
+    """Runs prepared by version 1 hold a ``save_to_disk`` folder in data/encoded: `mt train`/`mt eval` read it."""
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    before = _encoded_columns(run)
+    old_layout = datasets.DatasetDict(dict(run.encoded()))
+    old_layout.save_to_disk(str(tmp_path / "old"))
+    for f in run.encoded_dir.glob("*.arrow"):
+        f.unlink()
+    run.encoded_dir.rmdir()
+    (tmp_path / "old").rename(run.encoded_dir)
+    assert _encoded_columns(run) == before
+
+
+MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+
+@pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not in ../shared/data")
+def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
+    """The streaming prepare gives what the whole-corpus-in-lists definition gives on Multi30k: the same filter
+    counts (28,994 of 29,000 pairs kept), the same SentencePiece pieces and the same encoded training pairs."""
+    import sentencepiece as spm
+
+    from mt.text import read_lines
+    from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    run = RunDir.of(tmp_path / "run")
+    stats = prepare(run, apply_overrides(Config(), []), data_dir=str(MULTI30K))
+    assert stats["filtered"] == {"input_pairs": 29000, "kept_pairs": 28994, "empty": 0, "duplicate": 3,
+                                 "too_long": 0, "length_ratio": 3}
+
+    src, tgt, seen = [], [], set()
+    for s, t in zip(*(map(normalize, read_lines(MULTI30K / f"train.{lang}.gz")[0]) for lang in ("en", "de"))):
+        if s and t and (s, t) not in seen:
+            seen.add((s, t))
+            src.append(s)
+            tgt.append(t)
+    model = tmp_path / "reference"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(src + tgt), model_prefix=str(model), vocab_size=8000, model_type="unigram",
+        character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_piece="<pad>",
+        unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", input_sentence_size=0, num_threads=2,
+        max_sentence_length=1 << 16, minloglevel=2)
+    reference = spm.SentencePieceProcessor(model_file=f"{model}.model")
+    ours = run.tokenizer().src
+    pieces = [(ours.id_to_piece(i), ours.get_score(i)) for i in range(ours.get_piece_size())]
+    assert pieces == [(reference.id_to_piece(i), reference.get_score(i)) for i in range(reference.get_piece_size())]
+
+    src_ids, tgt_ids = reference.encode(src), reference.encode(tgt)
+    kept = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+            if max(len(s), len(t)) <= 100 and not (max(len(s), len(t)) >= 10
+                                                   and max(len(s), len(t)) > 3.0 * max(min(len(s), len(t)), 1))]
+    train = run.encoded()["train"]
+    assert train["src"][:] == [src[i] for i in kept]
+    assert train["src_ids"][:] == [src_ids[i] for i in kept] and train["tgt_ids"][:] == [tgt_ids[i] for i in kept]
