@@ -37,7 +37,7 @@ def setup_training(device_choice: str, threads: int) -> torch.device:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    use_threads(device, threads, world)
+    use_threads(device, threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # the processes on this machine
     return device
 
 

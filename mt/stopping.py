@@ -13,7 +13,7 @@ from mt.config import TrainConfig
 if TYPE_CHECKING:
     from mt.trainer import Progress
 
-__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "stop_reason"]
+__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "rank_values", "stop_reason"]
 
 
 class StopFlag:
@@ -68,6 +68,15 @@ def any_rank(device: torch.device, *flags: bool) -> tuple[bool, ...]:
     votes = torch.tensor([float(f) for f in flags], device=device)  # (len(flags),)
     dist.all_reduce(votes, op=dist.ReduceOp.MAX)
     return tuple(bool(v) for v in votes.tolist())
+
+
+def rank_values(device: torch.device, value: float) -> list[float]:
+    """``value`` of every rank, in rank order (``[value]`` when not distributed): to check that they agree."""
+    if not dist.is_initialized():
+        return [value]
+    values = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(values, torch.tensor([value], dtype=torch.float64, device=device))
+    return [v.item() for v in values]
 
 
 def rank0_decides(value):

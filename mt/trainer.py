@@ -44,7 +44,7 @@ from mt.plots import plot_curves
 from mt.profiling import CLIP, OPTIMIZER, span
 from mt.run import RunDir
 from mt.schedule import LRSchedule, improves
-from mt.stopping import StopFlag, any_rank, out_of_time, rank0_decides, stop_reason
+from mt.stopping import StopFlag, any_rank, out_of_time, rank0_decides, rank_values, stop_reason
 
 __all__ = ["Progress", "TrainResult", "Trainer", "TrainingTask", "Validation", "make_optimizer", "seed_everything",
            "train_step"]
@@ -233,6 +233,10 @@ class Trainer:
                   "of that epoch" if resumed_from else self.task.describe(), flush=True)
             self._prepare_folder()
         self._step_module = self.task.loss
+        resumed_steps = rank_values(self.device, p.step)
+        if len(set(resumed_steps)) > 1:  # e.g. two machines that do not share RUN: rank 0 alone writes checkpoints
+            raise MTError(f"the processes resumed at different steps ({', '.join(f'{s:.0f}' for s in resumed_steps)}"
+                          f" by rank): every machine must see the same {self.run.root} (a shared filesystem)")
         if self.world > 1:
             ids = [self.device] if self.device.type == "cuda" else None
             self._step_module = nn.parallel.DistributedDataParallel(self.task.loss, device_ids=ids)
@@ -258,6 +262,12 @@ class Trainer:
                     self._validate()  # the last one too, whether due or not
                     stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
         rate = self._tokens / max(self._step_seconds, 1e-9)
+        if self.world > 1:  # DDP keeps the replicas identical; a checksum per rank shows it did
+            checksum = sum(float(w.double().sum()) for w in self.task.model.state_dict().values())
+            if len(set(rank_values(self.device, checksum))) > 1:
+                raise MTError("the processes ended with different weights: please report this as a bug")
+            if self.main:
+                print(f"the weights of all {self.world} processes are identical (checksum {checksum:.6f})", flush=True)
         if self.main:
             print(f"stopped ({stopped}) at step {p.step}, epoch {p.epoch}; {self.task.describe_best(p.best_score)}; "
                   f"{rate:.0f} target tokens/s; checkpoints in {self.run.checkpoint_dir}", flush=True)

@@ -252,6 +252,46 @@ def test_distributed_two_cpu_processes(tmp_path):
     assert Translator.from_run(run).facts["step"] == valid[0]["step"]  # rank 0's checkpoint is the one logged
 
 
+def _two_node_launch(run: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    """One "machine" of a two-node torchrun: one process, c10d rendezvous on 127.0.0.1:port."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend",
+         "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes", "--max_restarts", "0",
+         "-m", "mt", "train", "--run-dir", str(run), *TINY_OVERRIDES, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_two_nodes_with_a_c10d_rendezvous(tmp_path):
+    """torchrun --nnodes 2 (one process per "node", each with its own copy of RUN, as on two machines without a
+    shared filesystem): both ranks end with the same weights, rank 0 alone writes; a resume in which one node
+    has no checkpoint stops both with one line that says why."""
+    single = prepare_and_train(tmp_path / "single", epochs=1)
+    runs = [tmp_path / f"node{n}" / "run" for n in (0, 1)]
+    for run in runs:
+        shutil.copytree(single / "data", run / "data")
+        shutil.copy(single / "config.yaml", run / "config.yaml")
+    port = free_port()
+    nodes = [_two_node_launch(run, port, ["train.max_epochs=1"]) for run in runs]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-2000:]
+    writers = [n for n, run in enumerate(runs) if (run / "checkpoints" / "last.pt").is_file()]
+    assert len(writers) == 1 and not (runs[1 - writers[0]] / "checkpoints").exists()  # rank 0 alone writes
+    out = outputs[writers[0]][0]
+    assert "x 2 processes" in out and "the weights of all 2 processes are identical" in out
+    valid = records(runs[writers[0]], "valid")
+    steps_single = records(single, "valid")[-1]["step"]
+    assert len(valid) == 1 and valid[0]["step"] in (steps_single // 2, (steps_single + 1) // 2)
+
+    port = free_port()
+    nodes = [_two_node_launch(run, port, ["train.max_epochs=2"]) for run in runs]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode != 0
+        assert "the processes resumed at different steps" in err and "shared filesystem" in err, err[-2000:]
+
+
 def _rank_votes(rank: int, port: int, results) -> None:
     import torch.distributed as dist
 
