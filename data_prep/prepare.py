@@ -181,36 +181,54 @@ def _kept_batches(path: Path, keep: np.ndarray) -> Iterator[pa.RecordBatch]:
 
 
 class _CleanedText:
-    """The cleaned training text of some columns ("src", "tgt"), one after the other, duplicates skipped.
-    Re-iterable: SentencePiece may read it twice (a vocabulary too large for the corpus is retried smaller)."""
+    """The cleaned training text of some columns ("src", "tgt"), one after the other, duplicates skipped; with
+    ``sample`` (sorted positions into that sequence of sentences) only those. Re-iterable: SentencePiece may read
+    it twice (a vocabulary too large for the corpus is retried smaller)."""
 
-    def __init__(self, path: Path, keep: np.ndarray, columns: tuple[str, ...]):
-        self.path, self.keep, self.columns = path, keep, columns
+    def __init__(self, path: Path, keep: np.ndarray, columns: tuple[str, ...], sample: np.ndarray | None):
+        self.path, self.keep, self.columns, self.sample = path, keep, columns, sample
 
     def __iter__(self) -> Iterator[str]:
+        start = 0  # the position of the batch's first sentence in the sequence
         for column in self.columns:
             for batch in _kept_batches(self.path, self.keep):
-                yield from batch.column(column).to_pylist()
+                text = batch.column(column)
+                if self.sample is None:
+                    yield from text.to_pylist()
+                else:
+                    lo, hi = np.searchsorted(self.sample, [start, start + len(text)])
+                    yield from text.take(pa.array(self.sample[lo:hi] - start)).to_pylist()
+                start += len(text)
+
+
+def _sample(sentences: int, size: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a seeded random sample of ``size`` of ``sentences`` (None: take them all)."""
+    if not size or sentences <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(sentences, size, replace=False))
 
 
 def _train_tokenizers(out: Path, cleaned: Path, keep: np.ndarray, d) -> tuple[str, str, tuple[int, int]]:
-    """Pass 2: SentencePiece model(s) in ``out``, one joint model or one per language, trained on a seeded sample
-    of ``data.spm_sample_size`` sentences of the training text -> file names and vocabulary sizes."""
+    """Pass 2: SentencePiece model(s) in ``out``, one joint model or one per language, trained on a seeded random
+    sample of ``data.spm_sample_size`` sentences of the training text (drawn here, the same on every machine and
+    in every process) -> file names and vocabulary sizes."""
     pairs = int(keep.sum())
     log.info("training SentencePiece (%s, %s vocabulary of %d) on %s", d.spm_model_type,
              "joint" if d.joint_vocab else "separate", d.vocab_size,
-             f"a sample of {d.spm_sample_size:,} sentences" if d.spm_sample_size else "all sentences")
+             f"a sample of up to {d.spm_sample_size:,} sentences" if d.spm_sample_size else "all sentences")
     train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage,
-                      threads=os.cpu_count() or 1, sample_size=d.spm_sample_size)
+                      threads=os.cpu_count() or 1)
     started = time.perf_counter()
     if d.joint_vocab:
-        size = train_sentencepiece(_CleanedText(cleaned, keep, ("src", "tgt")), out / "spm.model", d.vocab_size,
-                                   **train_args)
+        text = _CleanedText(cleaned, keep, ("src", "tgt"), _sample(2 * pairs, d.spm_sample_size, seed=1))
+        size = train_sentencepiece(text, out / "spm.model", d.vocab_size, **train_args)
         names, sizes = ("spm.model", "spm.model"), (size, size)
     else:
         names = (f"spm.{d.src}.model", f"spm.{d.tgt}.model")
-        sizes = tuple(train_sentencepiece(_CleanedText(cleaned, keep, (column,)), out / name, d.vocab_size,
-                                          **train_args) for column, name in zip(("src", "tgt"), names))
+        sizes = tuple(
+            train_sentencepiece(_CleanedText(cleaned, keep, (column,), _sample(pairs, d.spm_sample_size, seed)),
+                                out / name, d.vocab_size, **train_args)
+            for column, name, seed in zip(("src", "tgt"), names, (1, 2)))
     log.info("SentencePiece trained on %d pairs' text in %.1f s", pairs, time.perf_counter() - started)
     return names[0], names[1], sizes
 

@@ -29,22 +29,18 @@ def train_sentencepiece(
     character_coverage: float = 1.0,
     threads: int = 2,
     seed_sentencepiece_size: int = 1_000_000,
-    sample_size: int = 1_000_000,
-    sample_seed: int = 1,
 ) -> int:
-    """Train a SentencePiece model on ``sentences`` and write it to ``path``; return the vocabulary size.
+    """Train a SentencePiece model on all of ``sentences`` and write it to ``path``; return the vocabulary size.
 
-    ``sentences`` is streamed: SentencePiece keeps a seeded random sample of ``sample_size`` of them (reservoir
-    sampling; all of them, in order, when there are fewer; 0 = all), so memory depends on the sample, not the corpus.
-    It must be re-iterable (a list, or an object whose ``__iter__`` starts over): a vocabulary too large for the
-    corpus is lowered to the largest size SentencePiece accepts, with a warning, and trained again.
+    ``sentences`` is streamed into SentencePiece (which holds them: pass a sample of a large corpus). It must be
+    re-iterable (a list, or an object whose ``__iter__`` starts over): a vocabulary too large for the corpus is
+    lowered to the largest size SentencePiece accepts, with a warning, and trained again.
     """
     if not any(True for s in sentences if s):
         raise MTError(f"cannot train SentencePiece model {path.name}: no non-empty sentences")
     size = vocab_size
     while True:
         model = io.BytesIO()
-        spm.set_random_generator_seed(sample_seed)  # the sample (and nothing else) depends on it
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=(s for s in sentences if s),
@@ -54,8 +50,7 @@ def train_sentencepiece(
                 character_coverage=character_coverage,
                 pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                 pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
-                input_sentence_size=sample_size,
-                shuffle_input_sentence=True,
+                input_sentence_size=0,  # all: SentencePiece's own sample differs from one process to the next
                 seed_sentencepiece_size=seed_sentencepiece_size,
                 num_threads=max(1, threads),
                 max_sentence_length=1 << 16,

@@ -267,17 +267,20 @@ def test_line_count_mismatch_in_a_streamed_training_split(corpus, tmp_path, monk
     assert "train.de.gz has 402" in message
 
 
-def test_sentencepiece_sample_is_seeded(tmp_path):
-    """A sample smaller than the corpus: the same model every time, and a different one from the full corpus."""
+def test_sentencepiece_sample_is_the_same_in_every_process(tmp_path):
+    """A sample smaller than the corpus: the same model from two separate processes (SentencePiece's own
+    sampling differs between processes), and a different one from the whole corpus."""
     folder = tmp_path / "c"
     folder.mkdir()
     write_split(folder, "train", synthetic_pairs(600, seed=8, min_words=4, max_words=12))
     write_split(folder, "val", synthetic_pairs(10, seed=9))
     models = []
     for name, sample in (("a", 150), ("b", 150), ("all", 0)):
-        run = RunDir.of(tmp_path / name)
-        prepare(run, small_cfg(spm_sample_size=sample, vocab_size=80), data_dir=str(folder))
-        models.append([run.tokenizer().src.id_to_piece(i) for i in range(run.tokenizer().src_vocab_size)])
+        run = tmp_path / name
+        subprocess.run([sys.executable, "-m", "mt", "prepare", "--run", str(run), "--data-dir", str(folder), "--src",
+                        "en", "--tgt", "de", "data.vocab_size=80", f"data.spm_sample_size={sample}"],
+                       check=True, capture_output=True)
+        models.append((run / "data" / "spm.model").read_bytes())
     assert models[0] == models[1]
     assert models[0] != models[2]
 
@@ -337,3 +340,21 @@ def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
     train = run.encoded()["train"]
     assert train["src"][:] == [src[i] for i in kept]
     assert train["src_ids"][:] == [src_ids[i] for i in kept] and train["tgt_ids"][:] == [tgt_ids[i] for i in kept]
+
+
+@pytest.mark.slow
+def test_wmt14_recipe_on_a_local_stand_in(monkeypatch, tmp_path, capsys):
+    """The commands of configs/wmt14_en_de.yaml on a tiny stand-in for the Hub's wmt/wmt14 (a translation column,
+    splits train / validation / test): prepare, then a few updates of the recipe's 2-layer model."""
+    def split(n, seed):
+        return datasets.Dataset.from_dict({"translation": [{"de": t, "en": s} for s, t in synthetic_pairs(n, seed)]})
+
+    _hub(monkeypatch, datasets.DatasetDict(train=split(300, 1), validation=split(20, 2), test=split(10, 3)))
+    run = str(tmp_path / "wmt14")
+    assert main(["prepare", "--run", run, "--hf-dataset", "wmt/wmt14", "--hf-config", "de-en", "--src", "en",
+                 "--tgt", "de", "--config", "configs/wmt14_en_de.yaml", "data.vocab_size=60"]) == 0
+    cfg = RunDir.of(run).config()
+    assert (cfg.model.layers, cfg.model.hidden_dim, cfg.train.validate_every) == (2, 1000, 5000)
+    assert main(["train", "--run", run, "train.max_epochs=1", "train.threads=1", "train.batch_tokens=1000",
+                 "decode.beam=1"]) == 0
+    assert "stopped (max_epochs) at step" in capsys.readouterr().out
