@@ -82,7 +82,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     weight_decay: float = 0.0
     seed: int = 42
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast pays only on CPUs/GPUs with bf16 units
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU/GPU has bf16 units, else fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 = all cores
     checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from mt.errors import MTError
 
-__all__ = ["autocast", "resolve_device", "setup_training", "use_threads"]
+__all__ = ["autocast", "bf16_units", "resolve_device", "resolve_precision", "setup_training", "use_threads"]
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -41,6 +42,34 @@ def setup_training(device_choice: str, threads: int) -> torch.device:
     return device
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def bf16_units(device: torch.device) -> str | None:
+    """What multiplies bf16 faster than fp32 on ``device``: "AMX" (Intel Xeon, Sapphire Rapids on),
+    "AVX512-BF16" (AMD Zen 4 on, Intel Cooper Lake), the GPU's name (compute capability 8.0 on), or None."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device) if torch.cuda.get_device_capability(device)[0] >= 8 else None
+    flags = _cpu_flags()
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else None
+
+
+def resolve_precision(choice: str, device: torch.device) -> tuple[str, str]:
+    """``train.precision`` (auto | fp32 | bf16) -> the precision to use and why, e.g. ("bf16", "AMX").
+    auto takes bf16 only where the hardware has bf16 units: elsewhere bf16 multiplies are emulated and slower."""
+    if choice != "auto":
+        return choice, "as configured"
+    units = bf16_units(device)
+    return ("bf16", units) if units else ("fp32", "no bf16 units")
+
+
 def autocast(device: torch.device, precision: str):
-    """The autocast context of ``train.precision``: bf16 mixed precision, or a no-op for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """The autocast context of ``train.precision`` (auto, fp32 or bf16): bf16 mixed precision, or a no-op."""
+    enabled = resolve_precision(precision, device)[0] == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from mt import __version__
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_to_dict
-from mt.device import autocast
+from mt.device import autocast, resolve_precision
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
 from mt.model.loss import validation_loss
@@ -240,7 +240,10 @@ class Trainer:
         if self.world > 1:
             ids = [self.device] if self.device.type == "cuda" else None
             self._step_module = nn.parallel.DistributedDataParallel(self.task.loss, device_ids=ids)
-        self._precision = autocast(self.device, self.limits.precision)
+        precision, why = resolve_precision(self.limits.precision, self.device)
+        if self.main:
+            print(f"precision: {precision} ({why})", flush=True)
+        self._precision = autocast(self.device, precision)
         self._started = time.perf_counter() - p.train_seconds
         self._last_checkpoint = self._last_validation = time.perf_counter()
         stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))

@@ -316,11 +316,15 @@ def test_ranks_agree_when_to_stop():
     assert results == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
 
 
-def test_bf16_autocast_trains(tmp_path):
-    """train.precision=bf16 runs the same loop under autocast (the loss stays in fp32)."""
+def test_bf16_autocast_trains(tmp_path, capsys):
+    """train.precision=bf16 runs the same loop under autocast (the loss's multiplies in bf16, its sums in fp32);
+    checkpoints stay fp32."""
     run = prepare_and_train(tmp_path, epochs=1, extra=["train.precision=bf16"])
+    assert "precision: bf16 (as configured)" in capsys.readouterr().out
     valid = records(run, "valid")
     assert len(valid) == 1 and valid[0]["val_loss"] < 4.2  # below log(60): it learnt something
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert {w.dtype for w in state["model"].values() if w.is_floating_point()} == {torch.float32}
 
 
 def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):

@@ -19,7 +19,7 @@ import torch
 
 from mt.batching import collate, make_batches
 from mt.config import apply_overrides
-from mt.device import autocast, resolve_device, use_threads
+from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import build_model
 from mt.model.loss import SummedLoss
@@ -152,7 +152,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
         profiler.stop()
     result = {
         "what": "train" + ("-baseline" if baseline else ""), "device": str(device),
-        "threads": torch.get_num_threads(), "precision": t.precision,
+        "threads": torch.get_num_threads(), "precision": resolve_precision(t.precision, device)[0],
         "params": model.num_parameters(), "batch_tokens": t.batch_tokens, "steps": steps,
         "tokens_per_s": round(tokens / seconds, 1), "sentences_per_s": round(sentences / seconds, 1),
         "tokens_per_batch": round(tokens / steps, 1),

@@ -29,16 +29,19 @@ __all__ = ["SummedLoss", "linear_cross_entropy", "validation_loss"]
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float, block: int):
-        """x: (N, H), weight: (V, H), target: (N,) -> summed label-smoothed cross-entropy, a scalar."""
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float, block: int,
+                low: torch.dtype | None):
+        """x: (N, H), weight: (V, H) fp32, target: (N,) -> summed label-smoothed cross-entropy, a scalar. ``low``
+        (bf16): the three multiplies take bf16 inputs; softmax, loss and gradient sums stay fp32."""
         n, vocab = x.shape[0], weight.shape[0]
         want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_x = torch.empty_like(x) if want_grad else None
         grad_w = torch.zeros_like(weight) if want_grad else None
         total = x.new_zeros((), dtype=torch.float32)
+        x_mm, w_mm = (x.to(low), weight.to(low)) if low else (x, weight)  # what the multiplies read
         for start in range(0, n, block):
-            xs, ts = x[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
-            logits = xs @ weight.t()  # (n_b, V)
+            xs, ts = x_mm[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
+            logits = (xs @ w_mm.t()).float()  # (n_b, V) fp32 (a no-op without ``low``)
             picked = logits.gather(1, ts.unsqueeze(1)).squeeze(1)  # (n_b,)
             row_sum = logits.sum(dim=1)  # (n_b,)
             top = logits.amax(dim=1, keepdim=True)  # (n_b, 1)
@@ -52,24 +55,32 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if smoothing:
                     grad.sub_(smoothing / vocab)
                 grad.scatter_add_(1, ts.unsqueeze(1), grad.new_full((ts.shape[0], 1), -(1.0 - smoothing)))
-                grad_x[start:start + block] = grad @ weight  # (n_b, H)
-                grad_w.addmm_(grad.t(), xs)  # (V, H)
+                if low:
+                    grad = grad.to(low)
+                    grad_x[start:start + block] = grad @ w_mm  # (n_b, H)
+                    grad_w.add_(grad.t() @ xs)  # (V, H): bf16 product, fp32 sum over blocks
+                else:
+                    grad_x[start:start + block] = grad @ weight  # (n_b, H)
+                    grad_w.addmm_(grad.t(), xs)  # (V, H)
         ctx.save_for_backward(grad_x, grad_w)
         return total
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_output, grad_w * grad_output, None, None, None
+        return grad_x * grad_output, grad_w * grad_output, None, None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
                          block: int = 512) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target`` (always in fp32)."""
+    """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target``. Under bf16 autocast
+    the multiplies take bf16 inputs (fp32 accumulation); the softmax, the loss and the gradients are fp32."""
     if not torch.is_grad_enabled():  # no gradients wanted: the function would form them anyway (needs_input_grad)
         x, weight = x.detach(), weight.detach()
-    with torch.autocast(x.device.type, enabled=False), span(OUTPUT_LOSS):
-        return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block)
+    device = x.device.type
+    low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    with torch.autocast(device, enabled=False), span(OUTPUT_LOSS):
+        return _LinearCrossEntropy.apply(x.float(), weight.float(), target, float(smoothing), block, low)
 
 
 class SummedLoss(nn.Module):

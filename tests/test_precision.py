@@ -1,0 +1,43 @@
+"""train.precision: auto takes bf16 exactly where the hardware has bf16 units, and says so."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mt.device
+from mt.config import TrainConfig, load_config
+from mt.device import autocast, bf16_units, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({"avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, ("bf16", "AMX")),
+     ({"avx2", "avx512f", "avx512_bf16"}, ("bf16", "AVX512-BF16")),
+     ({"avx2", "avx512f"}, ("fp32", "no bf16 units")),
+     (set(), ("fp32", "no bf16 units"))],
+)
+def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.setattr(mt.device, "_cpu_flags", lambda: flags)
+    assert resolve_precision("auto", CPU) == expected
+    assert torch.is_autocast_enabled("cpu") is False
+    with autocast(CPU, "auto"):
+        assert torch.is_autocast_enabled("cpu") is (expected[0] == "bf16")
+
+
+def test_an_explicit_choice_is_kept(monkeypatch):
+    monkeypatch.setattr(mt.device, "_cpu_flags", lambda: {"amx_bf16"})
+    assert resolve_precision("fp32", CPU) == ("fp32", "as configured")
+    monkeypatch.setattr(mt.device, "_cpu_flags", lambda: set())
+    assert resolve_precision("bf16", CPU) == ("bf16", "as configured")  # runs anywhere, only slowly
+
+
+def test_this_machine_is_read_without_error():
+    assert bf16_units(CPU) in (None, "AMX", "AVX512-BF16")
+
+
+def test_auto_is_the_default():
+    assert TrainConfig().precision == "auto"
+    assert load_config("configs/multi30k_en_de.yaml").train.precision == "auto"
