@@ -99,6 +99,7 @@ class DecodeConfig:
     max_len_ratio: float = 1.5  # hypotheses stop at max_len_ratio * source length + max_len_extra
     max_len_extra: int = 10
     batch_tokens: int = 6000  # source tokens per decoding batch
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU/GPU has bf16 units, else fp32
 
 
 @dataclass

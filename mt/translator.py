@@ -18,7 +18,7 @@ from mt.beam import beam_search
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
 from mt.decoding import Hypothesis
-from mt.device import resolve_device, use_threads
+from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.ensemble import Ensemble
 from mt.errors import MTError
 from mt.greedy import greedy_search
@@ -49,6 +49,8 @@ class Translator:
         self.tokenizer, self.cfg = tokenizer, cfg
         self.device = device or next(model.parameters()).device
         self.max_src_tokens = cfg.data.max_tokens
+        # decode.precision: bf16 multiplies (autocast) where the hardware has bf16 units; scores stay fp32
+        self.precision = resolve_precision(cfg.decode.precision, self.device)[0]
         self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
 
     @classmethod
@@ -70,6 +72,8 @@ class Translator:
             members = [_quantize(m, quantize, dev) for m in members]
         model = members[0] if len(members) == 1 else Ensemble(members)
         translator = cls(model.to(dev), run.tokenizer(), cfg, dev)
+        if quantize:
+            translator.precision = "fp32"  # int8 layers take fp32 inputs
         progress = state.get("progress", {})
         translator.facts = {"checkpoint": str(path), "src": meta["src"], "tgt": meta["tgt"],
                             "parameters": n_params, "ensemble": [str(m) for m in ensemble],
@@ -97,7 +101,7 @@ class Translator:
         for batch_idx in make_batches([len(ids[i]) for i in todo], None, d.batch_tokens):
             rows = [todo[j] for j in batch_idx]
             b = collate([ids[i] for i in rows], None, rows).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 if beam == 1:
                     found = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
                                                         d.max_len_extra, return_attention)]
@@ -118,7 +122,7 @@ class Translator:
             out.tgt_pieces = self.tokenizer.tgt_pieces(best.tokens)
             if best.attention is not None and best.attention.shape[0] > len(best.tokens):
                 out.tgt_pieces.append("</s>")
-            out.attention = best.attention
+            out.attention = None if best.attention is None else best.attention.float()
         return out
 
 

@@ -27,6 +27,10 @@ def test_bench_training_profile_and_compare(trained_run, capsys):
     (compared,) = _lines(capsys)
     assert compared["what"] == "train-compare"
     assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0 and compared["speedup"] > 0
+    assert main(["--run", run, "--compare", "precision", "--steps", "2", "--warmup", "1"]) == 0
+    (compared,) = _lines(capsys)
+    assert compared["what"] == "train-compare-precision" and compared["arms"] == ["bf16", "fp32"]
+    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
 
 
 def test_bench_decoding(trained_run, capsys):

@@ -41,3 +41,22 @@ def test_this_machine_is_read_without_error():
 def test_auto_is_the_default():
     assert TrainConfig().precision == "auto"
     assert load_config("configs/multi30k_en_de.yaml").train.precision == "auto"
+
+
+def test_decoding_follows_decode_precision(trained_run):
+    """decode.precision: greedy and beam search under bf16 autocast give (nearly always) the fp32 translations,
+    attention comes back fp32 for the heatmaps, and int8 decoding stays fp32."""
+    from mt.run import RunDir
+    from mt.translator import Translator
+
+    translator = Translator.from_run(trained_run)
+    assert translator.precision == "fp32"  # configs/tiny.yaml fixes it
+    sources = RunDir.of(trained_run).encoded()["val"]["src"][:20]
+    for beam in (1, 3):
+        fp32 = [t.text for t in translator.translate(sources, beam=beam)]
+        translator.precision = "bf16"
+        bf16 = translator.translate(sources, beam=beam, return_attention=True)
+        translator.precision = "fp32"
+        assert sum(a == b.text for a, b in zip(fp32, bf16)) >= 14
+        assert bf16[0].attention.dtype == torch.float32
+    assert Translator.from_run(trained_run, quantize="int8").precision == "fp32"

@@ -19,7 +19,7 @@ import torch
 
 from mt.batching import collate, make_batches
 from mt.config import apply_overrides
-from mt.device import autocast, resolve_device, resolve_precision, use_threads
+from mt.device import autocast, bf16_units, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import build_model
 from mt.model.loss import SummedLoss
@@ -166,27 +166,32 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     return result
 
 
-def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) -> dict:
-    """The fused paths against the generic ones (``--baseline``) on the same batches, alternating batch by batch
-    (and which goes first), so that a machine whose speed drifts during the run treats both alike."""
+def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, against: str = "paths") -> dict:
+    """Two copies of one model trained on the same batches, alternating batch by batch (and which goes first),
+    so that a machine whose speed drifts during the run treats both alike. ``against``: "paths", the fused paths
+    vs the generic ones (``--baseline``); "precision", bf16 vs fp32 (the baseline)."""
     import copy
     import statistics
 
     setup = _Setup(run, overrides)
     t, device = setup.train, setup.device
-    fused = setup.model().train()
-    generic = copy.deepcopy(fused)
-    generic.encoder.chunked = generic.decoder.fused = False
-    arms = [(SummedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay))
-            for m in (fused, generic)]
+    first = setup.model().train()
+    second = copy.deepcopy(first)
+    if against == "paths":
+        second.encoder.chunked = second.decoder.fused = False
+        contexts = [setup.autocast, setup.autocast]
+    else:
+        contexts = [autocast(device, "bf16"), autocast(device, "fp32")]
+    arms = [(SummedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay), context)
+            for m, context in zip((first, second), contexts)]
     seconds, tokens = [[], []], 0
     for i, idx in enumerate(setup.batches[: warmup + steps]):
         b = setup.batch(idx)
         for k in ((0, 1) if i % 2 == 0 else (1, 0)):
-            module, optimizer = arms[k]
+            module, optimizer, context = arms[k]
             start = time.perf_counter()
             train_step(lambda: module(*b.model_inputs, targets=b.targets), b.n_tokens,  # noqa: B023
-                       optimizer, setup.schedule, i + 1, t.clip, setup.autocast)
+                       optimizer, setup.schedule, i + 1, t.clip, context)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
@@ -194,7 +199,9 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int) ->
         if i >= warmup:
             tokens += b.n_tokens
     return {
-        "what": "train-compare", "device": str(device), "threads": torch.get_num_threads(), "steps": steps,
+        "what": "train-compare" if against == "paths" else "train-compare-precision", "device": str(device),
+        "threads": torch.get_num_threads(), "steps": steps, "bf16_units": bf16_units(device),
+        "arms": ["fused", "generic"] if against == "paths" else ["bf16", "fp32"],
         "tokens_per_s": round(tokens / sum(seconds[0]), 1),
         "tokens_per_s_baseline": round(tokens / sum(seconds[1]), 1),
         "speedup": round(sum(seconds[1]) / sum(seconds[0]), 3),
@@ -234,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", action="store_true",
                    help="train with the generic paths instead (packed-sequence encoder, decoder steps through "
                         "autograd) to measure what the fused ones gain")
-    p.add_argument("--compare", action="store_true",
-                   help="train the fused and the generic paths side by side, alternating batch by batch, and "
-                        "report both rates (robust to a machine whose speed drifts)")
+    p.add_argument("--compare", nargs="?", const="paths", choices=["paths", "precision"],
+                   help="train two copies side by side, alternating batch by batch, and report both rates (robust "
+                        "to a machine whose speed drifts): the fused vs the generic paths (paths, the default), "
+                        "or bf16 vs fp32 (precision)")
     p.add_argument("--profile", action="store_true",
                    help="run the timed training steps under torch.profiler and report where the time goes "
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
@@ -247,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir.of(args.run)
     try:
         if args.compare:
-            print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup)), flush=True)
+            print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup, args.compare)), flush=True)
         elif "train" in args.what:
             print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline,
                                                             args.profile)), flush=True)
