@@ -15,6 +15,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str) -
     d = cfg.data
     counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
     cleaned = out / "train.cleaned.arrow"
-    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts)
+    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts, d.dedup)
     keep = first_occurrences(hashes) if d.dedup else np.ones(len(hashes), dtype=bool)
     counts["duplicate"] = int(len(keep) - keep.sum())
     if not len(keep):
@@ -149,17 +150,28 @@ def _bar(desc: str, total: int | None) -> tqdm:
     return tqdm(total=total, desc=desc, unit=" pairs", unit_scale=True, mininterval=1.0, dynamic_ncols=True)
 
 
-def _clean_train(source: PairSource, path: Path, counts: Counter) -> tuple[int, np.ndarray]:
+@contextmanager
+def _arrow_writer(path: Path, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchStreamWriter]:
+    """An Arrow stream file written batch by batch (what ``datasets.Dataset.from_file`` memory-maps)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        yield writer
+
+
+def _lengths(ids: list[list[int]]) -> np.ndarray:
+    """(N,) int64: the length of each id list."""
+    return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+
+
+def _clean_train(source: PairSource, path: Path, counts: Counter, dedup: bool) -> tuple[int, np.ndarray]:
     """Pass 1: normalise the training pairs, drop those with an empty side, write the rest to ``path`` (Arrow)
-    -> the number of input pairs and the (N,) uint64 hash of each written pair."""
+    -> the number of input pairs and the (N,) uint64 hash of each written pair (zeros without ``dedup``)."""
     schema = datasets.Features(_TEXT).arrow_schema
     input_pairs, hashes = 0, []
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer, \
-            _bar("cleaning train", source.rows) as bar:
+    with _arrow_writer(path, schema) as writer, _bar("cleaning train", source.rows) as bar:
         for raw_src, raw_tgt in source.chunks(CHUNK):
             src, tgt = normalize_chunk(raw_src, raw_tgt, counts)
             input_pairs += len(raw_src)
-            hashes.append(pair_hashes(src, tgt))
+            hashes.append(pair_hashes(src, tgt) if dedup else np.zeros(len(src), dtype=np.uint64))
             writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], schema=schema))
             bar.update(len(raw_src))
     return input_pairs, np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
@@ -244,13 +256,11 @@ def _int32_lists(rows: list[list[int]], lengths: np.ndarray) -> pa.Array:
 def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Counter, path: Path) -> dict:
     """Pass 3: encode the cleaned pairs, drop those too long or with an extreme length ratio, write the rest."""
     totals = {"sentences": 0, "src_tokens": 0, "tgt_tokens": 0}
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, TRAIN_SCHEMA) as writer, \
-            _bar("encoding train", int(keep.sum())) as bar:
+    with _arrow_writer(path, TRAIN_SCHEMA) as writer, _bar("encoding train", int(keep.sum())) as bar:
         for batch in _kept_batches(cleaned, keep):
             src_ids = tok.encode_src(batch.column("src").to_pylist())
             tgt_ids = tok.encode_tgt(batch.column("tgt").to_pylist())
-            src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
-            tgt_len = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+            src_len, tgt_len = _lengths(src_ids), _lengths(tgt_ids)
             ok = length_filter(src_len, tgt_len, d.max_tokens, d.max_ratio, d.ratio_min_tokens, counts)
             if not ok.all():
                 rows = np.flatnonzero(ok)
@@ -263,7 +273,6 @@ def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Co
             totals["src_tokens"] += int(src_len.sum())
             totals["tgt_tokens"] += int(tgt_len.sum())
             bar.update(len(ok))
-    counts["kept_pairs"] = totals["sentences"]
     return totals
 
 
@@ -272,9 +281,8 @@ def _encode_eval(source: PairSource, tok: Tokenizer, path: Path) -> dict:
     raw_src, raw_tgt = source.read_all()
     src, tgt = [normalize(s) for s in raw_src], [normalize(t) for t in raw_tgt]
     src_ids, tgt_ids = tok.encode_src(src), tok.encode_tgt(tgt)
-    src_len = np.array([len(x) for x in src_ids], dtype=np.int64)
-    tgt_len = np.array([len(x) for x in tgt_ids], dtype=np.int64)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, EVAL_SCHEMA) as writer:
+    src_len, tgt_len = _lengths(src_ids), _lengths(tgt_ids)
+    with _arrow_writer(path, EVAL_SCHEMA) as writer:
         writer.write_batch(pa.record_batch(
             [pa.array(src, pa.string()), pa.array(tgt, pa.string()), pa.array(raw_tgt, pa.string()),
              _int32_lists(src_ids, src_len), _int32_lists(tgt_ids, tgt_len)], schema=EVAL_SCHEMA))
@@ -289,7 +297,7 @@ def _stats(out: Path, origin: str, d, input_pairs: int, counts: Counter, src_nam
     return {
         "origin": origin,
         "languages": {"src": d.src, "tgt": d.tgt},
-        "filtered": {"input_pairs": input_pairs, "kept_pairs": counts["kept_pairs"],
+        "filtered": {"input_pairs": input_pairs, "kept_pairs": split_stats["train"]["sentences"],
                      **{reason: counts[reason] for reason in FILTER_REASONS}},
         "tokenizer": {
             "type": d.spm_model_type, "joint": d.joint_vocab, "src_model": src_name, "tgt_model": tgt_name,

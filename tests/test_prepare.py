@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -326,7 +327,7 @@ def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(src + tgt), model_prefix=str(model), vocab_size=8000, model_type="unigram",
         character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_piece="<pad>",
-        unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", input_sentence_size=0, num_threads=2,
+        unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", input_sentence_size=0, num_threads=os.cpu_count() or 1,
         max_sentence_length=1 << 16, minloglevel=2)
     reference = spm.SentencePieceProcessor(model_file=f"{model}.model")
     ours = run.tokenizer().src

@@ -25,6 +25,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from eval.bench.procfs import status_kib
+
 __all__ = ["main"]
 
 
@@ -58,15 +60,7 @@ def _server_pids(root_pid: int) -> list[int]:
 
 
 def _peak_rss_mib(pids: list[int]) -> float:
-    peak = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-    return round(peak / 1024, 1)
+    return round(max((status_kib(pid, "VmHWM") for pid in pids), default=0) / 1024, 1)
 
 
 def _browser(url: str, sentences: list[str], screenshot: str | None) -> list[float]:

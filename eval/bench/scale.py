@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench.procfs import status_kib
 from eval.experiments.transfer import find_split, write_lines
 from mt.text import read_lines
 
@@ -61,25 +62,16 @@ def synthetic_corpus(data_dir: Path, out: Path, src: str, tgt: str, pairs: int, 
         write_lines(out / f"val.{lang}", read_lines(find_split(data_dir, "val", lang))[0])
 
 
-def _anonymous_rss_kib(pid: int) -> int:
-    """The process's resident memory that is not a mapped file (RssAnon, Linux; 0 elsewhere). Peak RSS also counts
-    the pages of the memory-mapped corpus that training has read: page cache, shared and reclaimable."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("RssAnon:")), 0)
-    except OSError:
-        return 0
-
-
 def _run_measured(args: list[str], log: Path, first_update_of: Path | None = None) -> dict:
-    """Run `mt ARGS` in a child; its seconds, peak RSS, peak anonymous RSS (sampled every 0.2 s) and (for
-    training) seconds until the log's first update."""
+    """Run `mt ARGS` in a child; its seconds, peak RSS, peak anonymous RSS (sampled every 0.2 s; peak RSS also
+    counts the pages of the memory-mapped corpus that training has read, which are page cache: shared and
+    reclaimable) and (for training) seconds until the log's first update."""
     started = time.perf_counter()
     first_update, peak_anonymous = None, 0
     with open(log, "w") as out:
         child = subprocess.Popen([sys.executable, "-c", _MEASURED, *args], stdout=out, stderr=subprocess.STDOUT)
         while child.poll() is None:
-            peak_anonymous = max(peak_anonymous, _anonymous_rss_kib(child.pid))
+            peak_anonymous = max(peak_anonymous, status_kib(child.pid, "RssAnon"))
             if first_update is None and first_update_of is not None and first_update_of.is_file():
                 if '"kind": "train"' in first_update_of.read_text(encoding="utf-8"):
                     first_update = time.perf_counter() - started

@@ -55,12 +55,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if smoothing:
                     grad.sub_(smoothing / vocab)
                 grad.scatter_add_(1, ts.unsqueeze(1), grad.new_full((ts.shape[0], 1), -(1.0 - smoothing)))
+                grad = grad.to(w_mm.dtype)  # a no-op without ``low``
+                grad_x[start:start + block] = grad @ w_mm  # (n_b, H)
                 if low:
-                    grad = grad.to(low)
-                    grad_x[start:start + block] = grad @ w_mm  # (n_b, H)
                     grad_w.add_(grad.t() @ xs)  # (V, H): bf16 product, fp32 sum over blocks
                 else:
-                    grad_x[start:start + block] = grad @ weight  # (n_b, H)
                     grad_w.addmm_(grad.t(), xs)  # (V, H)
         ctx.save_for_backward(grad_x, grad_w)
         return total
