@@ -223,7 +223,7 @@ def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
         hyps = [t.text for t in translator.translate(sources, beam=beam)]
         done = time.perf_counter()
         results.append({
-            "what": "decode", "split": split, "beam": beam, "sentences": len(sources),
+            "what": "decode", "split": split, "beam": beam, "precision": translator.precision, "sentences": len(sources),
             "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
             "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
             "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
