@@ -200,6 +200,31 @@ def test_encoder_equals_packed_sequence_reference(cell, layers, bidirectional):
         assert torch.allclose(g, r, atol=1e-10), name
 
 
+def test_encoder_in_bf16_stays_within_what_bf16_allows():
+    """Under bf16 autocast the chunked LSTM encoder's fused kernels (oneDNN on CPU) multiply in bf16: states,
+    final states and every (fp32) gradient within 2% (relative norm) of the fp32 encoder. (torch's CPU GRU and
+    plain RNN kernels have no autocast rule: those encoders stay fp32 on CPUs.)"""
+    torch.manual_seed(0)
+    enc = Encoder(50, 32, 64, layers=2).train()
+    lens = torch.randint(1, 13, (16,))
+    lens[0] = 12
+    src = torch.randint(4, 50, (16, 12))
+    src[torch.arange(12)[None] >= lens[:, None]] = PAD_ID
+    weights = list(enc.parameters())
+    results = []
+    for bf16 in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = enc(src, lens)
+        assert out.states.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        loss = out.states.float().sin().sum() + out.final_h.float().cos().sum()
+        results.append((out, torch.autograd.grad(loss, weights)))
+    (out, grads), (ref, ref_grads) = results
+    relative = lambda a, b: ((a.float() - b).norm() / b.norm()).item()  # noqa: E731
+    assert relative(out.states, ref.states) < 0.02 and relative(out.final_h, ref.final_h) < 0.02
+    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
+        assert g.dtype == torch.float32 and relative(g, r) < 0.02, name
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_fused_decoder_equals_the_step_modules(dropout):
     """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
@@ -221,6 +246,37 @@ def test_fused_decoder_equals_the_step_modules(dropout):
     for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
         assert (g is None) == (r is None), name
         assert g is None or torch.allclose(g, r, atol=1e-10), name
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_decoder_in_bf16_stays_within_what_bf16_allows(dropout):
+    """Under bf16 autocast the fused loop multiplies in bf16 (8 bits of mantissa, ~0.4% per rounding) and keeps
+    the cell state, softmax and gradient sums fp32: the output and every gradient are within 2% (relative norm)
+    of the fp32 step modules. Autocast through the step modules is further off (about 25% for the attention
+    query weight, whose gradient it sums over the steps in bf16)."""
+    torch.manual_seed(0)
+    batch, src_len, tgt_len, hidden = 16, 12, 9, 64
+    model = build_model(ModelConfig(emb_dim=32, hidden_dim=hidden, dropout=dropout), 50, 50).train()
+    lens = torch.randint(2, src_len + 1, (batch,))
+    src = torch.randint(4, 50, (batch, src_len))
+    src[torch.arange(src_len)[None] >= lens[:, None]] = PAD_ID
+    tgt_in = torch.randint(4, 50, (batch, tgt_len))
+    weights = torch.randn(batch, tgt_len, hidden)
+    results = []
+    for fused, bf16 in ((True, True), (False, False)):
+        model.decoder.fused = fused
+        torch.manual_seed(7)  # the same dropout masks for both
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(src, lens, tgt_in)
+        assert (out.grad_fn.name() == "_LstmAttentionLoopBackward") == fused
+        results.append((out, torch.autograd.grad((out.sin() * weights).sum(), list(model.parameters()),
+                                                 allow_unused=True)))  # the output layer is not used
+    (out, grads), (ref_out, ref_grads) = results
+    relative = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert out.dtype == torch.float32 and relative(out, ref_out) < 0.02
+    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
+        assert (g is None) == (r is None), name
+        assert g is None or (g.dtype == torch.float32 and relative(g, r) < 0.02), name
 
 
 def test_fused_decoder_refuses_a_backward_after_another_forward():

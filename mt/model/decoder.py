@@ -95,10 +95,13 @@ class Decoder(nn.Module):
         drops = self.dropout.mask((steps, batch, self.combine.in_features), x_proj) if self.dropout.active \
             else None  # (T, B, 2H): the masks of all steps, drawn at once
         if self._can_fuse(x_proj):
-            return fused_lstm_attention_loop(
-                x_proj, state.h[0], state.c[0], state.feed, ctx.keys, ctx.enc.states, ctx.enc.mask, ctx.weights[0],
-                self.attention.query_layer.weight, self.attention.energy.weight, self.combine.weight, drops,
-                self._workspaces)
+            device = x_proj.device.type
+            low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+            with torch.autocast(device, enabled=False):  # the loop casts for its multiplies itself
+                return fused_lstm_attention_loop(
+                    x_proj, state.h[0], state.c[0], state.feed, ctx.keys, ctx.enc.states, ctx.enc.mask,
+                    ctx.weights[0], self.attention.query_layer.weight, self.attention.energy.weight,
+                    self.combine.weight, drops, self._workspaces, low)
         outputs = []
         for t, x_t in enumerate(x_proj.unbind(0)):  # unbind, not x_proj[t]: its backward is one stack
             state, _ = self._advance(x_t, state, ctx, None if drops is None else drops[t])
@@ -107,7 +110,7 @@ class Decoder(nn.Module):
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
         return (self.fused and self.cell == "lstm" and self.rnn.layers == 1 and torch.is_grad_enabled()
-                and isinstance(self.attention, BahdanauAttention) and not torch.is_autocast_enabled(x.device.type))
+                and isinstance(self.attention, BahdanauAttention))
 
     def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
         """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
