@@ -39,9 +39,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if want_grad else None
         total = x.new_zeros((), dtype=torch.float32)
         x_mm, w_mm = (x.to(low), weight.to(low)) if low else (x, weight)  # what the multiplies read
+        # Two (block, V) buffers reused by every block (fresh ones would cost page faults): fp32 logits, and
+        # under ``low`` the bf16 product / gradient
+        rows = min(block, n)
+        buf = x.new_empty(rows, vocab)
+        buf_mm = x_mm.new_empty(rows, vocab) if low else buf
+        if low and want_grad:  # the weight gradient of a block: bf16 product, its fp32 copy (V, H), reused
+            prod, prod_full = w_mm.new_empty(weight.shape), torch.empty_like(weight)
         for start in range(0, n, block):
             xs, ts = x_mm[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
-            logits = (xs @ w_mm.t()).float()  # (n_b, V) fp32 (a no-op without ``low``)
+            logits = torch.mm(xs, w_mm.t(), out=buf_mm[:xs.shape[0]])  # (n_b, V)
+            if low:
+                logits = buf[:xs.shape[0]].copy_(logits)  # fp32
             picked = logits.gather(1, ts.unsqueeze(1)).squeeze(1)  # (n_b,)
             row_sum = logits.sum(dim=1)  # (n_b,)
             top = logits.amax(dim=1, keepdim=True)  # (n_b, 1)
@@ -55,10 +64,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if smoothing:
                     grad.sub_(smoothing / vocab)
                 grad.scatter_add_(1, ts.unsqueeze(1), grad.new_full((ts.shape[0], 1), -(1.0 - smoothing)))
-                grad = grad.to(w_mm.dtype)  # a no-op without ``low``
+                if low:
+                    grad = buf_mm[:xs.shape[0]].copy_(grad)
                 grad_x[start:start + block] = grad @ w_mm  # (n_b, H)
                 if low:
-                    grad_w.add_(grad.t() @ xs)  # (V, H): bf16 product, fp32 sum over blocks
+                    grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs, out=prod)))  # (V, H): fp32 sum over blocks
                 else:
                     grad_w.addmm_(grad.t(), xs)  # (V, H)
         ctx.save_for_backward(grad_x, grad_w)
