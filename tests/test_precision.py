@@ -16,26 +16,48 @@ CPU = torch.device("cpu")
     "flags, expected",
     [({"avx2", "amx_bf16", "amx_tile", "avx512_bf16"}, ("bf16", "AMX")),
      ({"avx2", "avx512f", "avx512_bf16"}, ("bf16", "AVX512-BF16")),
-     ({"avx2", "avx512f"}, ("fp32", "no bf16 units")),
-     (set(), ("fp32", "no bf16 units"))],
+     ({"avx2", "avx512f"}, ("fp32", "no bf16 units"))],
 )
 def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected):
     monkeypatch.setattr(mt.device, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(mt.device, "_bf16_speedup", lambda: pytest.fail("x86 flags need no probe"))
     assert resolve_precision("auto", CPU) == expected
     assert torch.is_autocast_enabled("cpu") is False
     with autocast(CPU, "auto"):
         assert torch.is_autocast_enabled("cpu") is (expected[0] == "bf16")
 
 
+@pytest.mark.parametrize("speedup, expected", [(2.4, ("bf16", "bf16 multiplies measured 2.4x faster")),
+                                                (1.1, ("fp32", "no bf16 units")),
+                                                (0.1, ("fp32", "no bf16 units"))])
+def test_without_flags_a_probe_decides(monkeypatch, speedup, expected):
+    """ARM and macOS have no x86 flags to read: a multiply probe measures whether bf16 pays."""
+    monkeypatch.setattr(mt.device, "_cpu_flags", lambda: set())
+    monkeypatch.setattr(mt.device, "_bf16_speedup", lambda: speedup)
+    assert resolve_precision("auto", CPU) == expected
+
+
+def test_the_probe_measures_a_plausible_ratio_quickly():
+    import time
+    mt.device._bf16_speedup.cache_clear()
+    start = time.perf_counter()
+    ratio = mt.device._bf16_speedup()
+    assert time.perf_counter() - start < 2.0  # sub-second on every CPU we know; slack for a loaded CI machine
+    assert 0.01 < ratio < 50
+    assert mt.device._bf16_speedup() == ratio  # measured once per process
+
+
 def test_an_explicit_choice_is_kept(monkeypatch):
     monkeypatch.setattr(mt.device, "_cpu_flags", lambda: {"amx_bf16"})
     assert resolve_precision("fp32", CPU) == ("fp32", "as configured")
     monkeypatch.setattr(mt.device, "_cpu_flags", lambda: set())
+    monkeypatch.setattr(mt.device, "_bf16_speedup", lambda: 0.2)
     assert resolve_precision("bf16", CPU) == ("bf16", "as configured")  # runs anywhere, only slowly
 
 
 def test_this_machine_is_read_without_error():
-    assert bf16_units(CPU) in (None, "AMX", "AVX512-BF16")
+    units = bf16_units(CPU)
+    assert units in (None, "AMX", "AVX512-BF16") or units.startswith("bf16 multiplies measured")
 
 
 def test_auto_is_the_default():
