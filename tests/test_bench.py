@@ -33,12 +33,30 @@ def test_bench_training_profile_and_compare(trained_run, capsys):
     assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
 
 
+def test_bench_training_reports_both_precisions_and_the_chosen_one(trained_run, capsys):
+    assert main(["--run", str(trained_run), "--what", "train", "--steps", "2", "--warmup", "1"]) == 0
+    (result,) = _lines(capsys)
+    assert result["what"] == "train" and result["precision"] == "fp32"  # tiny.yaml fixes fp32
+    assert result["precision_why"] == "as configured"
+    assert result["tokens_per_s"] == result["tokens_per_s_fp32"] > 0 and result["tokens_per_s_bf16"] > 0
+    assert main(["--run", str(trained_run), "--what", "train", "--steps", "2", "--warmup", "1",
+                 "train.precision=bf16"]) == 0
+    (result,) = _lines(capsys)
+    assert result["precision"] == "bf16" and result["tokens_per_s"] == result["tokens_per_s_bf16"]
+
+
 def test_bench_decoding(trained_run, capsys):
     assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "1,2"]) == 0
-    greedy, beam = _lines(capsys)
-    assert (greedy["beam"], beam["beam"]) == (1, 2) and greedy["precision"] == "fp32"  # tiny.yaml fixes fp32
-    assert greedy["sentences"] == beam["sentences"] == 30 and greedy["sentences_per_s"] > 0
-    assert greedy["bleu"] > 20 and beam["bleu"] > 20  # the toy model translates test_toy (cf. test_eval_writes_report)
+    results = _lines(capsys)
+    assert [(r["beam"], r["precision"], r["default"]) for r in results] == [
+        (1, "bf16", False), (1, "fp32", True), (2, "bf16", False), (2, "fp32", True)]  # tiny.yaml fixes fp32
+    for r in results:
+        assert r["sentences"] == 30 and r["sentences_per_s"] > 0
+        assert r["bleu"] > 20  # the toy model translates test_toy (cf. test_eval_writes_report), in bf16 too
+    assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "1",
+                 "--precision", "config"]) == 0
+    (greedy,) = _lines(capsys)
+    assert greedy["precision"] == "fp32" and greedy["default"]
 
 
 def test_scale_bench_corpus_joins_unique_pairs(tmp_path):

@@ -1,9 +1,11 @@
 """`make bench`: training and decoding speed, one JSON line each.
 
 - train: the RUN's configured model on real batches of its training split for a fixed number of steps (after
-  a few warm-up steps), without touching its checkpoints: target tokens/s, sentences/s, peak memory.
-- decode: the RUN's trained model translating a test split with greedy search and beam search: sentences/s,
-  wall time with and without loading the model, BLEU. Needs a trained RUN (skipped with a note otherwise).
+  a few warm-up steps), without touching its checkpoints: target tokens/s, sentences/s, peak memory. By default
+  in bf16 and in fp32 side by side (two copies, alternating batches), naming the one train.precision picks.
+- decode: the RUN's trained model translating a test split with greedy search and beam search, in bf16 and in
+  fp32: sentences/s, wall time with and without loading the model, BLEU. Needs a trained RUN (skipped with a
+  note otherwise).
 """
 
 from __future__ import annotations
@@ -209,7 +211,23 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, ag
     }
 
 
-def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
+def bench_training_precisions(run: RunDir, overrides: list[str], steps: int, warmup: int) -> dict:
+    """`make bench`'s training figure: bf16 and fp32 side by side (``bench_compare``), and which of the two
+    ``train.precision`` picks on this machine (and why)."""
+    compared = bench_compare(run, overrides, steps, warmup, "precision")
+    train_cfg = apply_overrides(run.config(), overrides).train
+    chosen, why = resolve_precision(train_cfg.precision, torch.device(compared["device"]))
+    rates = {"bf16": compared["tokens_per_s"], "fp32": compared["tokens_per_s_baseline"]}
+    return {"what": "train", "device": compared["device"], "threads": compared["threads"], "steps": steps,
+            "precision": chosen, "precision_why": why, "tokens_per_s": rates[chosen],
+            "tokens_per_s_bf16": rates["bf16"], "tokens_per_s_fp32": rates["fp32"],
+            "bf16_speedup": compared["speedup"], "median_step_speedup": compared["median_step_speedup"],
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str] | None = None) -> list[dict]:
+    """Greedy/beam decoding of ``split`` for each beam size, in each of ``precisions`` (None: the configured
+    decode.precision only); ``default`` marks what `mt translate` would use."""
     from eval.evaluate import split_texts
     from eval.scoring import score
     from mt.translator import Translator
@@ -217,18 +235,22 @@ def bench_decoding(run: RunDir, split: str, beams: list[int]) -> list[dict]:
     sources, references = split_texts(run, split)
     results = []
     for beam in beams:
-        start = time.perf_counter()
-        translator = Translator.from_run(run)
-        loaded = time.perf_counter()
-        hyps = [t.text for t in translator.translate(sources, beam=beam)]
-        done = time.perf_counter()
-        results.append({
-            "what": "decode", "split": split, "beam": beam, "precision": translator.precision, "sentences": len(sources),
-            "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
-            "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
-            "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        })
+        for precision in precisions or [None]:
+            start = time.perf_counter()
+            translator = Translator.from_run(run)
+            default = translator.precision
+            translator.precision = precision or default
+            loaded = time.perf_counter()
+            hyps = [t.text for t in translator.translate(sources, beam=beam)]
+            done = time.perf_counter()
+            results.append({
+                "what": "decode", "split": split, "beam": beam, "precision": translator.precision,
+                "default": translator.precision == default, "sentences": len(sources),
+                "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
+                "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
+                "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
+                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+            })
     return results
 
 
@@ -250,20 +272,26 @@ def main(argv: list[str] | None = None) -> int:
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
     p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
     p.add_argument("--beams", default="1,5", help="comma-separated beam sizes for decoding")
+    p.add_argument("--precision", choices=["both", "config"], default="both",
+                   help="both (the default): train and decode in bf16 and in fp32 side by side, and mark the one "
+                        "the config's precision: auto picks here; config: only the configured precision")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
     try:
         if args.compare:
             print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup, args.compare)), flush=True)
+        elif "train" in args.what and args.precision == "both" and not (args.baseline or args.profile):
+            print(json.dumps(bench_training_precisions(run, args.overrides, args.steps, args.warmup)), flush=True)
         elif "train" in args.what:
             print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline,
-                                                            args.profile)), flush=True)
+                                            args.profile)), flush=True)
         if "decode" in args.what and not args.compare:
             if not (run.checkpoint_dir / "best.pt").is_file():
                 print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))
             else:
-                for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")]):
+                precisions = ["bf16", "fp32"] if args.precision == "both" else None
+                for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")], precisions):
                     print(json.dumps(result), flush=True)
     except MTError as e:
         print(f"error: {e}", file=sys.stderr)
