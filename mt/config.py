@@ -90,6 +90,8 @@ class TrainConfig:
     freeze_pretrained_epochs: int = 0  # keep weights from model.init_*_from fixed for the first N epochs
     log_every: int = 50  # steps between train_log.jsonl records
     val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
+    subword_alpha: float = 0.0  # subword regularisation: SentencePiece sampling smoothing for training pairs (0 = off)
+    subword_nbest: int = 64  # ...sampled from the n best segmentations (-1 = all); BPE models ignore it
 
 
 @dataclass
@@ -137,6 +139,10 @@ class Config:
                 raise MTError(f"config key 'train.{key}' must be >= 0, got {getattr(t, key)}")
         if not 0.0 <= t.plateau_threshold < 1.0:
             raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
+        if not 0.0 <= t.subword_alpha <= 1.0:
+            raise MTError(f"config key 'train.subword_alpha' must be in [0, 1], got {t.subword_alpha}")
+        if t.subword_nbest == 0 or t.subword_nbest < -1:
+            raise MTError(f"config key 'train.subword_nbest' must be -1 (all) or >= 1, got {t.subword_nbest}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

@@ -21,6 +21,7 @@ from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import SummedLoss
 from mt.run import RunDir
+from mt.subword_sampling import SubwordSampler
 from mt.trainer import Trainer, TrainResult, Validation, seed_everything
 from mt.validate import validation_bleu
 
@@ -40,6 +41,9 @@ class TranslationTask:
         self.meta = run.meta()
         self.loss = SummedLoss(model, cfg.train.label_smoothing)
         self.tokenizer = run.tokenizer()
+        t = cfg.train
+        self.sampler = SubwordSampler(self.tokenizer, t.subword_alpha, t.subword_nbest, cfg.data.max_tokens,
+                                      t.seed) if t.subword_alpha > 0 else None
         encoded = run.encoded()
         train, val = encoded["train"], encoded["val"]
         # the training split stays on disk (memory-mapped Arrow): only the lengths are in memory, and each batch
@@ -62,7 +66,10 @@ class TranslationTask:
 
     def batch(self, indices: list[int]) -> Batch:
         rows = self.train[indices]  # {"src_ids": [...], "tgt_ids": [...]} read from the memory-mapped split
-        return collate(rows["src_ids"], rows["tgt_ids"], indices)
+        src, tgt = rows["src_ids"], rows["tgt_ids"]
+        if self.sampler:  # subword regularisation: a fresh segmentation of each side (batches were cut by the
+            src, tgt = self.sampler(src, tgt)  # stored lengths; sampled ones are a few percent longer)
+        return collate(src, tgt, indices)
 
     def validate(self, loss: float) -> Validation:
         bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,

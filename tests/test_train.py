@@ -340,3 +340,48 @@ def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):
     assert Translator.from_run(run, checkpoint="averaged").translate(["the dog runs"])[0].text
     assert main(["average", "--run", str(run), "--last", "5"]) == 2
     assert "fewer than --last 5" in capsys.readouterr().err
+
+
+def _unpadded(batch) -> tuple[list[list[int]], list[list[int]]]:
+    """A collated batch back to its id lists (no padding, BOS or EOS)."""
+    src = [row[:n].tolist() for row, n in zip(batch.src, batch.src_lens)]
+    tgt = [row[row != 0].tolist()[:-1] for row in batch.tgt_out]
+    return src, tgt
+
+
+def test_subword_regularisation_samples_other_segmentations_of_the_same_text(trained_run):
+    """train.subword_alpha > 0: every time a batch is read, both sides are segmented afresh by sampling; the text
+    is the same, the pieces differ from the stored ones and from one read to the next. Off by default."""
+    from mt.config import apply_overrides
+
+    run = RunDir.of(trained_run)
+    tok = run.tokenizer()
+    model = build_model(run.config().model, run.meta()["src_vocab_size"], run.meta()["tgt_vocab_size"])
+    stored = run.encoded()["train"][:64]
+    indices = list(range(64))
+    plain = TranslationTask(run, run.config(), model, "cpu")
+    assert plain.sampler is None and _unpadded(plain.batch(indices)) == (stored["src_ids"], stored["tgt_ids"])
+    cfg = apply_overrides(run.config(), ["train.subword_alpha=0.3", "train.subword_nbest=-1"])
+    task = TranslationTask(run, cfg, model, "cpu")
+    first, second = _unpadded(task.batch(indices)), _unpadded(task.batch(indices))
+    for src, tgt in (first, second):
+        assert tok.decode_src(src) == tok.decode_src(stored["src_ids"])
+        assert tok.decode_tgt(tgt) == tok.decode_tgt(stored["tgt_ids"])
+        assert src != stored["src_ids"] and tgt != stored["tgt_ids"]
+        assert all(0 < len(s) <= cfg.data.max_tokens for s in src + tgt)
+    assert first != second
+
+
+def test_training_with_subword_regularisation_learns(tmp_path):
+    run = prepare_and_train(tmp_path, epochs=3, extra=["train.subword_alpha=0.2", "train.schedule=constant"])
+    losses = [r["loss"] for r in read_jsonl(run / "train_log.jsonl") if r.get("kind") == "train"]
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
+                                               ("train.subword_nbest=0", "train.subword_nbest")])
+def test_bad_subword_settings_are_refused(override, message):
+    from mt.config import apply_overrides
+
+    with pytest.raises(MTError, match=message):
+        apply_overrides(load_config("configs/multi30k_en_de.yaml"), [override])
