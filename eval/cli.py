@@ -53,7 +53,7 @@ def register_eval(sub) -> None:
     p.add_argument("--ref", help="reference file (with --src)")
     add_model_choice(p)
     p.add_argument("--tag", help="results go to RUN/eval/NAME.TAG.{hyp,json} (default: a tag naming a non-default "
-                                 "checkpoint, ensemble or quantisation; none for the run's own best model)")
+                                 "checkpoint, ensemble or quantisation; none for the model training chose, final.pt)")
     p.set_defaults(func=cmd_eval)
 
 

@@ -29,7 +29,7 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     facts = getattr(translator, "facts", {})
     report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
               "precision": getattr(translator, "precision", "fp32"),
-              "checkpoint": facts.get("checkpoint"), "ensemble": facts.get("ensemble", []),
+              "checkpoint": facts.get("checkpoint"), "final": facts.get("final"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}
     atomic_write(run.eval_dir / f"{name}.hyp", "".join(h + "\n" for h in hypotheses))
@@ -59,12 +59,12 @@ def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = Non
     return [(name, *split_texts(run, name)) for name in names]
 
 
-def result_name(name: str, checkpoint: str = "best", ensemble: int = 0, quantize: str | None = None,
+def result_name(name: str, checkpoint: str = "final", ensemble: int = 0, quantize: str | None = None,
                 tag: str | None = None) -> str:
     """RUN/eval file stem of a result: results of other checkpoints, ensembles (``ensemble`` extra members) or
     quantisation get their own names (``NAME.averaged``, ``NAME.ensemble2``, ``NAME.int8``), never overwriting
     the run's own ``NAME``; ``tag`` chooses the suffix."""
-    tag = tag or "-".join(part for part in (checkpoint if checkpoint != "best" else "",
+    tag = tag or "-".join(part for part in (checkpoint if checkpoint != "final" else "",
                                             f"ensemble{ensemble + 1}" if ensemble else "",
                                             quantize or "") if part)
     return f"{name}.{re.sub(r'[^A-Za-z0-9_-]+', '-', tag)}" if tag else name

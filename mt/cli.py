@@ -39,15 +39,17 @@ def add_config(p: argparse.ArgumentParser, default: str = "RUN/config.yaml") -> 
 
 def add_model_choice(p: argparse.ArgumentParser, decoding: bool = True) -> None:
     """Which model translates (translate, eval, demo) and, with ``decoding``, how it searches (translate, eval)."""
-    p.add_argument("--checkpoint", default="best",
-                   help="best, last, another name in RUN/checkpoints (e.g. averaged), or a path")
+    p.add_argument("--checkpoint", default="final",
+                   help="final (what training chose: best.pt or the average of the last kept checkpoints, the "
+                        "better on validation; best.pt before training has chosen), best, last, another name in "
+                        "RUN/checkpoints (e.g. averaged), or a path")
     if not decoding:
         return
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN2",
-                   help="decode together with these runs (their best checkpoint) or checkpoint files of the same data")
+                   help="decode together with these runs (their final model) or checkpoint files of the same data")
 
 
 def resolve_config(run: RunDir, config_file: str | None, overrides: list[str]) -> Config:

@@ -87,6 +87,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = all cores
     checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often
     keep_checkpoints: int = 0  # keep the weights of the last N validations (step-NNNNNNNN.pt) for `mt average`
+    average_last: int = 0  # at the end, average the newest N kept checkpoints; final.pt = it or best.pt, the better on val
     freeze_pretrained_epochs: int = 0  # keep weights from model.init_*_from fixed for the first N epochs
     log_every: int = 50  # steps between train_log.jsonl records
     val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
@@ -139,6 +140,9 @@ class Config:
                 raise MTError(f"config key 'train.{key}' must be >= 0, got {getattr(t, key)}")
         if not 0.0 <= t.plateau_threshold < 1.0:
             raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
+        if t.average_last > max(t.keep_checkpoints, 1) or t.average_last < 0:
+            raise MTError(f"config key 'train.average_last' must be between 0 and train.keep_checkpoints "
+                          f"({t.keep_checkpoints}), got {t.average_last}")
         if not 0.0 <= t.subword_alpha <= 1.0:
             raise MTError(f"config key 'train.subword_alpha' must be in [0, 1], got {t.subword_alpha}")
         if t.subword_nbest == 0 or t.subword_nbest < -1:

@@ -21,6 +21,7 @@ from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import SummedLoss
 from mt.run import RunDir
+from mt.selection import FINAL, choose_final_model, describe
 from mt.subword_sampling import SubwordSampler
 from mt.trainer import Trainer, TrainResult, Validation, seed_everything
 from mt.validate import validation_bleu
@@ -98,7 +99,8 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
                       f"{cfg.data.src}->{cfg.data.tgt}; re-run `mt prepare` or fix data.src/data.tgt")
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
-    trainer = Trainer(TranslationTask(run, cfg, model, device), cfg, run, device)
+    task = TranslationTask(run, cfg, model, device)
+    trainer = Trainer(task, cfg, run, device)
     resumed = trainer.resume()
     if not resumed:
         _init_pretrained(model, cfg, run, meta, announce=trainer.main)
@@ -107,7 +109,13 @@ def train(run: RunDir, cfg: Config) -> TrainResult:
 
         freeze_pretrained(model, pretrained_regions(model, cfg.model),
                           lambda: trainer.progress.epoch < cfg.train.freeze_pretrained_epochs)
-    return trainer.fit(resumed)
+    if trainer.main and (run.checkpoint_dir / FINAL).is_file():  # training goes on: chosen again at the end
+        (run.checkpoint_dir / FINAL).unlink()
+    result = trainer.fit(resumed)
+    if (trainer.main and cfg.train.average_last >= 2 and result.stopped != "interrupted"
+            and (run.checkpoint_dir / "best.pt").is_file()):
+        print(describe(choose_final_model(run.checkpoint_dir, cfg, model, task, device)), flush=True)
+    return result
 
 
 def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:

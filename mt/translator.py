@@ -24,6 +24,7 @@ from mt.errors import MTError
 from mt.greedy import greedy_search
 from mt.model import Seq2Seq, build_model
 from mt.run import RunDir
+from mt.selection import FINAL
 from mt.text import normalize
 from mt.tokenizer import Tokenizer
 
@@ -54,7 +55,7 @@ class Translator:
         self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "best", device: str = "auto",
+    def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "final", device: str = "auto",
                  threads: int = 0, quantize: str | None = None, ensemble: list[str] | tuple = ()) -> Translator:
         """Load RUN's tokenizer and checkpoint (``best``, ``last``, another name in RUN/checkpoints or a path).
         ``quantize="int8"`` applies dynamic int8 quantisation (CPU only) to the linear layers and the encoder
@@ -79,7 +80,8 @@ class Translator:
                             "parameters": n_params, "ensemble": [str(m) for m in ensemble],
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
-                            "best_val_bleu": progress.get("best_score", progress.get("best_bleu"))}
+                            "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
+                            "final": state.get("final")}  # the comparison that chose final.pt (mt.selection)
         return translator
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
@@ -135,8 +137,10 @@ def format_translations(results: list[Translation], nbest: int = 1) -> str:
 
 
 def _checkpoint_path(run: RunDir, checkpoint: str) -> Path:
+    if checkpoint == "final" and not (run.checkpoint_dir / FINAL).is_file():
+        checkpoint = "best"  # training has not chosen (yet): its best checkpoint (or last.pt below)
     named = run.checkpoint_dir / f"{checkpoint}.pt"
-    path = named if checkpoint in ("best", "last") or named.is_file() else Path(checkpoint)
+    path = named if checkpoint in ("final", "best", "last") or named.is_file() else Path(checkpoint)
     if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
         path = run.checkpoint_dir / "last.pt"
     if not path.is_file():
@@ -148,7 +152,7 @@ def _member_path(member: str) -> Path:
     """An ensemble member: a RUN folder (its best checkpoint, else last) or a checkpoint file."""
     path = Path(member)
     if path.is_dir():
-        return _checkpoint_path(RunDir.of(path), "best")
+        return _checkpoint_path(RunDir.of(path), "final")
     if not path.is_file():
         raise MTError(f"ensemble member not found: {member} (give a run folder or a checkpoint file)")
     return path

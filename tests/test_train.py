@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -385,3 +386,44 @@ def test_bad_subword_settings_are_refused(override, message):
 
     with pytest.raises(MTError, match=message):
         apply_overrides(load_config("configs/multi30k_en_de.yaml"), [override])
+
+
+def test_training_ends_with_the_better_of_best_and_averaged_on_validation(tmp_path, capsys):
+    """train.average_last: at the end the newest kept checkpoints are averaged and compared with best.pt on the
+    validation split; final.pt is the winner, with the comparison in it, and eval/translate load it by default.
+    Training on drops the stale final.pt until it has chosen again."""
+    from mt.validate import validation_bleu
+
+    run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3", "train.average_last=3"])
+    out = capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoints" / "final.pt")
+    final = state["final"]
+    assert final["averaged"] == sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert set(final["val_bleu"]) == {"best", "averaged"}
+    assert final["chosen"] == max(final["val_bleu"], key=lambda k: (final["val_bleu"][k], k == "best"))
+    assert "final model: " in out
+    chosen = load_checkpoint(run / "checkpoints" / ("averaged.pt" if final["chosen"] == "averaged" else "best.pt"))
+    for name, tensor in state["model"].items():
+        assert torch.equal(tensor, chosen["model"][name]), name
+    # the recorded score is what the saved weights give
+    translator = Translator.from_run(run)
+    assert translator.facts["checkpoint"].endswith("final.pt") and translator.facts["final"] == final
+    task_cfg = RunDir.of(run).config()
+    task = TranslationTask(RunDir.of(run), task_cfg, translator.model, "cpu")
+    bleu, _ = validation_bleu(translator.model, task.val_src, task.val_refs, task.tokenizer.decode_tgt,
+                              task_cfg.decode, torch.device("cpu"))
+    assert round(bleu, 2) == final["val_bleu"][final["chosen"]]
+    assert main(["eval", "--run", str(run), "--split", "test_toy"]) == 0
+    report = json.loads((run / "eval" / "test_toy.json").read_text())
+    assert report["checkpoint"].endswith("final.pt") and report["final"]["chosen"] == final["chosen"]
+    # training on: final.pt goes at the start and comes back at the end
+    (run / "checkpoints" / "final.pt").unlink()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=4", "train.keep_checkpoints=3",
+                 "train.average_last=3"]) == 0
+    assert (run / "checkpoints" / "final.pt").is_file()
+
+
+def test_without_a_final_model_best_is_loaded(trained_run):
+    assert not (trained_run / "checkpoints" / "final.pt").exists()  # tiny.yaml: train.average_last 0
+    translator = Translator.from_run(trained_run)
+    assert translator.facts["checkpoint"].endswith("best.pt") and translator.facts["final"] is None
