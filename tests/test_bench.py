@@ -77,3 +77,19 @@ def test_scale_bench_corpus_joins_unique_pairs(tmp_path):
         _, a, _, b = s.split()
         assert a != b and t == f"Hund {a} Hund {b}"
     assert (tmp_path / "out" / "val.de").read_text(encoding="utf-8") == "Hund val\n"
+
+
+def test_precision_trajectory_trains_three_arms_on_the_same_batches(trained_run, capsys):
+    import math
+
+    from eval.experiments.precision_trajectory import main as trajectory_main
+    from eval.experiments.precision_trajectory import trajectories
+    from mt.run import RunDir
+
+    losses = trajectories(RunDir.of(trained_run), 2, ["train.threads=1"], every=1)
+    assert set(losses) == {"fp32", "bf16-fused", "bf16-generic"}
+    for values in losses.values():
+        assert len(values) == 2 and all(math.isfinite(v) for v in values)
+    assert abs(losses["bf16-fused"][0] - losses["fp32"][0]) < 0.05  # the first step: same weights, same batch
+    assert trajectory_main(["--run", str(trained_run), "--steps", "1", "train.threads=1"]) == 0
+    assert "bf16-fused: mean loss minus fp32's" in capsys.readouterr().out
