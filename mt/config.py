@@ -56,7 +56,7 @@ class ModelConfig:
     layers: int = 1  # L, recurrent layers in encoder and in decoder
     bidirectional: bool = True  # encoder reads both directions (each direction has H/2 units)
     dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
-    tie_embeddings: bool = False  # share target embeddings and output projection (needs E == H)
+    tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
     init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
     init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
 
@@ -151,11 +151,6 @@ class Config:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:
             raise MTError(f"config key 'model.hidden_dim' must be even with a bidirectional encoder, got {m.hidden_dim}")
-        if m.tie_embeddings and m.emb_dim != m.hidden_dim:
-            raise MTError(
-                f"config key 'model.tie_embeddings' needs model.emb_dim == model.hidden_dim, "
-                f"got {m.emb_dim} and {m.hidden_dim}"
-            )
         if self.data.src == self.data.tgt:
             raise MTError(f"config keys 'data.src' and 'data.tgt' must differ, both are '{self.data.src}'")
         return self

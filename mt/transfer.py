@@ -36,6 +36,7 @@ def _pairs(side: str, layers: int) -> list[tuple[str, str]]:
     pairs += [(f"rnn.{n}_l{k}", f"{part}.rnn.{n}_l{k}") for k in range(layers) for n in _RECURRENT]
     if side == "tgt":
         pairs.append(("output.weight", "decoder.output.weight"))
+        pairs.append(("readout.weight", "decoder.readout.weight"))  # tied embeddings with E != H only
     return pairs
 
 
@@ -50,7 +51,7 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
     if spm_checksum(meta) != sha256_file(tokenizer_model):
         raise MTError(f"{path} was trained with another tokenizer than this run's {side} side ({tokenizer_model}); "
                       "pre-train the LM with --from-run pointing at this run")
-    lm_params = dict(lm.named_parameters())
+    lm_params = dict(lm.named_parameters(remove_duplicate=False))  # a tied LM: output.weight is embed.weight
     params = dict(model.named_parameters(remove_duplicate=False))  # tied weights answer to both names
     part = "decoder" if side == "tgt" else "encoder"
     layers = sum(1 for n in lm_params if n.startswith("rnn.weight_hh_l"))
@@ -61,6 +62,11 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
     copied = []
     with torch.no_grad():
         for src_name, dst_name in _pairs(side, layers):
+            if src_name == "readout.weight" and src_name not in lm_params and dst_name not in params:
+                continue  # neither has a readout (untied, or E == H)
+            if src_name not in lm_params:
+                raise MTError(f"{path}: the LM has no {src_name} for the translator's {dst_name} "
+                              "(model.tie_embeddings differs?); pre-train the LM with this translator's model config")
             if dst_name not in params:
                 raise MTError(f"{path}: the translator has no parameter {dst_name} for the LM's {src_name} "
                               "(different number of layers or cell?)")

@@ -19,10 +19,10 @@ CELLS = ["lstm", "gru", "rnn"]
 ATTENTIONS = ["bahdanau", "luong", "none"]
 
 
-def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0):
+def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=E, hidden_dim=H, layers=layers,
-                      bidirectional=bidirectional, dropout=dropout)
+                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie)
     return build_model(cfg, V, V + 2).eval()
 
 
@@ -145,12 +145,13 @@ def test_byte_dropout_rate_and_scale():
     assert torch.equal(drop.eval()(x), x)
 
 
-@pytest.mark.parametrize("cell, attention", [("lstm", "bahdanau"), ("gru", "bahdanau"), ("rnn", "bahdanau"),
-                                             ("lstm", "luong"), ("lstm", "none")])
-def test_each_cell_and_attention_learns_a_tiny_task(cell, attention):
-    """Reverse sequences of 2-4 symbols: every kind must drive the loss close to zero."""
+@pytest.mark.parametrize("cell, attention, tie", [("lstm", "bahdanau", False), ("gru", "bahdanau", False),
+                                                  ("rnn", "bahdanau", False), ("lstm", "luong", False),
+                                                  ("lstm", "none", False), ("lstm", "bahdanau", True)])
+def test_each_cell_and_attention_learns_a_tiny_task(cell, attention, tie):
+    """Reverse sequences of 2-4 symbols: every kind (and tied output embeddings) must drive the loss close to zero."""
     torch.manual_seed(0)
-    cfg = ModelConfig(cell=cell, attention=attention, emb_dim=16, hidden_dim=32, dropout=0.0)
+    cfg = ModelConfig(cell=cell, attention=attention, emb_dim=16, hidden_dim=32, dropout=0.0, tie_embeddings=tie)
     model = build_model(cfg, 12, 12)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
@@ -162,7 +163,8 @@ def test_each_cell_and_attention_learns_a_tiny_task(cell, attention):
         tgt_in = torch.cat([torch.full((32, 1), BOS_ID), tgt], 1)
         tgt_out = torch.cat([tgt, torch.full((32, 1), 3)], 1)
         vecs = model(src, torch.full((32,), n), tgt_in)
-        loss = linear_cross_entropy(vecs.reshape(-1, 32), model.decoder.output.weight, tgt_out.reshape(-1))
+        loss = linear_cross_entropy(vecs.reshape(-1, vecs.shape[-1]), model.decoder.output.weight,
+                                    tgt_out.reshape(-1))
         loss = loss / tgt_out.numel()
         optimizer.zero_grad()
         loss.backward()

@@ -144,6 +144,24 @@ def test_encoder_forward_direction_gets_the_lm_tensors(tmp_path: Path, layers: i
     assert all(torch.equal(after[k], before[k]) for k in after if k.startswith(("decoder", "bridge")))
 
 
+def test_tied_decoder_gets_the_lm_embeddings_and_readout(tmp_path: Path):
+    """Tied embeddings with E != H: the LM's shared (V, E) matrix and its readout H -> E reach the decoder,
+    which keeps its output layer tied; an untied LM for a tied translator is a clear error."""
+    tok = tmp_path / "spm.model"
+    tok.write_bytes(b"pretend tokenizer")
+    cfg = _tiny_model_config(tie_embeddings=True)
+    path, lm = _save_lm(tmp_path, cfg, "tgt", 23, tok)
+    model = build_model(cfg.model, 19, 23)
+    copied = init_from_language_model(model, path, "tgt", tok)
+    assert "decoder.readout.weight" in copied
+    assert torch.equal(model.decoder.readout.weight, lm.readout.weight)
+    assert torch.equal(model.decoder.embed.weight, lm.embed.weight)
+    assert model.decoder.output.weight is model.decoder.embed.weight
+    untied_path, _ = _save_lm(tmp_path, _tiny_model_config(), "tgt", 23, tok)
+    with pytest.raises(MTError, match=r"output\.weight has shape \(23, 14\) but decoder\.output\.weight has \(23, 10\)"):
+        init_from_language_model(build_model(cfg.model, 19, 23), untied_path, "tgt", tok)
+
+
 def test_mismatches_are_clear_errors(tmp_path: Path):
     tok = tmp_path / "spm.model"
     tok.write_bytes(b"pretend tokenizer")

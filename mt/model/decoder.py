@@ -18,6 +18,7 @@ from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
+from mt.model.tying import init_output_layers, output_layers
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 from mt.tokenizer import PAD_ID
 
@@ -58,16 +59,14 @@ class Decoder(nn.Module):
         self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout)
         self.attention = build_attention(attention, hidden_dim)
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)
-        self.output = nn.Linear(hidden_dim, vocab_size, bias=False)
+        # readout: H -> E when the output layer is tied to the (V, E) embeddings and E != H, else nothing
+        self.readout, self.output = output_layers(self.embed, hidden_dim, tie_embeddings)
         init_linear(self.combine)
         nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
         self._workspaces = (Workspace(), Workspace())  # reused memory of the fused teacher-forced pass
-        if tie_embeddings:
-            self.output.weight = self.embed.weight
-        else:
-            init_linear(self.output)
+        init_output_layers(self.readout, self.output, self.embed)
 
     def context(self, enc: EncoderOutput) -> StepContext:
         return StepContext(enc, self.attention.keys(enc.states), self.rnn.step_weights())
@@ -88,7 +87,8 @@ class Decoder(nn.Module):
         return DecoderState(h, c, feed), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:
-        """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> attentional vectors (B, T, H)."""
+        """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> the output layer's inputs (B, T, H), the
+        attentional vectors (or (B, T, E) through the readout of tied embeddings)."""
         # Time-major (T, B, ...): each step's slice is contiguous, and so is the gradient the fused loop returns.
         x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in.t())))  # (T, B, G*H)
         steps, batch = x_proj.shape[:2]
@@ -98,15 +98,16 @@ class Decoder(nn.Module):
             device = x_proj.device.type
             low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
             with torch.autocast(device, enabled=False):  # the loop casts for its multiplies itself
-                return fused_lstm_attention_loop(
+                feeds = fused_lstm_attention_loop(
                     x_proj, state.h[0], state.c[0], state.feed, ctx.keys, ctx.enc.states, ctx.enc.mask,
                     ctx.weights[0], self.attention.query_layer.weight, self.attention.energy.weight,
-                    self.combine.weight, drops, self._workspaces, low)
+                    self.combine.weight, drops, self._workspaces, low)  # (B, T, H)
+            return self.readout(feeds)  # autocast on again: a bf16 multiply where it was asked for
         outputs = []
         for t, x_t in enumerate(x_proj.unbind(0)):  # unbind, not x_proj[t]: its backward is one stack
             state, _ = self._advance(x_t, state, ctx, None if drops is None else drops[t])
             outputs.append(state.feed)
-        return torch.stack(outputs, dim=1)  # (B, T, H)
+        return self.readout(torch.stack(outputs, dim=1))  # (B, T, H) -> (B, T, H or E)
 
     def _can_fuse(self, x: torch.Tensor) -> bool:
         return (self.fused and self.cell == "lstm" and self.rnn.layers == 1 and torch.is_grad_enabled()
@@ -116,4 +117,4 @@ class Decoder(nn.Module):
         """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
         x_proj = self.rnn.project_input(self.embed(prev).unsqueeze(1)).squeeze(1)  # (B, G*H)
         state, weights = self._advance(x_proj, state, ctx)
-        return torch.log_softmax(self.output(state.feed), dim=-1), state, weights
+        return torch.log_softmax(self.output(self.readout(state.feed)), dim=-1), state, weights

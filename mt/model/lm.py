@@ -18,7 +18,8 @@ from torch import nn
 from mt.config import ModelConfig
 from mt.model.cells import GATES, RNN_CLASSES
 from mt.model.dropout import ByteDropout
-from mt.model.init import init_linear, init_recurrent
+from mt.model.init import init_recurrent
+from mt.model.tying import init_output_layers, output_layers
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["LanguageModel", "build_language_model", "lm_hidden_dim"]
@@ -35,23 +36,19 @@ class LanguageModel(nn.Module):
         # real position's state and no packing is needed.
         self.rnn = RNN_CLASSES[cell](emb_dim, hidden_dim, num_layers=layers, batch_first=True,
                               dropout=dropout if layers > 1 else 0.0)
-        self.output = nn.Linear(hidden_dim, vocab_size, bias=False)
+        # readout: H -> E when the output layer is tied to the (V, E) embeddings and E != H, else nothing
+        self.readout, self.output = output_layers(self.embed, hidden_dim, tie_embeddings)
         nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
         for k in range(layers):
             init_recurrent(*(getattr(self.rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
                            GATES[cell], cell == "lstm")
-        if tie_embeddings:
-            if emb_dim != hidden_dim:
-                raise ValueError(f"tied embeddings need emb_dim == hidden_dim, got {emb_dim} and {hidden_dim}")
-            self.output.weight = self.embed.weight
-        else:
-            init_linear(self.output)
+        init_output_layers(self.readout, self.output, self.embed)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, T) -> hidden vectors (B, T, H) before the output layer."""
-        return self.run(ids)[0]
+        """ids: (B, T) -> the output layer's inputs (B, T, H), or (B, T, E) through a tied readout."""
+        return self.readout(self.run(ids)[0])
 
     def run(self, ids: torch.Tensor, state=None):
         """ids: (B, T), the recurrent state after the previous tokens (None: start) -> (B, T, H), the new state."""
@@ -73,7 +70,7 @@ class LanguageModel(nn.Module):
         hidden, state = self.run(torch.tensor([[BOS_ID, *prompt]], device=device))  # (1, P+1, H)
         new: list[int] = []
         for _ in range(max_len):
-            logits = self.output(hidden[:, -1]).squeeze(0).float()  # (V,)
+            logits = self.output(self.readout(hidden[:, -1])).squeeze(0).float()  # (V,)
             logits[PAD_ID] = logits[BOS_ID] = float("-inf")
             if temperature <= 0:
                 token = int(logits.argmax())

@@ -26,7 +26,8 @@ class Seq2Seq(nn.Module):
         return self.decoder.context(enc), state
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced pass -> attentional vectors (B, T, H); ``self.output_layer`` turns them into logits."""
+        """Teacher-forced pass -> the output layer's inputs (B, T, H or E); ``self.output_layer`` turns them into
+        logits."""
         ctx, state = self.encode(src, src_lens)
         return self.decoder(tgt_in, state, ctx)
 
@@ -37,7 +38,7 @@ class Seq2Seq(nn.Module):
 
     @property
     def output_layer(self) -> nn.Linear:
-        """H -> V: turns the vectors of ``forward`` into logits."""
+        """(H or E) -> V: turns the vectors of ``forward`` into logits."""
         return self.decoder.output
 
     def num_parameters(self) -> int:
