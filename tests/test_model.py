@@ -97,6 +97,27 @@ def test_step_by_step_equals_teacher_forced(cell, attention):
             assert torch.allclose(log_probs, forced[:, t], atol=1e-5), f"step {t}"
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_search_step_in_bf16_scores_with_fp32_logits(tie):
+    """Under bf16 autocast (decode.precision) the search step runs the decoder in bf16 but the output layer in
+    fp32: a bf16 logit keeps 8 bits (~0.06 at 10), enough to reorder close beam hypotheses."""
+    model = make_model(tie=tie)
+    with torch.no_grad():  # logits of 10-20, the size a trained model gives
+        model.decoder.output.weight.mul_(200.0)
+    src, lens = padded_batch()
+    prev = torch.randint(4, V, (B,))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ctx, state = model.encode(src, lens)
+        log_probs, new_state, _ = model.decoder.step(prev, state, ctx)
+        vectors = model.decoder.readout(new_state.feed)  # what the output layer reads (bf16 where tied)
+    assert log_probs.dtype == torch.float32
+    assert new_state.feed.dtype == torch.bfloat16  # the decoder itself did run in bf16
+    reference = F.linear(vectors.float(), model.decoder.output.weight).log_softmax(-1)  # fp32 throughout
+    assert torch.allclose(log_probs, reference, atol=1e-5)
+    bf16_logits = F.linear(vectors.bfloat16(), model.decoder.output.weight.bfloat16()).float().log_softmax(-1)
+    assert not torch.allclose(bf16_logits, reference, atol=1e-3)  # what the test guards against
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 @pytest.mark.parametrize("block", [1, 4, 100])
 def test_fused_loss_matches_cross_entropy(smoothing, block):
