@@ -31,6 +31,16 @@ def test_bench_training_profile_and_compare(trained_run, capsys):
     (compared,) = _lines(capsys)
     assert compared["what"] == "train-compare-precision" and compared["arms"] == ["bf16", "fp32"]
     assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
+    assert main(["--run", run, "--compare", "tanh", "--what", "train,decode", "--steps", "2", "--warmup", "1",
+                 "--split", "val", "--beams", "1", "--precision", "config"]) == 0
+    compared, *decoded = _lines(capsys)
+    assert compared["what"] == "train-compare-tanh" and compared["arms"] == ["tanh via sigmoid", "torch.tanh"]
+    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
+    # decoding alternates the two forms; the translations agree (fp32: the forms differ by under 2e-7)
+    assert [d["tanh"] for d in decoded] == ["via sigmoid", "torch.tanh", "torch.tanh", "via sigmoid"]
+    assert len({d["bleu"] for d in decoded}) == 1
+    from mt.model import activations
+    assert activations.VIA_SIGMOID  # the default is back
 
 
 def test_bench_training_reports_both_precisions_and_the_chosen_one(trained_run, capsys):

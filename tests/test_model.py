@@ -310,3 +310,19 @@ def test_fused_decoder_refuses_a_backward_after_another_forward():
     model(src, lens, tgt_in)  # overwrites the workspace the first pass saved its activations in
     with pytest.raises(RuntimeError, match="another forward pass before this backward"):
         first.sum().backward()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-15), (torch.float32, 3e-7), (torch.bfloat16, 4e-3)])
+def test_tanh_through_sigmoid_matches_torch_tanh_values_and_gradients(dtype, tol):
+    from mt.model.activations import tanh, tanh_
+    x = torch.cat([torch.linspace(-12, 12, 2001), torch.randn(1000) * 1e-4]).to(dtype)  # tails and near zero
+    want = torch.tanh(x.double())
+    assert (tanh(x).double() - want).abs().max() <= tol
+    out = torch.empty_like(x)
+    assert tanh(x, out=out) is out and (out.double() - want).abs().max() <= tol
+    y = x.clone()
+    assert tanh_(y) is y and (y.double() - want).abs().max() <= tol
+    assert tanh(torch.tensor([torch.inf, -torch.inf], dtype=dtype)).tolist() == [1.0, -1.0]
+    leaf = x.clone().requires_grad_()
+    tanh(leaf).sum().backward()  # differentiable: autograd goes through the sigmoid
+    assert (leaf.grad.double() - (1 - want.square())).abs().max() <= 4 * tol

@@ -23,7 +23,7 @@ from mt.batching import collate, make_batches
 from mt.config import apply_overrides
 from mt.device import autocast, bf16_units, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
-from mt.model import build_model
+from mt.model import activations, build_model
 from mt.model.loss import SummedLoss
 from mt.profiling import ATTENTION, CLIP, DECODER_LSTM, ENCODER, OPTIMIZER, OUTPUT_LOSS
 from mt.run import RunDir
@@ -168,10 +168,29 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     return result
 
 
+class _TanhForm:
+    """The autocast context, with tanh computed through sigmoid (mt.model.activations) or by torch.tanh."""
+
+    def __init__(self, context, via_sigmoid: bool):
+        self.context, self.via_sigmoid = context, via_sigmoid
+
+    def __enter__(self):
+        self.saved, activations.VIA_SIGMOID = activations.VIA_SIGMOID, self.via_sigmoid
+        return self.context.__enter__()
+
+    def __exit__(self, *exc):
+        activations.VIA_SIGMOID = self.saved
+        return self.context.__exit__(*exc)
+
+
+_ARMS = {"paths": ["fused", "generic"], "precision": ["bf16", "fp32"], "tanh": ["tanh via sigmoid", "torch.tanh"]}
+
+
 def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, against: str = "paths") -> dict:
     """Two copies of one model trained on the same batches, alternating batch by batch (and which goes first),
     so that a machine whose speed drifts during the run treats both alike. ``against``: "paths", the fused paths
-    vs the generic ones (``--baseline``); "precision", bf16 vs fp32 (the baseline)."""
+    vs the generic ones (``--baseline``); "precision", bf16 vs fp32 (the baseline); "tanh", tanh through
+    sigmoid (the default) vs torch.tanh (the baseline)."""
     import copy
     import statistics
 
@@ -182,6 +201,8 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, ag
     if against == "paths":
         second.encoder.chunked = second.decoder.fused = False
         contexts = [setup.autocast, setup.autocast]
+    elif against == "tanh":
+        contexts = [_TanhForm(setup.autocast, True), _TanhForm(setup.autocast, False)]
     else:
         contexts = [autocast(device, "bf16"), autocast(device, "fp32")]
     arms = [(SummedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay), context)
@@ -201,9 +222,10 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, ag
         if i >= warmup:
             tokens += b.n_tokens
     return {
-        "what": "train-compare" if against == "paths" else "train-compare-precision", "device": str(device),
+        "what": "train-compare" if against == "paths" else f"train-compare-{against}", "device": str(device),
         "threads": torch.get_num_threads(), "steps": steps, "bf16_units": bf16_units(device),
-        "arms": ["fused", "generic"] if against == "paths" else ["bf16", "fp32"],
+        "precision": resolve_precision(t.precision, device)[0] if against != "precision" else "both",
+        "arms": _ARMS[against],
         "tokens_per_s": round(tokens / sum(seconds[0]), 1),
         "tokens_per_s_baseline": round(tokens / sum(seconds[1]), 1),
         "speedup": round(sum(seconds[1]) / sum(seconds[0]), 3),
@@ -225,9 +247,11 @@ def bench_training_precisions(run: RunDir, overrides: list[str], steps: int, war
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
-def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str] | None = None) -> list[dict]:
+def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str] | None = None,
+                   tanh_forms: tuple[bool, ...] = (True,)) -> list[dict]:
     """Greedy/beam decoding of ``split`` for each beam size, in each of ``precisions`` (None: the configured
-    decode.precision only); ``default`` marks what `mt translate` would use."""
+    decode.precision only); ``default`` marks what `mt translate` would use. ``tanh_forms``: one decode per entry,
+    tanh through sigmoid (True) or torch.tanh (False)."""
     from eval.evaluate import split_texts
     from eval.scoring import score
     from mt.translator import Translator
@@ -235,7 +259,8 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
     sources, references = split_texts(run, split)
     results = []
     for beam in beams:
-        for precision in precisions or [None]:
+        for precision, via_sigmoid in [(p, f) for p in precisions or [None] for f in tanh_forms]:
+            activations.VIA_SIGMOID = via_sigmoid
             start = time.perf_counter()
             translator = Translator.from_run(run)
             default = translator.precision
@@ -245,12 +270,14 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
             done = time.perf_counter()
             results.append({
                 "what": "decode", "split": split, "beam": beam, "precision": translator.precision,
+                "tanh": "via sigmoid" if via_sigmoid else "torch.tanh",
                 "default": translator.precision == default, "sentences": len(sources),
                 "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
                 "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
                 "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
                 "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
             })
+    activations.VIA_SIGMOID = True
     return results
 
 
@@ -263,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", action="store_true",
                    help="train with the generic paths instead (packed-sequence encoder, decoder steps through "
                         "autograd) to measure what the fused ones gain")
-    p.add_argument("--compare", nargs="?", const="paths", choices=["paths", "precision"],
+    p.add_argument("--compare", nargs="?", const="paths", choices=list(_ARMS),
                    help="train two copies side by side, alternating batch by batch, and report both rates (robust "
                         "to a machine whose speed drifts): the fused vs the generic paths (paths, the default), "
-                        "or bf16 vs fp32 (precision)")
+                        "bf16 vs fp32 (precision), or tanh through sigmoid vs torch.tanh (tanh; with --what "
+                        "decode, decodes alternately with each)")
     p.add_argument("--profile", action="store_true",
                    help="run the timed training steps under torch.profiler and report where the time goes "
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
@@ -279,19 +307,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
     try:
-        if args.compare:
+        if args.compare and "train" in args.what:
             print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup, args.compare)), flush=True)
         elif "train" in args.what and args.precision == "both" and not (args.baseline or args.profile):
             print(json.dumps(bench_training_precisions(run, args.overrides, args.steps, args.warmup)), flush=True)
         elif "train" in args.what:
             print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline,
                                             args.profile)), flush=True)
-        if "decode" in args.what and not args.compare:
+        if "decode" in args.what and args.compare in (None, "tanh"):
             if not (run.checkpoint_dir / "best.pt").is_file():
                 print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))
             else:
                 precisions = ["bf16", "fp32"] if args.precision == "both" else None
-                for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")], precisions):
+                forms = (True, False, False, True) if args.compare == "tanh" else (True,)
+                for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")], precisions,
+                                             forms):
                     print(json.dumps(result), flush=True)
     except MTError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mt.model.activations import tanh, tanh_
 from mt.model.init import init_linear
 
 __all__ = ["BahdanauAttention", "LuongAttention", "NoAttention", "build_attention"]
@@ -35,7 +36,8 @@ class BahdanauAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, states: torch.Tensor, mask: torch.Tensor):
         """query (B, H), keys (B, S, A), states (B, S, H), mask (B, S) -> context (B, H), weights (B, S)."""
-        energy = torch.tanh(keys + self.query_layer(query).unsqueeze(1))  # (B, S, A)
+        energy = keys + self.query_layer(query).unsqueeze(1)  # (B, S, A)
+        energy = tanh(energy) if torch.is_grad_enabled() else tanh_(energy)  # in place where autograd is off
         weights = _masked_softmax(self.energy(energy).squeeze(2), mask)  # (B, S)
         context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
         return context, weights

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mt.model.activations import tanh
 from mt.model.attention import BahdanauAttention, NoAttention, build_attention
 from mt.model.dropout import ByteDropout
 from mt.model.encoder import EncoderOutput
@@ -83,7 +84,7 @@ class Decoder(nn.Module):
             else:
                 context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
             joined = torch.cat([top, context], dim=1)  # (B, 2H)
-            feed = torch.tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
+            feed = tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
         return DecoderState(h, c, feed), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, ctx: StepContext) -> torch.Tensor:

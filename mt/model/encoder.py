@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mt.model.activations import tanh
 from mt.model.cells import GATES, RNN_CLASSES
 from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
@@ -186,8 +187,8 @@ class Bridge(nn.Module):
                 init_linear(layer)
 
     def forward(self, enc: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h0 = torch.tanh(self.h(enc.final_h))  # (L, B, H)
+        h0 = tanh(self.h(enc.final_h))  # (L, B, H)
         if self.c is None:
             return h0, None
         c_in = enc.final_c if enc.final_c is not None else enc.final_h
-        return h0, torch.tanh(self.c(c_in))  # (L, B, H)
+        return h0, tanh(self.c(c_in))  # (L, B, H)

@@ -20,6 +20,9 @@ bf16 (``low=torch.bfloat16``, what the decoder passes under bf16 autocast): ever
 operands (weights cast once per call; h_t, [feed; h] and [h; ctx] are stored in bf16, since multiplies are all
 that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
 softmax, every gradient carried from step to step and the gradients returned for the fp32 weights stay fp32.
+
+tanh is computed as 2 * sigmoid(2x) - 1 (mt.model.activations): torch's CPU tanh kernel is several times
+slower than its sigmoid, and the energies' tanh over (S, B, A) at every step was the largest element-wise cost.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import math
 
 import torch
 
+from mt.model.activations import tanh, tanh_
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
 __all__ = ["Workspace", "fused_lstm_attention_loop"]
@@ -108,13 +112,13 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 else:
                     gates = torch.addmm(x_proj[t], joined[t], w.t(), out=acts[t])  # (B, 4H)
                 gates[:, :2 * hidden].sigmoid_()
-                gates[:, 2 * hidden:3 * hidden].tanh_()
+                tanh_(gates[:, 2 * hidden:3 * hidden])
                 gates[:, 3 * hidden:].sigmoid_()
                 i, f, g, o = gates.chunk(4, dim=1)
                 c = torch.addcmul(f * cells[t], i, g, out=cells[t + 1])  # (B, H)
-                h = torch.mul(o, torch.tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
+                h = torch.mul(o, tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
             with span(ATTENTION):
-                energy = torch.add(keys, h @ w_query.t(), out=energies[t]).tanh_()  # (S, B, A)
+                energy = tanh_(torch.add(keys, h @ w_query.t(), out=energies[t]))  # (S, B, A)
                 scores = (energy @ v.squeeze(0)).t().masked_fill(blocked, torch.finfo(energy.dtype).min)  # (B, S)
                 alpha = torch.softmax(scores, dim=1)  # (B, S)
                 alphas[t] = alpha
@@ -122,7 +126,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 combined[t, :, hidden:] = torch.bmm(alpha.unsqueeze(1).to(mm), states).squeeze(1)  # context (B, H)
                 if drop is not None:
                     combined[t].mul_(drop[t])
-                feed = torch.tanh((combined[t] @ w_combine.t()).to(full), out=feeds[t])  # (B, H)
+                feed = tanh((combined[t] @ w_combine.t()).to(full), out=feeds[t])  # (B, H)
         ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, energies, alphas, feeds, states,
                               w, w_query, v, w_combine, drop)
         return feeds.transpose(0, 1)  # (B, T, H)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mt.model.activations import tanh
 from mt.model.cells import GATES
 from mt.model.dropout import ByteDropout
 from mt.model.init import init_recurrent
@@ -76,11 +77,11 @@ class StackedRecurrent(nn.Module):
                 gates = torch.addmm(pre, joined, weights[k].t())  # (B, G*H)
                 if self.cell == "lstm":
                     i, f, g, o = gates.chunk(4, dim=1)  # 4 x (B, H)
-                    c_k = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-                    h_k = torch.sigmoid(o) * torch.tanh(c_k)
+                    c_k = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * tanh(g)
+                    h_k = torch.sigmoid(o) * tanh(c_k)
                     new_c.append(c_k)
                 else:
-                    h_k = torch.tanh(gates)
+                    h_k = tanh(gates)
             new_h.append(h_k)
             below = h_k
         return new_h, new_c
@@ -92,5 +93,5 @@ class StackedRecurrent(nn.Module):
         gh = F.linear(h, weight[:, n_in:], getattr(self, f"bias_hh_l{k}"))  # (B, 3H)
         r = torch.sigmoid(gi[:, :hidden] + gh[:, :hidden])
         z = torch.sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
-        n = torch.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
+        n = tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
         return (1 - z) * n + z * h
