@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -169,7 +170,8 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
 
 
 class _TanhForm:
-    """The autocast context, with tanh computed through sigmoid (mt.model.activations) or by torch.tanh."""
+    """A context (autocast, or nullcontext) with tanh computed through sigmoid (mt.model.activations) or by
+    torch.tanh; the previous form is restored on leaving. Reusable: entered once per training step."""
 
     def __init__(self, context, via_sigmoid: bool):
         self.context, self.via_sigmoid = context, via_sigmoid
@@ -260,13 +262,13 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
     results = []
     for beam in beams:
         for precision, via_sigmoid in [(p, f) for p in precisions or [None] for f in tanh_forms]:
-            activations.VIA_SIGMOID = via_sigmoid
             start = time.perf_counter()
             translator = Translator.from_run(run)
             default = translator.precision
             translator.precision = precision or default
             loaded = time.perf_counter()
-            hyps = [t.text for t in translator.translate(sources, beam=beam)]
+            with _TanhForm(contextlib.nullcontext(), via_sigmoid):
+                hyps = [t.text for t in translator.translate(sources, beam=beam)]
             done = time.perf_counter()
             results.append({
                 "what": "decode", "split": split, "beam": beam, "precision": translator.precision,
@@ -277,7 +279,6 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
                 "threads": torch.get_num_threads(), "batch_tokens": translator.cfg.decode.batch_tokens,
                 "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
             })
-    activations.VIA_SIGMOID = True
     return results
 
 

@@ -1,7 +1,8 @@
 """tanh through sigmoid on the CPU: tanh(x) = 2 * sigmoid(2x) - 1.
 
 torch's CPU tanh kernel is several times slower than its sigmoid kernel (1.28M fp32 numbers, one thread, torch
-2.13, AMD EPYC Zen 4: tanh 4.2-4.9 ms, sigmoid 0.5-0.7 ms, in place: 0.8-0.9 ms for all four passes below),
+2.13, AMD EPYC Zen 4 with avx512_bf16, no AMX, a training run sharing the cores: tanh 4.2-4.9 ms, sigmoid
+0.5-0.7 ms, in place: 0.8-0.9 ms for all four passes below),
 and the attention energies (S, B, A) of every decoder step are the largest tanh in the model. The identity is
 exact in real numbers; in fp32 it is within 2e-7 of torch.tanh (absolute). bf16 tensors and GPUs use
 torch.tanh as it is.
@@ -13,7 +14,7 @@ import torch
 
 __all__ = ["tanh", "tanh_"]
 
-VIA_SIGMOID = True  # False: torch.tanh everywhere (eval/experiments/tanh_speed.py compares the two)
+VIA_SIGMOID = True  # False: torch.tanh everywhere (`python -m eval.bench --compare tanh` compares the two)
 
 
 def _torch_tanh(x: torch.Tensor) -> bool:
