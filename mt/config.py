@@ -56,6 +56,7 @@ class ModelConfig:
     layers: int = 1  # L, recurrent layers in encoder and in decoder
     bidirectional: bool = True  # encoder reads both directions (each direction has H/2 units)
     dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
+    word_dropout: float = 0.0  # training only: share of input tokens (source and target side) whose embedding is zeroed
     tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
     init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
     init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
@@ -133,8 +134,9 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise MTError(f"config key '{key}' must be > 0, got {value}")
-        if not 0.0 <= m.dropout < 1.0:
-            raise MTError(f"config key 'model.dropout' must be in [0, 1), got {m.dropout}")
+        for key in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(m, key) < 1.0:
+                raise MTError(f"config key 'model.{key}' must be in [0, 1), got {getattr(m, key)}")
         for key in ("validate_min_steps", "validate_minutes"):
             if getattr(t, key) < 0:
                 raise MTError(f"config key 'train.{key}' must be >= 0, got {getattr(t, key)}")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mt.config import ModelConfig
 from mt.model import build_model
 from mt.model.attention import BahdanauAttention, LuongAttention
-from mt.model.dropout import ByteDropout
+from mt.model.dropout import ByteDropout, WordDropout
 from mt.model.encoder import Encoder
 from mt.model.loss import linear_cross_entropy
 from mt.tokenizer import BOS_ID, PAD_ID
@@ -19,10 +19,11 @@ CELLS = ["lstm", "gru", "rnn"]
 ATTENTIONS = ["bahdanau", "luong", "none"]
 
 
-def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False):
+def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False,
+               word_dropout=0.0):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=E, hidden_dim=H, layers=layers,
-                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie)
+                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, word_dropout=word_dropout)
     return build_model(cfg, V, V + 2).eval()
 
 
@@ -166,6 +167,34 @@ def test_byte_dropout_rate_and_scale():
     assert torch.equal(drop.eval()(x), x)
 
 
+def test_word_dropout_drops_whole_tokens():
+    torch.manual_seed(0)
+    drop = WordDropout(0.3)
+    x = torch.ones(500, 40, 8)  # (B, S, E)
+    y = drop(x)
+    zero_rows = (y == 0).all(-1)  # (B, S)
+    assert torch.equal((y == 0).any(-1), zero_rows)  # a token is dropped entirely or not at all
+    assert abs(zero_rows.float().mean().item() - 77 / 256) < 0.01
+    assert torch.allclose(y[~zero_rows], torch.tensor(256 / 179))  # kept tokens scaled by 1 / keep rate
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_word_dropout_acts_in_training_only():
+    """Training passes differ with the random tokens dropped; evaluation (and decoding) equals the model without
+    word dropout, source and target side."""
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    plain, dropping = make_model(), make_model(word_dropout=0.5)  # the same initial weights
+    assert torch.equal(plain(src, lens, tgt_in), dropping(src, lens, tgt_in))
+    dropping.train()
+    assert not torch.equal(dropping(src, lens, tgt_in), dropping(src, lens, tgt_in))
+    # the target side alone: the source words can not be dropped when the encoder's rate is 0
+    dropping.encoder.word_dropout.threshold = 0
+    enc_train = dropping.encoder(src, lens).states
+    assert torch.equal(enc_train, dropping.encoder(src, lens).states)
+    assert not torch.equal(dropping(src, lens, tgt_in), dropping(src, lens, tgt_in))
+
+
 @pytest.mark.parametrize("cell, attention, tie", [("lstm", "bahdanau", False), ("gru", "bahdanau", False),
                                                   ("rnn", "bahdanau", False), ("lstm", "luong", False),
                                                   ("lstm", "none", False), ("lstm", "bahdanau", True)])
@@ -248,11 +277,11 @@ def test_encoder_in_bf16_stays_within_what_bf16_allows():
         assert g.dtype == torch.float32 and relative(g, r) < 0.02, name
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_decoder_equals_the_step_modules(dropout):
+@pytest.mark.parametrize("dropout, word_dropout", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)])
+def test_fused_decoder_equals_the_step_modules(dropout, word_dropout):
     """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
     equal autograd through the step-by-step modules, dropout masks included."""
-    model = make_model(dropout=dropout).double().train()
+    model = make_model(dropout=dropout, word_dropout=word_dropout).double().train()
     src, lens = padded_batch()
     tgt_in = torch.randint(4, V, (B, 6))
     weights = torch.linspace(-1, 1, B * 6 * H, dtype=torch.float64).view(B, 6, H)

@@ -14,7 +14,7 @@ from torch import nn
 
 from mt.model.activations import tanh
 from mt.model.attention import BahdanauAttention, NoAttention, build_attention
-from mt.model.dropout import ByteDropout
+from mt.model.dropout import ByteDropout, WordDropout
 from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
@@ -52,11 +52,13 @@ class Decoder(nn.Module):
     fused = True  # teacher-forced passes of 1-layer LSTM + Bahdanau decoders use mt.model.fused_decoder
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
-                 attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False):
+                 attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False,
+                 word_dropout: float = 0.0):
         super().__init__()
         self.cell = cell
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         self.dropout = ByteDropout(dropout)
+        self.word_dropout = WordDropout(word_dropout)  # on the teacher-forced inputs
         self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout)
         self.attention = build_attention(attention, hidden_dim)
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)
@@ -91,7 +93,7 @@ class Decoder(nn.Module):
         """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> the output layer's inputs (B, T, H), the
         attentional vectors (or (B, T, E) through the readout of tied embeddings)."""
         # Time-major (T, B, ...): each step's slice is contiguous, and so is the gradient the fused loop returns.
-        x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in.t())))  # (T, B, G*H)
+        x_proj = self.rnn.project_input(self.dropout(self.word_dropout(self.embed(tgt_in.t()))))  # (T, B, G*H)
         steps, batch = x_proj.shape[:2]
         drops = self.dropout.mask((steps, batch, self.combine.in_features), x_proj) if self.dropout.active \
             else None  # (T, B, 2H): the masks of all steps, drawn at once

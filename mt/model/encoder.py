@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mt.model.activations import tanh
 from mt.model.cells import GATES, RNN_CLASSES
-from mt.model.dropout import ByteDropout
+from mt.model.dropout import ByteDropout, WordDropout
 from mt.model.init import init_linear, init_recurrent
 from mt.profiling import ENCODER, span
 from mt.tokenizer import PAD_ID
@@ -73,13 +73,14 @@ class Encoder(nn.Module):
     chunked = True  # False: nn.LSTM/GRU/RNN on packed sequences (slower on CPU; `python -m eval.bench --baseline`)
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
-                 bidirectional: bool = True, dropout: float = 0.0):
+                 bidirectional: bool = True, dropout: float = 0.0, word_dropout: float = 0.0):
         super().__init__()
         self.cell, self.layers, self.bidirectional = cell, layers, bidirectional
         self.directions = 2 if bidirectional else 1
         self.hidden_dim = hidden_dim
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         self.dropout = ByteDropout(dropout)
+        self.word_dropout = WordDropout(word_dropout)
         # Holds the weights (named like nn.LSTM's, so language models carry over); forward runs them in _run.
         self.rnn = RNN_CLASSES[cell](emb_dim, hidden_dim // self.directions, num_layers=layers, batch_first=True,
                                      bidirectional=bidirectional)
@@ -111,7 +112,7 @@ class Encoder(nn.Module):
         lengths = src_lens.index_select(0, order)  # (B,)
         chunks = _Chunks(lengths.tolist())
         reverse = _reverse_index(lengths, length).unsqueeze(2)  # (B, S, 1)
-        x = self.dropout(self.embed(src.index_select(0, order)))  # (B, S, E), sorted
+        x = self.dropout(self.word_dropout(self.embed(src.index_select(0, order))))  # (B, S, E), sorted
         finals_h, finals_c = [], []  # L * dirs x (B, H / dirs), layer-major like nn.LSTM's h_n
         for k in range(self.layers):
             if k:
@@ -132,7 +133,7 @@ class Encoder(nn.Module):
                              src != PAD_ID)
 
     def _forward_packed(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
-        x = self.dropout(self.embed(src))  # (B, S, E)
+        x = self.dropout(self.word_dropout(self.embed(src)))  # (B, S, E)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, S, H)

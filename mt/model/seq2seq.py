@@ -46,8 +46,9 @@ class Seq2Seq(nn.Module):
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    encoder = Encoder(src_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.bidirectional, cfg.dropout)
+    encoder = Encoder(src_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.bidirectional, cfg.dropout,
+                      cfg.word_dropout)
     bridge = Bridge(cfg.hidden_dim, lstm=cfg.cell == "lstm")
     decoder = Decoder(tgt_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.attention, cfg.dropout,
-                      cfg.tie_embeddings)
+                      cfg.tie_embeddings, cfg.word_dropout)
     return Seq2Seq(encoder, bridge, decoder)
