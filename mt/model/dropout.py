@@ -47,8 +47,8 @@ class ByteDropout(nn.Module):
 
 class WordDropout(ByteDropout):
     """Drops whole tokens: each position's embedding is kept (scaled by 1 / keep rate) or zeroed as a unit, so the
-    model learns to translate with some input words missing (word dropout, Gal & Ghahramani 2016; among the
-    regularisers that Sennrich & Zhang 2019 found to matter most for RNN NMT on small corpora)."""
+    model learns to translate with some input words missing (word dropout, Gal & Ghahramani 2016; part of the
+    "aggressive (word) dropout" of Sennrich & Zhang 2019's small-corpus RNN recipe)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., E) embeddings -> the same with whole rows (positions) dropped."""
