@@ -56,7 +56,8 @@ class ModelConfig:
     layers: int = 1  # L, recurrent layers in encoder and in decoder
     bidirectional: bool = True  # encoder reads both directions (each direction has H/2 units)
     dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
-    word_dropout: float = 0.0  # training only: share of input tokens (source and target side) whose embedding is zeroed
+    word_dropout: float = 0.0  # training only: share of input tokens whose embedding is zeroed (word dropout)
+    word_dropout_sides: Literal["both", "source", "target"] = "both"  # where word dropout acts: source and/or target
     tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
     init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
     init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)

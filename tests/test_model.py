@@ -20,10 +20,11 @@ ATTENTIONS = ["bahdanau", "luong", "none"]
 
 
 def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False,
-               word_dropout=0.0):
+               word_dropout=0.0, word_dropout_sides="both"):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=E, hidden_dim=H, layers=layers,
-                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, word_dropout=word_dropout)
+                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, word_dropout=word_dropout,
+                      word_dropout_sides=word_dropout_sides)
     return build_model(cfg, V, V + 2).eval()
 
 
@@ -193,6 +194,21 @@ def test_word_dropout_acts_in_training_only():
     dropping.encoder.word_dropout.threshold = 0
     assert torch.equal(dropping.encoder(src, lens).states, dropping.encoder(src, lens).states)
     assert not torch.equal(dropping(src, lens, tgt_in), dropping(src, lens, tgt_in))
+
+
+@pytest.mark.parametrize("sides, source_changes, target_changes",
+                         [("both", True, True), ("source", True, False), ("target", False, True)])
+def test_word_dropout_acts_on_the_chosen_sides(sides, source_changes, target_changes):
+    """model.word_dropout_sides: the encoder's states vary between training passes only when the source side drops
+    tokens; with the source fixed, the output varies only when the target side does."""
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    model = make_model(word_dropout=0.5, word_dropout_sides=sides).train()  # model.dropout is 0
+    states = [model.encoder(src, lens).states for _ in range(2)]
+    assert torch.equal(*states) is not source_changes
+    model.encoder.eval()  # the source side fixed: what varies now comes from the decoder's inputs
+    outputs = [model(src, lens, tgt_in) for _ in range(2)]
+    assert torch.equal(*outputs) is not target_changes
 
 
 @pytest.mark.parametrize("cell, attention, tie", [("lstm", "bahdanau", False), ("gru", "bahdanau", False),
