@@ -180,30 +180,17 @@ def test_word_dropout_drops_whole_tokens():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_word_dropout_acts_in_training_only():
-    """Training passes differ with the random tokens dropped; evaluation (and decoding) equals the model without
-    word dropout, source and target side."""
-    src, lens = padded_batch()
-    tgt_in = torch.randint(4, V, (B, 6))
-    plain, dropping = make_model(), make_model(word_dropout=0.5)  # the same initial weights
-    assert torch.equal(plain(src, lens, tgt_in), dropping(src, lens, tgt_in))
-    dropping.train()  # model.dropout is 0: word dropout is the only randomness
-    # the source side: the encoder's states change from pass to pass
-    assert not torch.equal(dropping.encoder(src, lens).states, dropping.encoder(src, lens).states)
-    # the target side alone: with the encoder's rate at 0 its states are fixed, and the output still changes
-    dropping.encoder.word_dropout.threshold = 0
-    assert torch.equal(dropping.encoder(src, lens).states, dropping.encoder(src, lens).states)
-    assert not torch.equal(dropping(src, lens, tgt_in), dropping(src, lens, tgt_in))
-
-
 @pytest.mark.parametrize("sides, source_changes, target_changes",
                          [("both", True, True), ("source", True, False), ("target", False, True)])
-def test_word_dropout_acts_on_the_chosen_sides(sides, source_changes, target_changes):
-    """model.word_dropout_sides: the encoder's states vary between training passes only when the source side drops
-    tokens; with the source fixed, the output varies only when the target side does."""
+def test_word_dropout_acts_in_training_only_on_the_chosen_sides(sides, source_changes, target_changes):
+    """Evaluation (and decoding) equals the model without word dropout. In training (model.word_dropout_sides), the
+    encoder's states vary between passes only when the source side drops tokens; with the source fixed, the output
+    varies only when the target side does."""
     src, lens = padded_batch()
     tgt_in = torch.randint(4, V, (B, 6))
-    model = make_model(word_dropout=0.5, word_dropout_sides=sides).train()  # model.dropout is 0
+    plain, model = make_model(), make_model(word_dropout=0.5, word_dropout_sides=sides)  # the same initial weights
+    assert torch.equal(plain(src, lens, tgt_in), model(src, lens, tgt_in))
+    model.train()  # model.dropout is 0: word dropout is the only randomness
     states = [model.encoder(src, lens).states for _ in range(2)]
     assert torch.equal(*states) is not source_changes
     model.encoder.eval()  # the source side fixed: what varies now comes from the decoder's inputs
