@@ -2,7 +2,7 @@
 checkpoints (one per validation) when that average scores higher on the validation split. Averaging the weights
 of the last checkpoints smooths out the noise of the last updates (Junczys-Dowmunt et al. 2016; Vaswani et al.
 2017) and often gains a few tenths of BLEU, but not always (it lost on this README's 150-minute run), so the
-two are compared by the measure that picked best.pt, greedy validation BLEU, decoded in decode.precision.
+two are compared by the measure that picked best.pt, greedy validation BLEU (decoded in decode.precision).
 
 The winner is written as ``checkpoints/final.pt`` with the comparison in it (``state["final"]``); translate,
 eval and demo load it by default (``--checkpoint final``, best.pt when there is none). A run that continues
@@ -17,7 +17,6 @@ import torch
 
 from mt.checkpoint import average_last, load_checkpoint, save_checkpoint
 from mt.config import Config
-from mt.device import autocast
 from mt.validate import validation_bleu
 
 __all__ = ["FINAL", "choose_final_model", "describe"]
@@ -38,9 +37,8 @@ def choose_final_model(folder: Path, cfg: Config, model: torch.nn.Module, task, 
     scores = {}
     for name, state in candidates.items():
         model.load_state_dict(state["model"])
-        with autocast(device, cfg.decode.precision):
-            scores[name], _ = validation_bleu(model, task.val_src, task.val_refs, task.tokenizer.decode_tgt,
-                                              cfg.decode, device)
+        scores[name], _ = validation_bleu(model, task.val_src, task.val_refs, task.tokenizer.decode_tgt, cfg.decode,
+                                          device)
     chosen = max(scores, key=lambda name: scores[name])  # a tie keeps best.pt (the first)
     comparison = {"chosen": chosen, "val_bleu": {k: round(v, 2) for k, v in scores.items()}, "averaged": averaged}
     state = {k: v for k, v in candidates[chosen].items() if k != "format"}

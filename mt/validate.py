@@ -1,5 +1,7 @@
 """Validation BLEU: greedy translations of encoded sentences scored with sacreBLEU (the loss is
-``mt.model.loss.validation_loss``)."""
+``mt.model.loss.validation_loss``). They are decoded in ``decode.precision``, as ``mt eval``/``translate`` decode,
+so the score that picks best.pt during training, the final choice's scores and ``mt eval --beam 1`` agree (bf16 and
+fp32 greedy BLEU differ by up to 0.2 on Multi30k)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 from mt.batching import collate, make_batches
 from mt.config import DecodeConfig
 from mt.decoding import Hypothesis
+from mt.device import autocast
 from mt.greedy import greedy_search
 from mt.model import Seq2Seq
 
@@ -31,6 +34,9 @@ def decode_ids(model: Seq2Seq, src: list[list[int]], cfg: DecodeConfig, device: 
 
 def validation_bleu(model: Seq2Seq, src: list[list[int]], refs: list[str], detok, cfg: DecodeConfig,
                     device: torch.device) -> tuple[float, list[str]]:
-    """Greedy translations scored with sacreBLEU (cased, 13a) against the raw references."""
-    hyps = detok([h.tokens for h in decode_ids(model, src, cfg, device)])
+    """Greedy translations, decoded in ``cfg.precision``, scored with sacreBLEU (cased, 13a) against the raw
+    references."""
+    device = torch.device(device)
+    with autocast(device, cfg.precision):
+        hyps = detok([h.tokens for h in decode_ids(model, src, cfg, device)])
     return sacrebleu.corpus_bleu(hyps, [refs]).score, hyps
