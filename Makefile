@@ -15,7 +15,7 @@ HF_DATASET ?= bentrevett/multi30k
 SPLIT ?= test_2016_flickr
 ARGS ?=
 
-.PHONY: install data train eval demo test bench scale-bench demo-bench transfer-experiment sweep lint clean
+.PHONY: install data train eval demo test bench scale-bench demo-bench transfer-experiment sweep compare lint clean
 
 install: $(STAMP)
 
@@ -61,6 +61,11 @@ transfer-experiment: $(STAMP)
 # e.g. make sweep ARGS='--minutes 15 "model.dropout=0.2" "model.dropout=0.4" "data.vocab_size=16000"'
 sweep: data
 	$(BIN)/python -m eval.experiments.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
+
+# finished runs side by side on validation: RUNS="runs/a runs/b ..." (the first is the reference; default: RUN)
+RUNS ?= $(RUN)
+compare: $(STAMP)
+	$(BIN)/python -m eval.experiments.compare $(RUNS) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)

@@ -1,10 +1,15 @@
-"""eval.experiments.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable."""
+"""eval.experiments.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable;
+eval.experiments.compare: finished runs side by side."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
+from eval.experiments import compare
 from eval.experiments.sweep import main, setting_name
+from mt.cli import main as mt_main
+from mt.config import apply_overrides, save_config
 from mt.files import read_jsonl
 
 
@@ -46,3 +51,35 @@ def test_sweep_rejects_a_bad_override_before_training_anything(trained_run, tmp_
     err = capsys.readouterr().err
     assert "unknown config key 'model.dropuot'" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_path, capsys):
+    """Each run is named by how its config differs from the first; the numbers are each run's own log and
+    `mt eval --split val` report; a folder that is not a trained run is a one-line error."""
+    reference, other = tmp_path / "reference", tmp_path / "other"
+    for copy in (reference, other):
+        shutil.copytree(trained_run, copy)
+        shutil.rmtree(copy / "eval", ignore_errors=True)
+    cfg = apply_overrides(compare.RunDir.of(other).config(), ["train.seed=7", "model.dropout=0.3"])
+    save_config(cfg, other / "config.yaml")
+    assert mt_main(["eval", "--run", str(other), "--split", "val"]) == 0
+    report = json.loads((other / "eval" / "val.json").read_text())
+    capsys.readouterr()
+
+    assert compare.main([str(reference), str(other), "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert [r["setting"] for r in rows] == ["reference", "model.dropout=0.3 train.seed=7"]
+    valid = read_jsonl(other / "train_log.jsonl", "valid")
+    best = max(valid, key=lambda r: r["val_bleu"])
+    assert rows[1]["val_bleu"] == round(best["val_bleu"], 2) and rows[1]["best_epoch"] == best["epoch"]
+    assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # tiny.yaml: one validation per epoch
+    assert rows[0]["beam_val"] is None
+    assert rows[1]["beam_val"] == {"beam": report["beam"], "bleu": report["bleu"], "chrf": report["chrf"]}
+    tables = capsys.readouterr().out
+    assert tables == (tmp_path / "out" / "compare.md").read_text()
+    assert f"| behind the reference at | – | 0 of {len(valid)} |" in tables  # the same training log
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 0
+
+    assert compare.main([str(reference), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "has no train_log.jsonl" in err and len(err.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ from mt.files import atomic_write, read_jsonl
 from mt.plots import save_figure
 from mt.run import RunDir
 
-__all__ = ["main", "summarise", "setting_name"]
+__all__ = ["main", "plot_settings", "summarise", "setting_name"]
 
 BASELINE = "baseline"
 
@@ -106,7 +106,8 @@ def _table(rows: list[dict], minutes: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: list[dict], out: Path) -> None:
+def plot_settings(rows: list[dict], out: Path, highlight: str = BASELINE) -> None:
+    """Validation BLEU against minutes and against epochs, one line per row (``highlight``'s drawn thicker)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +116,7 @@ def _plot(rows: list[dict], out: Path) -> None:
 
     fig, (by_time, by_epoch) = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for r in rows:
-        style = dict(ms=3, label=r["setting"], lw=2.5 if r["setting"] == BASELINE else 1.2)
+        style = dict(ms=3, label=r["setting"], lw=2.5 if r["setting"] == highlight else 1.2)
         if r["curve"]:
             xs, ys = zip(*r["curve"])
             line, = by_time.plot(xs, ys, "o-", **style)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(rows, args.minutes)
     atomic_write(out / "sweep.md", table)
     atomic_write(out / "sweep.json", json.dumps(rows, indent=1) + "\n")
-    _plot(rows, out / "sweep.png")
+    plot_settings(rows, out / "sweep.png")
     print(table, flush=True)
     return 130 if code == 130 else 0
 
