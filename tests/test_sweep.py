@@ -71,7 +71,7 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     assert [r["setting"] for r in rows] == ["reference", "model.dropout=0.3 train.seed=7"]
     valid = read_jsonl(other / "train_log.jsonl", "valid")
     best = max(valid, key=lambda r: r["val_bleu"])
-    assert rows[1]["val_bleu"] == round(best["val_bleu"], 2) and rows[1]["best_epoch"] == best["epoch"]
+    assert rows[1]["val_bleu"] == round(best["val_bleu"], 2) and rows[1]["best_epoch"] == str(best["epoch"])
     assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # tiny.yaml: one validation per epoch
     assert rows[0]["beam_val"] is None
     assert rows[1]["beam_val"] == {"beam": report["beam"], "bleu": report["bleu"], "chrf": report["chrf"]}

@@ -23,7 +23,7 @@ from eval.experiments.sweep import plot_settings, summarise
 from mt.checkpoint import load_checkpoint
 from mt.config import config_to_dict
 from mt.errors import MTError
-from mt.files import atomic_write
+from mt.files import atomic_write, read_jsonl
 from mt.run import RunDir
 
 __all__ = ["config_differences", "compare", "main"]
@@ -45,7 +45,13 @@ def config_differences(reference: RunDir, run: RunDir) -> list[str]:
 def _row(reference: RunDir, run: RunDir) -> dict:
     row = {"run": str(run.root), "setting": " ".join(config_differences(reference, run)) or "reference",
            **summarise(run.root)}
-    row["best_epoch"] = next((e for e, b in enumerate(row["by_epoch"], 1) if b == row["val_bleu"]), None)
+    valid = read_jsonl(run.root / "train_log.jsonl", "valid")
+    if valid:  # the epoch of the best validation; "N+" when it came mid-epoch, after N epochs (budget, validate_every)
+        best = max(range(len(valid)), key=lambda i: valid[i]["val_bleu"])
+        epoch_end = all(r["epoch"] != valid[best]["epoch"] for r in valid[:best])
+        row["best_epoch"] = f"{valid[best]['epoch']}{'' if epoch_end else '+'}"
+    else:
+        row["best_epoch"] = None
     final = run.checkpoint_dir / "final.pt"
     row["final"] = load_checkpoint(final).get("final") if final.is_file() else None
     report = run.root / "eval" / "val.json"
@@ -73,7 +79,7 @@ def _tables(rows: list[dict]) -> str:
     for r in rows:
         beam = r["beam_val"]
         beam_cell = f"{beam['bleu']:.2f} / {beam['chrf']:.2f} (beam {beam['beam']})" if beam else "– (mt eval --split val)"
-        best = "–" if r["val_bleu"] is None else f"{r['val_bleu']:.2f} ({r['best_epoch'] or 'mid-epoch'})"
+        best = "–" if r["val_bleu"] is None else f"{r['val_bleu']:.2f} ({r['best_epoch']})"
         cells = [r["run"], r["setting"], r["minutes"], r["epochs"], r["updates"], r["tokens_per_s"] or "–", best,
                  _final_cell(r["final"]), beam_cell]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
