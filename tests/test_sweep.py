@@ -30,6 +30,7 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
         (logged,) = read_jsonl(out / folder / "train_log.jsonl", "valid")  # the table is that run's own validation
         assert row["epochs"] == 1 and len(row["curve"]) == 1 and row["val_bleu"] == round(logged["val_bleu"], 2)
         assert row["by_epoch"] == [row["val_bleu"]]  # one epoch: its end is the only validation
+        assert row["best_epoch"] == "1"
         assert row["tokens_per_s"] > 0 and row["updates"] > 0 and not row.get("failed")
     # each setting really ran with its own overrides: its own tokenizer, its own dropout
     assert json.loads((out / "vocab-size-50" / "data" / "meta.json").read_text())["tgt_vocab_size"] == 50
@@ -66,13 +67,18 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     report = json.loads((other / "eval" / "val.json").read_text())
     capsys.readouterr()
 
+    valid = read_jsonl(other / "train_log.jsonl", "valid")  # tiny.yaml: one validation per epoch, at its end
+    best = max(valid, key=lambda r: r["val_bleu"])
+    mid_epoch = {**valid[-1], "step": valid[-1]["step"] + 1, "val_bleu": 99.0}  # as the budget's last validation
+    with open(other / "train_log.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(mid_epoch) + "\n")
+
     assert compare.main([str(reference), str(other), "--out", str(tmp_path / "out")]) == 0
     rows = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert [r["setting"] for r in rows] == ["reference", "model.dropout=0.3 train.seed=7"]
-    valid = read_jsonl(other / "train_log.jsonl", "valid")
-    best = max(valid, key=lambda r: r["val_bleu"])
-    assert rows[1]["val_bleu"] == round(best["val_bleu"], 2) and rows[1]["best_epoch"] == str(best["epoch"])
-    assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # tiny.yaml: one validation per epoch
+    assert rows[0]["val_bleu"] == round(best["val_bleu"], 2) and rows[0]["best_epoch"] == str(best["epoch"])
+    assert rows[1]["val_bleu"] == 99.0 and rows[1]["best_epoch"] == f"{valid[-1]['epoch']}+"  # after N epochs
+    assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # epoch ends only
     assert rows[0]["beam_val"] is None
     assert rows[1]["beam_val"] == {"beam": report["beam"], "bleu": report["bleu"], "chrf": report["chrf"]}
     tables = capsys.readouterr().out

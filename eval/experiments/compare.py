@@ -23,35 +23,27 @@ from eval.experiments.sweep import plot_settings, summarise
 from mt.checkpoint import load_checkpoint
 from mt.config import config_to_dict
 from mt.errors import MTError
-from mt.files import atomic_write, read_jsonl
+from mt.files import atomic_write
 from mt.run import RunDir
 
 __all__ = ["config_differences", "compare", "main"]
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
+def _dotted(run: RunDir) -> dict:
+    """{"section.key": value} of the run's config (sections hold plain values)."""
+    return {f"{section}.{key}": value for section, keys in config_to_dict(run.config()).items()
+            for key, value in keys.items()}
 
 
 def config_differences(reference: RunDir, run: RunDir) -> list[str]:
     """The overrides that turn the reference run's config into ``run``'s, e.g. ["train.seed=43"]."""
-    ref, cfg = _flat(config_to_dict(reference.config())), _flat(config_to_dict(run.config()))
+    ref, cfg = _dotted(reference), _dotted(run)
     return [f"{key}={cfg[key]}" for key in cfg if cfg[key] != ref.get(key)]
 
 
 def _row(reference: RunDir, run: RunDir) -> dict:
     row = {"run": str(run.root), "setting": " ".join(config_differences(reference, run)) or "reference",
            **summarise(run.root)}
-    valid = read_jsonl(run.root / "train_log.jsonl", "valid")
-    if valid:  # the epoch of the best validation; "N+" when it came mid-epoch, after N epochs (budget, validate_every)
-        best = max(range(len(valid)), key=lambda i: valid[i]["val_bleu"])
-        epoch_end = all(r["epoch"] != valid[best]["epoch"] for r in valid[:best])
-        row["best_epoch"] = f"{valid[best]['epoch']}{'' if epoch_end else '+'}"
-    else:
-        row["best_epoch"] = None
     final = run.checkpoint_dir / "final.pt"
     row["final"] = load_checkpoint(final).get("final") if final.is_file() else None
     report = run.root / "eval" / "val.json"

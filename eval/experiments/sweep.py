@@ -71,8 +71,11 @@ def summarise(run: Path) -> dict:
     rates = [r["tokens_per_s"] for r in read_jsonl(log, "train") if r.get("step", 0) > 1]
     if not valid:
         return {"minutes": 0.0, "epochs": 0, "updates": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
-                "val_loss": None, "curve": [], "by_epoch": []}
-    best = max(valid, key=lambda r: r["val_bleu"])
+                "best_epoch": None, "val_loss": None, "curve": [], "by_epoch": []}
+    at = max(range(len(valid)), key=lambda i: valid[i]["val_bleu"])
+    best = valid[at]
+    # "N+" when the best came mid-epoch, after N epochs (the budget's last validation, or validate_every)
+    epoch_end = all(r["epoch"] != best["epoch"] for r in valid[:at])
     # validation runs at each epoch's end and once more where the budget ran out, mid-epoch; the first record
     # of each completed-epoch count is the epoch's end: the same data seen, whatever the machine's speed
     by_epoch: dict[int, float] = {}
@@ -83,6 +86,7 @@ def summarise(run: Path) -> dict:
         "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"], "updates": valid[-1]["step"],
         "tokens_per_s": round(statistics.median(rates)) if rates else None,
         "val_bleu": round(best["val_bleu"], 2), "at_minutes": round(best["minutes"], 1),
+        "best_epoch": f"{best['epoch']}{'' if epoch_end else '+'}",
         "val_loss": round(best["val_loss"], 3),
         "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
         "by_epoch": list(by_epoch.values()),
