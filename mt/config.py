@@ -95,6 +95,7 @@ class TrainConfig:
     val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
     subword_alpha: float = 0.0  # subword regularisation: SentencePiece sampling smoothing for training pairs (0 = off)
     subword_nbest: int = 64  # ...sampled from the n best segmentations (-1 = all); BPE models ignore it
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay (0 = off; mt.ema)
 
 
 @dataclass
@@ -150,6 +151,8 @@ class Config:
             raise MTError(f"config key 'train.subword_alpha' must be in [0, 1], got {t.subword_alpha}")
         if t.subword_nbest == 0 or t.subword_nbest < -1:
             raise MTError(f"config key 'train.subword_nbest' must be -1 (all) or >= 1, got {t.subword_nbest}")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise MTError(f"config key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

@@ -37,6 +37,7 @@ from mt import __version__
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_to_dict
 from mt.device import autocast, resolve_precision
+from mt.ema import WeightAverage
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
 from mt.model.loss import validation_loss
@@ -60,6 +61,7 @@ class Progress:
     batch_in_epoch: int = 0  # batches of the current epoch already trained
     best_score: float = -math.inf  # the task's validation score (higher is better)
     best_val_loss: float = math.inf  # the validation loss of the last validation that made progress
+    best_ema_score: float = -math.inf  # the weight average's best validation score (train.ema_decay)
     bad_validations: int = 0  # in a row, without progress in the score or the loss (early stopping)
     validated_step: int = 0  # the step of the last validation
     train_seconds: float = 0.0
@@ -154,6 +156,7 @@ class Trainer:
         self.optimizer = make_optimizer(task.model.parameters(), self.limits.lr, self.limits.weight_decay)
         self.schedule = LRSchedule(self.limits)
         self.progress = Progress()
+        self.ema = WeightAverage(task.model, self.limits.ema_decay) if self.limits.ema_decay else None
         self.stop = StopFlag()
         self._started = time.perf_counter()  # the run's clock, counting earlier sessions' time once resumed
         self._last_checkpoint = time.perf_counter()
@@ -184,13 +187,17 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             self.progress = Progress.from_dict(state["progress"])
+            if self.ema:  # a run that turned train.ema_decay on later starts the average from its weights
+                self.ema = WeightAverage(self.task.model, self.limits.ema_decay)
+                if "ema" in state:
+                    self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["rng"].cpu())
             return path
         return None
 
-    def _checkpoint(self, best: bool = False, validated: bool = False) -> None:
+    def _checkpoint(self, best: bool = False, validated: bool = False, best_ema: bool = False) -> None:
         """last.pt (and best.pt; after a validation also step-NNNNNNNN.pt, the newest train.keep_checkpoints kept
-        for ``mt average``)."""
+        for ``mt average``; best-ema.pt, the weight average's weights when it reached its best score)."""
         if not self.main:
             return
         folder, p = self.run.checkpoint_dir, self.progress
@@ -198,12 +205,16 @@ class Trainer:
         state = {"model": self.task.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "progress": asdict(p), "config": config_to_dict(self.cfg),
                  "rng": torch.get_rng_state(), "version": __version__, **self.task.checkpoint_extras()}
+        if self.ema:
+            state["ema"] = self.ema.state_dict()
         save_checkpoint(state, folder / "last.pt")
         if best:
             save_checkpoint(state, folder / "best.pt")
+        weights = {k: v for k, v in state.items() if k not in ("optimizer", "schedule", "rng", "ema")}
+        if best_ema:
+            save_checkpoint({**weights, "model": self.ema.model_state()}, folder / "best-ema.pt")
         keep = self.limits.keep_checkpoints
         if keep and validated:
-            weights = {k: v for k, v in state.items() if k not in ("optimizer", "schedule", "rng")}
             save_checkpoint(weights, folder / f"step-{p.step:08d}.pt")
             for old in sorted(folder.glob("step-*.pt"))[:-keep]:
                 old.unlink()
@@ -346,6 +357,8 @@ class Trainer:
         b = batch.to(self.device)
         loss = train_step(lambda: self._step_module(*b.model_inputs, targets=b.targets), b.n_tokens,
                           self.optimizer, self.schedule, p.step + 1, t.clip, self._precision)
+        if self.ema:
+            self.ema.update()
         self._step_seconds += time.perf_counter() - started
         self._steps += 1
         self._interval_loss += loss * b.n_tokens
@@ -382,15 +395,17 @@ class Trainer:
             p.bad_validations = 0 if improved or loss_progress else p.bad_validations + 1
             watched = -loss if self.limits.plateau_metric == "loss" else v.score
             decayed = self.schedule.observe(watched, p.step)
+            ema_record, ema_summary, ema_improved = self._validate_average()
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
             append_jsonl(self.run.log_path, {"kind": "valid", "step": p.step, "epoch": p.epoch,
                                              "minutes": self._elapsed() / 60, "val_loss": loss, "val_ppl": ppl,
-                                             **v.record,
+                                             **v.record, **ema_record,
                                              "lr": self.schedule.lr(p.step + 1), "seconds": p.val_seconds})
             summary = " ".join(x for x in (f"val loss {loss:.3f} ppl {ppl:.2f}", v.summary) if x)
             tqdm.write(f"step {p.step} epoch {p.epoch}: {summary}{' (best)' if improved else ''}"
-                       f"{' lr decayed' if decayed else ''}{f' | e.g. {v.example!r}' if v.example else ''}")
-            self._checkpoint(best=improved, validated=True)
+                       f"{' lr decayed' if decayed else ''}{ema_summary}"
+                       f"{f' | e.g. {v.example!r}' if v.example else ''}")
+            self._checkpoint(best=improved, validated=True, best_ema=ema_improved)
             plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
             decision = [(p.best_score, p.best_val_loss, p.bad_validations, self.schedule.state_dict())]
         self.task.model.train()
@@ -401,3 +416,19 @@ class Trainer:
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()
         self._validation_by_time = False
+
+    def _validate_average(self) -> tuple[dict[str, float], str, bool]:
+        """train.ema_decay: the weight average validated like the trained weights (which alone steer the schedule
+        and early stopping); returns its fields of the log record ("ema_val_loss", "ema_val_bleu", ...), the
+        console summary and whether it reached its best score."""
+        if not self.ema:
+            return {}, "", False
+        p = self.progress
+        with self.ema.applied():
+            loss, _ = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
+            v = self.task.validate(loss)
+        improved = v.score > p.best_ema_score
+        p.best_ema_score = max(v.score, p.best_ema_score)
+        record = {f"ema_{k}": value for k, value in {"val_loss": loss, **v.record}.items()}
+        summary = " ".join(x for x in (f"val loss {loss:.3f}", v.summary) if x)
+        return record, f" | average: {summary}{' (best)' if improved else ''}", improved

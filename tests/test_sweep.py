@@ -67,9 +67,14 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     report = json.loads((other / "eval" / "val.json").read_text())
     capsys.readouterr()
 
+    # as if trained with train.ema_decay: the weight average's BLEU beside each validation's
+    records = [{**r, "ema_val_bleu": r["val_bleu"] + 0.5} if r["kind"] == "valid" else r
+               for r in read_jsonl(other / "train_log.jsonl")]
+    (other / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     valid = read_jsonl(other / "train_log.jsonl", "valid")  # tiny.yaml: one validation per epoch, at its end
     best = max(valid, key=lambda r: r["val_bleu"])
-    mid_epoch = {**valid[-1], "step": valid[-1]["step"] + 1, "val_bleu": 99.0}  # as the budget's last validation
+    mid_epoch = {**valid[-1], "step": valid[-1]["step"] + 1, "val_bleu": 99.0,  # as the budget's last validation
+                 "ema_val_bleu": 99.5}
     with open(other / "train_log.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps(mid_epoch) + "\n")
 
@@ -79,11 +84,14 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     assert rows[0]["val_bleu"] == round(best["val_bleu"], 2) and rows[0]["best_epoch"] == str(best["epoch"])
     assert rows[1]["val_bleu"] == 99.0 and rows[1]["best_epoch"] == f"{valid[-1]['epoch']}+"  # after N epochs
     assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # epoch ends only
+    assert rows[1]["ema_by_epoch"] == [round(r["val_bleu"] + 0.5, 2) for r in valid] and rows[0]["ema_by_epoch"] == []
+    assert rows[1]["ema_val_bleu"] == 99.5 and rows[0]["ema_val_bleu"] is None
     assert rows[0]["beam_val"] is None
     assert rows[1]["beam_val"] == {"beam": report["beam"], "bleu": report["bleu"], "chrf": report["chrf"]}
     tables = capsys.readouterr().out
     assert tables == (tmp_path / "out" / "compare.md").read_text()
-    assert f"| behind the reference at | – | 0 of {len(valid)} |" in tables  # the same training log
+    assert "| epoch | reference | other | other, weight average |" in tables
+    assert f"| behind the reference at | – | 0 of {len(valid)} | 0 of {len(valid)} |" in tables  # the same log
     assert (tmp_path / "out" / "compare.png").stat().st_size > 0
 
     assert compare.main([str(reference), str(tmp_path)]) == 2

@@ -71,26 +71,36 @@ def summarise(run: Path) -> dict:
     rates = [r["tokens_per_s"] for r in read_jsonl(log, "train") if r.get("step", 0) > 1]
     if not valid:
         return {"minutes": 0.0, "epochs": 0, "updates": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
-                "best_epoch": None, "val_loss": None, "curve": [], "by_epoch": []}
-    at = max(range(len(valid)), key=lambda i: valid[i]["val_bleu"])
+                "best_epoch": None, "val_loss": None, "curve": [], "by_epoch": [], "ema_val_bleu": None,
+                "ema_best_epoch": None, "ema_by_epoch": []}
+    best, best_epoch, by_epoch = _best_and_by_epoch(valid, "val_bleu")
+    has_ema = all("ema_val_bleu" in r for r in valid)  # train.ema_decay: the weight average, validated beside
+    ema, ema_epoch, ema_by_epoch = _best_and_by_epoch(valid, "ema_val_bleu") if has_ema else (None, None, [])
+    return {
+        "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"], "updates": valid[-1]["step"],
+        "tokens_per_s": round(statistics.median(rates)) if rates else None,
+        "val_bleu": round(best["val_bleu"], 2), "at_minutes": round(best["minutes"], 1),
+        "best_epoch": best_epoch, "val_loss": round(best["val_loss"], 3),
+        "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
+        "by_epoch": by_epoch,
+        "ema_val_bleu": round(ema["ema_val_bleu"], 2) if ema else None, "ema_best_epoch": ema_epoch,
+        "ema_by_epoch": ema_by_epoch,
+    }
+
+
+def _best_and_by_epoch(valid: list[dict], key: str) -> tuple[dict, str, list[float]]:
+    """The validation record with the best ``key``, its epoch ("N+" when it came mid-epoch, after N epochs: the
+    budget's last validation, or validate_every) and ``key`` after each epoch."""
+    at = max(range(len(valid)), key=lambda i: valid[i][key])
     best = valid[at]
-    # "N+" when the best came mid-epoch, after N epochs (the budget's last validation, or validate_every)
     epoch_end = all(r["epoch"] != best["epoch"] for r in valid[:at])
     # validation runs at each epoch's end and once more where the budget ran out, mid-epoch; the first record
     # of each completed-epoch count is the epoch's end: the same data seen, whatever the machine's speed
     by_epoch: dict[int, float] = {}
     for r in valid:
         if r["epoch"] >= 1:
-            by_epoch.setdefault(r["epoch"], round(r["val_bleu"], 2))
-    return {
-        "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"], "updates": valid[-1]["step"],
-        "tokens_per_s": round(statistics.median(rates)) if rates else None,
-        "val_bleu": round(best["val_bleu"], 2), "at_minutes": round(best["minutes"], 1),
-        "best_epoch": f"{best['epoch']}{'' if epoch_end else '+'}",
-        "val_loss": round(best["val_loss"], 3),
-        "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
-        "by_epoch": list(by_epoch.values()),
-    }
+            by_epoch.setdefault(r["epoch"], round(r[key], 2))
+    return best, f"{best['epoch']}{'' if epoch_end else '+'}", list(by_epoch.values())
 
 
 def _table(rows: list[dict], minutes: float) -> str:
