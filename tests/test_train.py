@@ -288,9 +288,16 @@ def test_two_nodes_with_a_c10d_rendezvous(tmp_path):
     port = free_port()
     nodes = [_two_node_launch(run, port, ["train.max_epochs=2"]) for run in runs]
     outputs = [node.communicate(timeout=300) for node in nodes]
-    for node, (_, err) in zip(nodes, outputs):
-        assert node.returncode != 0
-        assert "the processes resumed at different steps" in err and "shared filesystem" in err, err[-2000:]
+    assert all(node.returncode != 0 for node in nodes)
+    # Both ranks raise the error at once, but a failing torchrun agent skips the exit barrier: the node whose
+    # agent hosts the c10d store may exit first, and the other agent, polling the store while its worker still
+    # writes its message, can die of "RendezvousConnectionError" and take the worker with it (torch elastic's
+    # race, not ours; it happened once in a loaded full suite). So the reason is guaranteed on one node.
+    said_why = ["the processes resumed at different steps" in err and "shared filesystem" in err
+                for _, err in outputs]
+    assert any(said_why), outputs[0][1][-2000:]
+    for why, (_, err) in zip(said_why, outputs):
+        assert why or "RendezvousConnectionError" in err, err[-2000:]
 
 
 def _rank_votes(rank: int, port: int, results) -> None:
