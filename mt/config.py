@@ -58,6 +58,7 @@ class ModelConfig:
     dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
     word_dropout: float = 0.0  # training only: share of input tokens whose embedding is zeroed (word dropout)
     word_dropout_sides: Literal["both", "source", "target"] = "both"  # where word dropout acts: source and/or target
+    recurrent_weight_dropout: float = 0.0  # training only: DropConnect on the hidden-to-hidden weight matrices
     tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
     init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
     init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
@@ -136,7 +137,7 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise MTError(f"config key '{key}' must be > 0, got {value}")
-        for key in ("dropout", "word_dropout"):
+        for key in ("dropout", "word_dropout", "recurrent_weight_dropout"):
             if not 0.0 <= getattr(m, key) < 1.0:
                 raise MTError(f"config key 'model.{key}' must be in [0, 1), got {getattr(m, key)}")
         for key in ("validate_min_steps", "validate_minutes"):

@@ -20,11 +20,11 @@ ATTENTIONS = ["bahdanau", "luong", "none"]
 
 
 def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False,
-               word_dropout=0.0, word_dropout_sides="both"):
+               word_dropout=0.0, word_dropout_sides="both", recurrent_weight_dropout=0.0):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=E, hidden_dim=H, layers=layers,
                       bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, word_dropout=word_dropout,
-                      word_dropout_sides=word_dropout_sides)
+                      word_dropout_sides=word_dropout_sides, recurrent_weight_dropout=recurrent_weight_dropout)
     return build_model(cfg, V, V + 2).eval()
 
 
@@ -198,6 +198,50 @@ def test_word_dropout_acts_in_training_only_on_the_chosen_sides(sides, source_ch
     assert torch.equal(*outputs) is not target_changes
 
 
+@pytest.mark.parametrize("cell, layers", [("lstm", 1), ("gru", 1), ("lstm", 2)])
+def test_recurrent_weight_dropout_drops_the_same_connections_at_every_step(cell, layers):
+    """DropConnect on W_hh (model.recurrent_weight_dropout): evaluation equals the model without it; in training
+    one mask per batch removes whole recurrent connections, so a dropped entry of W_hh gets no gradient from any
+    step, while W_ih (not dropped) gets a gradient everywhere. Two passes draw different masks."""
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    plain = make_model(cell=cell, layers=layers)
+    model = make_model(cell=cell, layers=layers, recurrent_weight_dropout=0.5)  # the same initial weights
+    assert torch.equal(plain(src, lens, tgt_in), model(src, lens, tgt_in))
+    model.train()  # model.dropout is 0: the weight dropout is the only randomness
+    assert not torch.equal(model(src, lens, tgt_in), model(src, lens, tgt_in))
+    model(src, lens, tgt_in).sin().sum().backward()
+    hh = {name: p.grad for name, p in model.named_parameters() if "weight_hh" in name}
+    assert len(hh) == 3 * layers  # per layer: the encoder's two directions and the decoder
+    for name, grad in hh.items():
+        dropped = (grad == 0).float().mean().item()
+        assert 0.35 < dropped < 0.65, (name, dropped)  # 128/256 dropped; a kept entry's gradient is never 0 here
+    for name, p in model.named_parameters():
+        if "weight_ih" in name and "encoder" in name:
+            assert (p.grad == 0).float().mean().item() < 0.05, name
+
+
+def test_recurrent_weight_dropout_on_the_packed_path_draws_what_the_chunked_path_draws():
+    """GPUs train the encoder through nn.LSTM on packed sequences; with the same seed it draws the same W_hh masks
+    as the chunked CPU path and gives the same states and gradients."""
+    torch.manual_seed(0)
+    enc = Encoder(V, E, H, recurrent_weight_dropout=0.3).double().train()
+    lens = torch.tensor([7, 3, 5, 7, 1, 5, 2])
+    src = torch.randint(4, V, (7, 7))
+    src[torch.arange(7)[None] >= lens[:, None]] = PAD_ID
+    results = []
+    for chunked in (True, False):
+        enc.chunked = chunked
+        torch.manual_seed(7)
+        out = enc(src, lens)
+        results.append((out, torch.autograd.grad(out.states.sin().sum(), list(enc.parameters()))))
+    (out, grads), (ref, ref_grads) = results
+    assert torch.allclose(out.states, ref.states, atol=1e-12)
+    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-10), name
+    enc.chunked = True
+
+
 @pytest.mark.parametrize("cell, attention, tie", [("lstm", "bahdanau", False), ("gru", "bahdanau", False),
                                                   ("rnn", "bahdanau", False), ("lstm", "luong", False),
                                                   ("lstm", "none", False), ("lstm", "bahdanau", True)])
@@ -280,11 +324,13 @@ def test_encoder_in_bf16_stays_within_what_bf16_allows():
         assert g.dtype == torch.float32 and relative(g, r) < 0.02, name
 
 
-@pytest.mark.parametrize("dropout, word_dropout", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)])
-def test_fused_decoder_equals_the_step_modules(dropout, word_dropout):
+@pytest.mark.parametrize("dropout, word_dropout, weight_dropout", [(0.0, 0.0, 0.0), (0.3, 0.0, 0.0), (0.3, 0.2, 0.0),
+                                                                 (0.3, 0.0, 0.3)])
+def test_fused_decoder_equals_the_step_modules(dropout, word_dropout, weight_dropout):
     """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
     equal autograd through the step-by-step modules, dropout masks included."""
-    model = make_model(dropout=dropout, word_dropout=word_dropout).double().train()
+    model = make_model(dropout=dropout, word_dropout=word_dropout,
+                       recurrent_weight_dropout=weight_dropout).double().train()
     src, lens = padded_batch()
     tgt_in = torch.randint(4, V, (B, 6))
     weights = torch.linspace(-1, 1, B * 6 * H, dtype=torch.float64).view(B, 6, H)

@@ -53,13 +53,13 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
                  attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False,
-                 word_dropout: float = 0.0):
+                 word_dropout: float = 0.0, recurrent_weight_dropout: float = 0.0):
         super().__init__()
         self.cell = cell
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         self.dropout = ByteDropout(dropout)
         self.word_dropout = WordDropout(word_dropout)  # on the teacher-forced inputs
-        self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout)
+        self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout, recurrent_weight_dropout)
         self.attention = build_attention(attention, hidden_dim)
         self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)
         # readout: H -> E when the output layer is tied to the (V, E) embeddings and E != H, else nothing

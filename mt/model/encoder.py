@@ -73,7 +73,8 @@ class Encoder(nn.Module):
     chunked = True  # False: nn.LSTM/GRU/RNN on packed sequences (slower on CPU; `python -m eval.bench --baseline`)
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
-                 bidirectional: bool = True, dropout: float = 0.0, word_dropout: float = 0.0):
+                 bidirectional: bool = True, dropout: float = 0.0, word_dropout: float = 0.0,
+                 recurrent_weight_dropout: float = 0.0):
         super().__init__()
         self.cell, self.layers, self.bidirectional = cell, layers, bidirectional
         self.directions = 2 if bidirectional else 1
@@ -81,6 +82,8 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         self.dropout = ByteDropout(dropout)
         self.word_dropout = WordDropout(word_dropout)
+        # DropConnect on each W_hh (mt.model.recurrent): one mask per batch, so the fused kernels still run
+        self.weight_dropout = ByteDropout(recurrent_weight_dropout)
         # Holds the weights (named like nn.LSTM's, so language models carry over); forward runs them in _run.
         self.rnn = RNN_CLASSES[cell](emb_dim, hidden_dim // self.directions, num_layers=layers, batch_first=True,
                                      bidirectional=bidirectional)
@@ -135,14 +138,22 @@ class Encoder(nn.Module):
     def _forward_packed(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
         x = self.dropout(self.word_dropout(self.embed(src)))  # (B, S, E)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(packed)
+        if self.weight_dropout.active:  # training on a GPU: the module's own call, with this batch's W_hh
+            dropped = {name: self.weight_dropout(w) if name.startswith("weight_hh") else w
+                       for name, w in self.rnn.named_parameters()}
+            out, final = torch.func.functional_call(self.rnn, dropped, (packed,))
+        else:
+            out, final = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, S, H)
         h, c = final if self.cell == "lstm" else (final, None)
         return EncoderOutput(states, self._join(h), None if c is None else self._join(c), src != PAD_ID)
 
     def _weights(self, layer: int, direction: int) -> list[torch.Tensor]:
+        """[W_ih, W_hh, b_ih, b_hh] of one layer and direction; in training W_hh with this batch's weight dropout."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        return [getattr(self.rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, name + suffix)
+                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return [w_ih, self.weight_dropout(w_hh), b_ih, b_hh]
 
     def _run(self, x: torch.Tensor, chunks: _Chunks, weights: list[torch.Tensor]):
         """One direction of one layer over a sorted batch x (B, S, I) -> outputs (B, S, H'), zero at padding,

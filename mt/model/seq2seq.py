@@ -49,8 +49,8 @@ def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     src_word_dropout = cfg.word_dropout if cfg.word_dropout_sides in ("both", "source") else 0.0
     tgt_word_dropout = cfg.word_dropout if cfg.word_dropout_sides in ("both", "target") else 0.0
     encoder = Encoder(src_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.bidirectional, cfg.dropout,
-                      src_word_dropout)
+                      src_word_dropout, cfg.recurrent_weight_dropout)
     bridge = Bridge(cfg.hidden_dim, lstm=cfg.cell == "lstm")
     decoder = Decoder(tgt_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.attention, cfg.dropout,
-                      cfg.tie_embeddings, tgt_word_dropout)
+                      cfg.tie_embeddings, tgt_word_dropout, cfg.recurrent_weight_dropout)
     return Seq2Seq(encoder, bridge, decoder)
