@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# data.* settings in ARGS (e.g. ARGS="data.vocab_size=4000") prepare RUN with them: `mt train` refuses a config
+# whose data.* settings differ from those RUN/data was prepared with.
 data: $(STAMP)
 	$(BIN)/mt prepare --run $(RUN) --config $(CONFIG) --src $(SRC) --tgt $(TGT) \
-	  $(if $(DATA_DIR),--data-dir $(DATA_DIR),--hf-dataset $(HF_DATASET))
+	  $(if $(DATA_DIR),--data-dir $(DATA_DIR),--hf-dataset $(HF_DATASET)) $(filter data.%,$(ARGS))
 
 train: data
 	$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) data.tgt=$(TGT) $(ARGS)

@@ -29,6 +29,7 @@ from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, no
 from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, config_to_dict
 from mt.errors import MTError
+from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import normalize
 from mt.tokenizer import Tokenizer, train_sentencepiece
@@ -65,6 +66,7 @@ def prepare(
     else:
         raise MTError("give --data-dir DIR or --hf-dataset NAME")
     key = _cache_key(fingerprint, cfg)
+    data_settings = config_to_dict(cfg)["data"]  # kept in meta.json: `mt train` refuses a config that differs
     if run.meta_path.is_file() and run.stats_path.is_file():
         try:
             meta = json.loads(run.meta_path.read_text(encoding="utf-8"))
@@ -72,6 +74,8 @@ def prepare(
             meta = {}
         if meta.get("cache_key") == key and run.encoded_dir.is_dir():
             log.info("data unchanged: reusing the cache in %s", run.data_dir)
+            if "data" not in meta:  # prepared before meta.json recorded its settings: the key says they are these
+                atomic_write(run.meta_path, json.dumps({**meta, "data": data_settings}, indent=2), "meta.json")
             return json.loads(run.stats_path.read_text(encoding="utf-8"))
 
     run.root.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,7 @@ def prepare(
             "src_vocab_size": stats["tokenizer"]["src_vocab_size"],
             "tgt_vocab_size": stats["tokenizer"]["tgt_vocab_size"],
             "tokenizer_sha256": stats["tokenizer"]["sha256"], "splits": list(stats["splits"]),
+            "data": data_settings,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         old = run.root / f".data.old-{os.getpid()}"

@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = RunDir.of(args.run)
     run.require_prepared()
     cfg = resolve_config(run, args.config, args.overrides)
+    run.require_data_matches(cfg)  # before RUN/config.yaml records settings the data does not have
     save_config(cfg, run.config_path)
     return _exit_code(train(run, cfg).stopped)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mt.config import Config, load_config
+from mt.config import Config, config_to_dict, load_config
 from mt.errors import MTError
 from mt.tokenizer import Tokenizer
 
@@ -58,6 +58,23 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as e:
             raise MTError(f"cannot read {self.meta_path}: {e}; re-run `mt prepare`") from None
 
+    def require_data_matches(self, cfg: Config) -> None:
+        """Refuse a config whose ``data.*`` settings differ from those RUN/data was prepared with: training reads
+        the tokenizer and the encoded splits as prepared, so such an override would be silently ignored."""
+        meta = self.meta()
+        if (meta["src"], meta["tgt"]) != (cfg.data.src, cfg.data.tgt):
+            raise MTError(f"{self.root} was prepared for {meta['src']}->{meta['tgt']} but the config says "
+                          f"{cfg.data.src}->{cfg.data.tgt}; re-run `mt prepare` or fix data.src/data.tgt")
+        prepared = meta.get("data", {})  # absent in runs prepared before meta.json recorded it
+        wanted = config_to_dict(cfg)["data"]
+        changed = [key for key in wanted if key in prepared and prepared[key] != wanted[key]]
+        if changed:
+            was = ", ".join(f"data.{key}={_show(prepared[key])}" for key in changed)
+            now = " ".join(f"data.{key}={_show(wanted[key])}" for key in changed)
+            raise MTError(f"{self.data_dir} was prepared with {was} but the config says {now}: prepare it again "
+                          f"with `mt prepare --run {self.root} ... {now}` (or `make data RUN={self.root} "
+                          f"ARGS=\"{now}\"`), or drop the override")
+
     def tokenizer(self) -> Tokenizer:
         meta = self.meta()
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
@@ -75,3 +92,8 @@ class RunDir:
             return datasets.load_from_disk(str(self.encoded_dir))
         except Exception as e:  # noqa: BLE001 - a damaged cache is one line for the user
             raise MTError(f"cannot read the encoded data in {self.encoded_dir}: {e}; re-run `mt prepare`") from None
+
+
+def _show(value: Any) -> str:
+    """A config value as it is written on the command line (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

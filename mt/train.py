@@ -93,10 +93,8 @@ class TranslationTask:
 def train(run: RunDir, cfg: Config) -> TrainResult:
     """Train (or resume) the translator of ``run``; under ``torchrun`` with DistributedDataParallel."""
     device = setup_training(cfg.train.device, cfg.train.threads)
+    run.require_data_matches(cfg)
     meta = run.meta()
-    if (meta["src"], meta["tgt"]) != (cfg.data.src, cfg.data.tgt):
-        raise MTError(f"{run.root} was prepared for {meta['src']}->{meta['tgt']} but the config says "
-                      f"{cfg.data.src}->{cfg.data.tgt}; re-run `mt prepare` or fix data.src/data.tgt")
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
     task = TranslationTask(run, cfg, model, device)

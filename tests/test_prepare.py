@@ -104,6 +104,19 @@ def test_cache_reused_then_rebuilt_when_input_changes(corpus, tmp_path, caplog):
     assert not list(run.root.glob(".data*")), "temporary folders left behind"
 
 
+def test_meta_records_the_data_settings_even_for_older_caches(corpus, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mt")
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))
+    assert run.meta()["data"]["vocab_size"] == 50
+    meta = run.meta()
+    del meta["data"]  # as `mt prepare` wrote it before it recorded the settings
+    run.meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))
+    assert "reusing the cache" in caplog.text
+    assert run.meta()["data"]["vocab_size"] == 50
+
+
 def _bad(tmp_path: Path, corpus: Path, expected: str) -> str:
     with pytest.raises(MTError) as err:
         prepare(RunDir.of(tmp_path / "run"), small_cfg(), data_dir=str(corpus))

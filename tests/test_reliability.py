@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 import mt.checkpoint
 from mt.checkpoint import load_checkpoint
-from mt.cli import main
+from mt.cli import main, resolve_config
 from mt.errors import MTError
+from mt.run import RunDir
 from mt.text import decode_lines, normalize
 from mt.translator import Translator
 
@@ -184,6 +185,36 @@ def test_checkpoint_of_another_language_pair_is_refused(trained_run: Path, tmp_p
     assert "another tokenizer" in capsys.readouterr().err
     assert main(["train", "--run", str(other), *TINY_OVERRIDES, "data.tgt=de"]) == 2
     assert "prepared for en->fr" in capsys.readouterr().err
+
+
+def test_train_refuses_data_settings_the_run_was_not_prepared_with(corpus: Path, tmp_path: Path, capsys):
+    """Training reads the tokenizer and the encoded splits as `mt prepare` made them, so a data.* override given
+    to `mt train` would be silently ignored: it is refused before RUN/config.yaml records it."""
+    run = tmp_path / "run"
+    prepare = ["prepare", "--run", str(run), "--data-dir", str(corpus), "--src", "en", "--tgt", "de",
+               "--config", "configs/tiny.yaml", *TINY_OVERRIDES]
+    assert main(prepare) == 0
+    config_before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "data.vocab_size=80", "data.dedup=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "prepared with data.vocab_size=60, data.dedup=true but the config says data.vocab_size=80 " \
+           "data.dedup=false" in err
+    assert (run / "config.yaml").read_text() == config_before
+    assert not (run / "checkpoints").exists()
+    assert main([*prepare, "data.vocab_size=80"]) == 0  # prepared with it, training accepts it
+    RunDir.of(run).require_data_matches(resolve_config(RunDir.of(run), None, ["data.vocab_size=80"]))
+
+
+def test_make_data_passes_data_settings_to_prepare():
+    """`make train RUN=R ARGS="data.vocab_size=4000"` prepares R with that vocabulary (the other keys go to
+    `mt train` only)."""
+    out = subprocess.run(["make", "-n", "--always-make", "data", "RUN=runs/x",
+                          "ARGS=data.vocab_size=4000 train.lr=0.001"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "mt prepare --run runs/x" in out
+    assert "data.vocab_size=4000" in out and "train.lr" not in out, out
 
 
 def test_truncated_last_checkpoint_falls_back_to_best(one_epoch_run: Path, capsys, caplog):
