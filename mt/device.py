@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,7 +15,7 @@ import torch.distributed as dist
 
 from mt.errors import MTError
 
-__all__ = ["autocast", "bf16_units", "resolve_device", "resolve_precision", "setup_training", "use_threads"]
+__all__ = ["autocast", "bf16_units", "resolve_device", "resolve_precision", "training_device", "use_threads"]
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -33,15 +36,39 @@ def use_threads(device: torch.device, threads: int = 0, processes: int = 1) -> N
         torch.cuda.set_device(device)
 
 
-def setup_training(device_choice: str, threads: int) -> torch.device:
-    """The device of this process; under ``torchrun`` (WORLD_SIZE > 1) it also joins the process group (NCCL on
-    GPUs, gloo on CPUs). Threads are shared among the processes of one machine."""
+@contextlib.contextmanager
+def training_device(device_choice: str, threads: int) -> Iterator[torch.device]:
+    """The device of this process, for the ``with`` block that trains on it. Under ``torchrun`` (WORLD_SIZE > 1)
+    the process also joins the process group (NCCL on GPUs, gloo on CPUs), and leaves it when the block ends.
+    Threads are shared among one machine's processes. A group the caller had already joined stays theirs."""
     device = resolve_device(device_choice)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
+        # Imported before the group exists: its functions' `group=group.WORLD` defaults are evaluated at import,
+        # and DDP imports it lazily, after which they would hold the group (and gloo's threads) until exit.
+        import torch.distributed.nn.functional  # noqa: F401
+
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    use_threads(device, threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # the processes on this machine
-    return device
+    try:
+        use_threads(device, threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # the processes on this machine
+        yield device
+    finally:
+        if joined:
+            _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group and, with it, gloo's worker threads, while Python is still fully alive.
+
+    A gloo worker frees each finished collective after its caller has moved on, and freeing a tensor that Python
+    knows needs the GIL: if that happens once the interpreter is shutting down, the thread is killed and the
+    process aborts ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489), one
+    two-process run in about 40 here. ``destroy_process_group`` only forgets the group; its threads stop when the
+    last reference goes (the DDP wrapper's: the caller drops its trainer first), which ``gc.collect`` makes happen
+    here rather than during shutdown; the group's destructor waits for the workers without holding the GIL."""
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def _cpu_flags() -> set[str]:

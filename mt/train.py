@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+import torch
 import torch.distributed as dist
 
 from mt.batching import Batch, collate, make_batches
 from mt.config import Config
-from mt.device import setup_training
+from mt.device import training_device
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import SummedLoss
@@ -92,7 +93,11 @@ class TranslationTask:
 
 def train(run: RunDir, cfg: Config) -> TrainResult:
     """Train (or resume) the translator of ``run``; under ``torchrun`` with DistributedDataParallel."""
-    device = setup_training(cfg.train.device, cfg.train.threads)
+    with training_device(cfg.train.device, cfg.train.threads) as device:
+        return _train(run, cfg, device)  # its trainer (and DDP wrapper) gone before the process group is left
+
+
+def _train(run: RunDir, cfg: Config, device: torch.device) -> TrainResult:
     run.require_data_matches(cfg)
     meta = run.meta()
     seed_everything(cfg.train.seed)

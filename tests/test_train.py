@@ -18,11 +18,12 @@ from mt.batching import collate, make_batches
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
 from mt.config import TrainConfig, load_config
+from mt.device import training_device
 from mt.errors import MTError
 from mt.files import read_jsonl
 from mt.model import build_model
 from mt.run import RunDir
-from mt.stopping import any_rank, rank0_decides, stop_reason
+from mt.stopping import any_rank, rank0_decides, rank_values, stop_reason
 from mt.train import TranslationTask
 from mt.trainer import Progress
 from mt.translator import Translator
@@ -322,6 +323,41 @@ def test_ranks_agree_when_to_stop():
         torch.multiprocessing.spawn(_rank_votes, args=(free_port(), results), nprocs=2, join=True)
         results = dict(results)
     assert results == {0: ((True, True, False), "max_minutes"), 1: ((True, True, False), "max_minutes")}
+
+
+def _gloo_threads() -> int:
+    """Threads of this process that gloo started ("pt_gloo_runloop", "gloo_tcp_loop")."""
+    return sum("gloo" in (task / "comm").read_text() for task in Path("/proc/self/task").iterdir())
+
+
+def _rank_trains_and_leaves(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_WORLD_SIZE="2")
+    with training_device("cpu", 1) as device:
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
+        model(torch.randn(2, 3)).sum().backward()
+        rank_values(device, 1.0)  # the collectives that end a training run
+        dist.barrier()
+        inside = _gloo_threads()
+        del model  # as train() drops its trainer before leaving
+    results[rank] = (inside, _gloo_threads(), dist.is_initialized())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_ranks_leave_the_process_group_with_its_threads():
+    """After training, each rank destroys its process group and gloo's threads with it, before Python shuts
+    down: a gloo thread still freeing a collective's tensors then aborted the process about 1 run in 40
+    (SIGABRT, "terminate called without an active exception"), which the DDP test above caught in CI."""
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(_rank_trains_and_leaves, args=(free_port(), results), nprocs=2, join=True)
+        results = dict(results)
+    for rank in (0, 1):
+        inside, after, still_joined = results[rank]
+        assert inside > 0  # there were threads to stop
+        assert after == 0 and not still_joined
 
 
 def test_bf16_autocast_trains(tmp_path, capsys):
