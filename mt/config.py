@@ -60,6 +60,7 @@ class ModelConfig:
     word_dropout_sides: Literal["both", "source", "target"] = "both"  # where word dropout acts: source and/or target
     recurrent_weight_dropout: float = 0.0  # training only: DropConnect on the hidden-to-hidden weight matrices
     tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
+    share_embeddings: bool = False  # source embeddings = target embeddings (needs data.joint_vocab)
     init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
     init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
 
@@ -158,6 +159,13 @@ class Config:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:
             raise MTError(f"config key 'model.hidden_dim' must be even with a bidirectional encoder, got {m.hidden_dim}")
+        if m.share_embeddings and not self.data.joint_vocab:
+            raise MTError("config key 'model.share_embeddings' needs 'data.joint_vocab: true' (one vocabulary "
+                          "for both sides); set one of them differently")
+        if m.share_embeddings and m.init_encoder_from and m.init_decoder_from:
+            raise MTError("config key 'model.share_embeddings' with both 'model.init_encoder_from' and "
+                          "'model.init_decoder_from': the two language models' embeddings would overwrite each "
+                          "other; initialise one side only or set model.share_embeddings=false")
         if self.data.src == self.data.tgt:
             raise MTError(f"config keys 'data.src' and 'data.tgt' must differ, both are '{self.data.src}'")
         return self

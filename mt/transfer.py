@@ -86,14 +86,16 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
 def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None]:
     """The parameters ``init_*_from`` wrote, by name: ``None`` for the whole tensor, or the number of leading
     columns (the embedding part of decoder layer 0, the forward part of upper encoder layers)."""
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))  # shared embeddings answer to both names
     regions: dict[str, int | None] = {}
+    seen: set[int] = set()
     for side, path in (("src", cfg.init_encoder_from), ("tgt", cfg.init_decoder_from)):
         if not path:
             continue
         for _, name in _pairs(side, cfg.layers):
-            if name not in params:  # the output layer tied to the embeddings
+            if name not in params or id(params[name]) in seen:  # no readout, or the output layer tied to the embeddings
                 continue
+            seen.add(id(params[name]))
             limit = None
             if side == "tgt" and name == "decoder.rnn.weight_ih_l0":
                 limit = cfg.emb_dim
@@ -107,7 +109,7 @@ def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None
 def freeze_pretrained(model: Seq2Seq, regions: dict[str, int | None], frozen: Callable[[], bool]) -> None:
     """While ``frozen()`` is true, the gradients of the pre-trained regions are zero, so Adam leaves them as
     they are (``train.freeze_pretrained_epochs``): the fresh attention and bridge learn to use them first."""
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))
 
     def make_hook(limit: int | None):
         def hook(grad: torch.Tensor) -> torch.Tensor:

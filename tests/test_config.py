@@ -79,3 +79,15 @@ def test_missing_config_file(tmp_path):
 
 def test_empty_sections_keep_defaults():
     assert config_to_dict(config_from_dict({"model": None})) == config_to_dict(Config())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.joint_vocab=false", "model.share_embeddings=true"], "'model.share_embeddings' needs 'data.joint_vocab"),
+    (["model.share_embeddings=true", "model.init_encoder_from=a.pt", "model.init_decoder_from=b.pt"],
+     "embeddings would overwrite each other"),
+])
+def test_shared_embeddings_conflicts_are_one_line_errors(overrides, message):
+    with pytest.raises(MTError) as err:
+        apply_overrides(Config(), overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)

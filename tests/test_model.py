@@ -12,7 +12,7 @@ from mt.model.attention import BahdanauAttention, LuongAttention
 from mt.model.dropout import ByteDropout, WordDropout
 from mt.model.encoder import Encoder
 from mt.model.loss import linear_cross_entropy
-from mt.tokenizer import BOS_ID, PAD_ID
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V, E, H, B = 23, 10, 14, 3
 CELLS = ["lstm", "gru", "rnn"]
@@ -242,13 +242,16 @@ def test_recurrent_weight_dropout_on_the_packed_path_draws_what_the_chunked_path
     enc.chunked = True
 
 
-@pytest.mark.parametrize("cell, attention, tie", [("lstm", "bahdanau", False), ("gru", "bahdanau", False),
-                                                  ("rnn", "bahdanau", False), ("lstm", "luong", False),
-                                                  ("lstm", "none", False), ("lstm", "bahdanau", True)])
-def test_each_cell_and_attention_learns_a_tiny_task(cell, attention, tie):
-    """Reverse sequences of 2-4 symbols: every kind (and tied output embeddings) must drive the loss close to zero."""
+@pytest.mark.parametrize("cell, attention, tie, share", [
+    ("lstm", "bahdanau", False, False), ("gru", "bahdanau", False, False), ("rnn", "bahdanau", False, False),
+    ("lstm", "luong", False, False), ("lstm", "none", False, False), ("lstm", "bahdanau", True, False),
+    ("lstm", "bahdanau", True, True)])
+def test_each_cell_and_attention_learns_a_tiny_task(cell, attention, tie, share):
+    """Reverse sequences of 2-4 symbols: every kind (and tied output embeddings, and one embedding matrix for
+    source, target and output) must drive the loss close to zero."""
     torch.manual_seed(0)
-    cfg = ModelConfig(cell=cell, attention=attention, emb_dim=16, hidden_dim=32, dropout=0.0, tie_embeddings=tie)
+    cfg = ModelConfig(cell=cell, attention=attention, emb_dim=16, hidden_dim=32, dropout=0.0, tie_embeddings=tie,
+                      share_embeddings=share)
     model = build_model(cfg, 12, 12)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
@@ -411,3 +414,34 @@ def test_tanh_keeps_torch_tanh_for_bf16():
     from mt.model.activations import tanh, tanh_
     x = torch.linspace(-4, 4, 1001).bfloat16()  # the identity would double bf16's rounding error
     assert torch.equal(tanh(x), torch.tanh(x)) and torch.equal(tanh_(x.clone()), torch.tanh(x))
+
+
+def test_shared_embeddings_are_one_matrix_that_both_sides_train():
+    """model.share_embeddings: the encoder's embeddings are the decoder's (and, tied, the output layer's), so the
+    model has V x E fewer parameters, and a piece seen only on the source side still moves the shared row."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=True, share_embeddings=True)
+    model = build_model(cfg, V, V)
+    separate = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=True), V, V)
+    assert model.encoder.embed.weight is model.decoder.embed.weight is model.decoder.output.weight
+    assert model.num_parameters() == separate.num_parameters() - V * E
+    untied = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, share_embeddings=True), V, V)
+    src, lens = padded_batch()
+    src[0, 0] = 4  # piece 4: on the source side only; the target reads BOS and piece 5
+    tgt_in = torch.full((B, 3), 5)
+    tgt_in[:, 0] = BOS_ID
+    untied(src, lens, tgt_in).sum().backward()  # untied: the output layer's gradient does not reach the matrix
+    grad = untied.decoder.embed.weight.grad  # (V, E)
+    assert grad[4].abs().sum() > 0 and grad[5].abs().sum() > 0
+    assert grad[EOS_ID].abs().sum() == 0 and grad[PAD_ID].abs().sum() == 0  # EOS is read by neither side
+    again = build_model(cfg, V, V)  # a checkpoint's state dict (both names) loads and keeps the sharing
+    again.load_state_dict(model.state_dict())
+    assert again.encoder.embed.weight is again.decoder.embed.weight
+    assert torch.equal(again.encoder.embed.weight, model.decoder.embed.weight)
+
+
+def test_shared_embeddings_need_one_vocabulary():
+    from mt.errors import MTError
+
+    with pytest.raises(MTError, match="the source has 23 pieces and the target 25"):
+        build_model(ModelConfig(emb_dim=E, hidden_dim=H, share_embeddings=True), V, V + 2)

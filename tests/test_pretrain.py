@@ -258,3 +258,19 @@ def test_lm_time_budget_keeps_room_for_its_last_validation(prepared: Path, tmp_p
     out = capsys.readouterr().out
     assert "nothing left to train: this run already reached its limit (max_minutes)" in out
     assert load_checkpoint(last)["progress"]["step"] == state["progress"]["step"]
+
+
+def test_shared_embeddings_count_once_among_the_pretrained_regions():
+    """model.share_embeddings with a target LM: the one embedding matrix is frozen (it came from the LM), under
+    one of its names, and the tied output layer is not listed again."""
+    from mt.config import ModelConfig
+    from mt.model import build_model
+    from mt.transfer import pretrained_regions
+
+    cfg = ModelConfig(emb_dim=8, hidden_dim=16, tie_embeddings=True, share_embeddings=True, init_decoder_from="lm.pt")
+    model = build_model(cfg, 30, 30)
+    regions = pretrained_regions(model, cfg)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    embeddings = [name for name in regions if params[name] is model.decoder.embed.weight]
+    assert embeddings == ["decoder.embed.weight"]
+    assert len({id(params[name]) for name in regions}) == len(regions)

@@ -371,6 +371,18 @@ def test_bf16_autocast_trains(tmp_path, capsys):
     assert {w.dtype for w in state["model"].values() if w.is_floating_point()} == {torch.float32}
 
 
+def test_shared_embeddings_train_save_and_load_as_one_matrix(tmp_path, capsys):
+    """model.share_embeddings through the whole pipeline: the checkpoint holds the one matrix under both names,
+    and the translator that loads it shares it again."""
+    run = prepare_and_train(tmp_path, epochs=1, extra=["model.share_embeddings=true", "model.tie_embeddings=true"])
+    assert records(run, "valid")[0]["val_loss"] < 4.2  # below log(60): it learnt something
+    weights = load_checkpoint(run / "checkpoints" / "best.pt")["model"]
+    assert torch.equal(weights["encoder.embed.weight"], weights["decoder.embed.weight"])
+    model = Translator.from_run(run).model
+    assert model.encoder.embed.weight is model.decoder.embed.weight is model.decoder.output.weight
+    assert Translator.from_run(run).translate(["the dog runs"])[0].text
+
+
 def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):
     run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3"])
     steps = [r["step"] for r in records(run, "valid")]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mt.config import ModelConfig
+from mt.errors import MTError
 from mt.model.decoder import Decoder, DecoderState, StepContext
 from mt.model.encoder import Bridge, Encoder, EncoderOutput
 
@@ -53,4 +54,9 @@ def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     bridge = Bridge(cfg.hidden_dim, lstm=cfg.cell == "lstm")
     decoder = Decoder(tgt_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.attention, cfg.dropout,
                       cfg.tie_embeddings, tgt_word_dropout, cfg.recurrent_weight_dropout)
+    if cfg.share_embeddings:  # one (V, E) matrix for source, target (and, tied, the output layer)
+        if src_vocab != tgt_vocab:
+            raise MTError(f"model.share_embeddings needs one vocabulary for both sides, but the source has "
+                          f"{src_vocab} pieces and the target {tgt_vocab} (prepare the data with data.joint_vocab=true)")
+        encoder.embed = decoder.embed
     return Seq2Seq(encoder, bridge, decoder)
