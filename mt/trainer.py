@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from mt import __version__
 from mt.checkpoint import load_checkpoint, save_checkpoint
-from mt.config import Config, config_to_dict
+from mt.config import Config, config_from_dict, config_to_dict
 from mt.device import autocast, resolve_precision
 from mt.ema import WeightAverage
 from mt.errors import MTError
@@ -180,7 +180,9 @@ class Trainer:
                 log.warning("%s; trying the previous checkpoint", e)
                 continue
             self.task.check_checkpoint(state, path)
-            if state["config"]["model"] != config_to_dict(self.cfg)["model"]:
+            # through the defaults: a run saved before a model key existed has that key's default
+            saved_model = config_to_dict(config_from_dict({"model": state["config"]["model"]}, str(path)))["model"]
+            if saved_model != config_to_dict(self.cfg)["model"]:
                 raise MTError(f"{path} has a different model config than the one given; start a new RUN, "
                               "or train with the run's own config")
             self.task.model.load_state_dict(state["model"])

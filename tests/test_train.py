@@ -210,6 +210,20 @@ def test_model_config_change_on_resume_is_refused(tmp_path, capsys):
     assert "has a different model config" in capsys.readouterr().err
 
 
+def test_a_run_saved_before_a_model_key_existed_resumes(tmp_path, capsys):
+    """A checkpoint's model config lacks a key added to the toolkit later: it has that key's default, so the run
+    resumes (it used to be refused as a different model)."""
+    run = prepare_and_train(tmp_path, epochs=1)
+    path = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    del state["config"]["model"]["share_embeddings"]
+    save_checkpoint(state, path)
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
+    assert "resuming from last.pt" in capsys.readouterr().out
+    assert [r["epoch"] for r in records(run, "valid")] == [1, 2]
+
+
 def test_time_budget_stops_before_validations_a_step_apart():
     """A 12-minute run whose epoch ended at 11.74 minutes, validation taking 15 s, once validated after each of
     the next two steps, and each of those validations halved the learning rate: it must stop there instead, also
