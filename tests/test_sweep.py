@@ -7,6 +7,8 @@ import json
 import shutil
 
 from eval.experiments import compare
+from eval.experiments.mbr import main as mbr_main
+from eval.experiments.mbr import mbr_pick
 from eval.experiments.sweep import main, setting_name
 from mt.cli import main as mt_main
 from mt.config import apply_overrides, save_config
@@ -97,3 +99,13 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     assert compare.main([str(reference), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "has no train_log.jsonl" in err and len(err.strip().splitlines()) == 1
+
+
+def test_mbr_keeps_the_candidate_closest_to_the_others_and_scores_a_run(trained_run, capsys):
+    overlap = lambda h, r: len(set(h.split()) & set(r.split()))  # noqa: E731
+    assert mbr_pick(["a b x", "a b c", "a b c d", "q r s"], overlap) == "a b c"
+    assert mbr_pick(["only"], overlap) == "only"
+    mbr_main(["--run", str(trained_run), "--nbest", "3"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report) >= {"beam", "mbr_chrf", "mbr_bleu"}
+    assert all(0 <= report[k]["bleu"] <= 100 for k in ("beam", "mbr_chrf", "mbr_bleu"))
