@@ -72,8 +72,9 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
         _mt("prepare", "--run", str(prepared), "--data-dir", str(out / "corpus"), "--src", args.src, "--tgt", args.tgt,
             "--config", args.config)
     epochs = args.epochs[min(args.pairs.index(size), len(args.epochs) - 1)]
+    # both arms separate source and target embeddings: the pretrained arm loads a language model into each side
     budget = [f"train.max_epochs={epochs}", "train.max_minutes=0", f"train.patience={epochs}", "train.keep_checkpoints=0",
-              f"train.threads={args.threads}", *args.train_overrides]
+              f"train.threads={args.threads}", "model.share_embeddings=false", *args.train_overrides]
     lm_budget = [f"train.max_epochs={args.lm_epochs}", "train.max_minutes=0", f"train.threads={args.threads}"]
     lms = {}
     for side, lang in (("tgt", args.tgt), ("src", args.src)):
