@@ -161,7 +161,7 @@ class Config:
             raise MTError(f"config key 'model.hidden_dim' must be even with a bidirectional encoder, got {m.hidden_dim}")
         if m.share_embeddings and not self.data.joint_vocab:
             raise MTError("config key 'model.share_embeddings' needs 'data.joint_vocab: true' (one vocabulary "
-                          "for both sides); set one of them differently")
+                          "for both sides); for a vocabulary per side also set model.share_embeddings=false")
         if m.share_embeddings and m.init_encoder_from and m.init_decoder_from:
             raise MTError("config key 'model.share_embeddings' with both 'model.init_encoder_from' and "
                           "'model.init_decoder_from': the two language models' embeddings would overwrite each "
