@@ -98,6 +98,7 @@ class TrainConfig:
     subword_alpha: float = 0.0  # subword regularisation: SentencePiece sampling smoothing for training pairs (0 = off)
     subword_nbest: int = 64  # ...sampled from the n best segmentations (-1 = all); BPE models ignore it
     ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay (0 = off; mt.ema)
+    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0 = off; 2x compute)
 
 
 @dataclass
@@ -155,6 +156,8 @@ class Config:
             raise MTError(f"config key 'train.subword_nbest' must be -1 (all) or >= 1, got {t.subword_nbest}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise MTError(f"config key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
+        if t.rdrop_alpha < 0:
+            raise MTError(f"config key 'train.rdrop_alpha' must be >= 0, got {t.rdrop_alpha}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

@@ -41,7 +41,7 @@ class TranslationTask:
     def __init__(self, run: RunDir, cfg: Config, model: Seq2Seq, device):
         self.run, self.cfg, self.model, self.device = run, cfg, model, device
         self.meta = run.meta()
-        self.loss = SummedLoss(model, cfg.train.label_smoothing)
+        self.loss = SummedLoss(model, cfg.train.label_smoothing, cfg.train.rdrop_alpha)
         self.tokenizer = run.tokenizer()
         t = cfg.train
         self.sampler = SubwordSampler(self.tokenizer, t.subword_alpha, t.subword_nbest, cfg.data.max_tokens,

@@ -11,7 +11,7 @@ from mt.model import build_model
 from mt.model.attention import BahdanauAttention, LuongAttention
 from mt.model.dropout import ByteDropout, WordDropout
 from mt.model.encoder import Encoder
-from mt.model.loss import linear_cross_entropy
+from mt.model.loss import SummedLoss, linear_cross_entropy, linear_rdrop_cross_entropy
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V, E, H, B = 23, 10, 14, 3
@@ -154,6 +154,81 @@ def test_fused_loss_in_bf16_stays_within_what_bf16_allows(smoothing):
     for fused, exact in ((fx, gx), (fw, gw)):
         assert ((fused - exact).norm() / exact.norm()).item() < 1e-2
     assert not torch.equal(fw, gw)  # it did take the bf16 path
+
+
+def rdrop_reference(x1, x2, w, target, smoothing, alpha):
+    """R-Drop through autograd: the two passes' mean cross-entropy + alpha / 4 x their symmetric KL, summed."""
+    z1, z2 = x1 @ w.t(), x2 @ w.t()
+    ce = sum(F.cross_entropy(z, target, reduction="sum", label_smoothing=smoothing) for z in (z1, z2))
+    lp1, lp2 = z1.log_softmax(1), z2.log_softmax(1)
+    kl = F.kl_div(lp2, lp1, log_target=True, reduction="sum") + F.kl_div(lp1, lp2, log_target=True, reduction="sum")
+    return 0.5 * ce + 0.25 * alpha * kl
+
+
+@pytest.mark.parametrize("smoothing, alpha", [(0.0, 1.0), (0.1, 5.0)])
+@pytest.mark.parametrize("block", [1, 4, 100])
+def test_rdrop_loss_and_gradients_match_autograd(smoothing, alpha, block):
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(13, 7, requires_grad=True), torch.randn(13, 7, requires_grad=True)
+    w = torch.randn(11, 7, requires_grad=True)
+    target = torch.randint(0, 11, (13,))
+    ref = rdrop_reference(x1, x2, w, target, smoothing, alpha)
+    expected = torch.autograd.grad(ref * 1.7, (x1, x2, w))
+    out = linear_rdrop_cross_entropy(x1, x2, w, target, smoothing, alpha, block=block)
+    got = torch.autograd.grad(out * 1.7, (x1, x2, w))
+    assert torch.allclose(out, ref, rtol=1e-5)
+    for fused, exact in zip(got, expected):
+        assert torch.allclose(fused, exact, atol=1e-4), (fused - exact).abs().max()
+
+
+def test_rdrop_loss_in_bf16_stays_within_what_bf16_allows():
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(300, 64, requires_grad=True), torch.randn(300, 64, requires_grad=True)
+    w = (0.3 * torch.randn(500, 64)).requires_grad_()
+    target = torch.randint(0, 500, (300,))
+    ref = rdrop_reference(x1, x2, w, target, 0.1, 5.0)
+    expected = torch.autograd.grad(ref, (x1, x2, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = linear_rdrop_cross_entropy(x1, x2, w, target, 0.1, 5.0, block=128)
+    got = torch.autograd.grad(out, (x1, x2, w))
+    assert abs(out.item() - ref.item()) / ref.item() < 5e-3
+    for fused, exact in zip(got, expected):
+        assert fused.dtype == torch.float32 and ((fused - exact).norm() / exact.norm()).item() < 1e-2
+
+
+def test_rdrop_of_two_equal_passes_is_the_plain_loss():
+    """The same vectors twice: no divergence, so R-Drop's loss and gradients are the plain ones (per pass)."""
+    torch.manual_seed(0)
+    x, w = torch.randn(13, 7, requires_grad=True), torch.randn(11, 7)
+    target = torch.randint(0, 11, (13,))
+    out = linear_rdrop_cross_entropy(x, x, w, target, 0.1, 5.0)
+    plain = linear_cross_entropy(x, w, target, 0.1)
+    assert torch.allclose(out, plain, rtol=1e-5)
+    assert torch.allclose(torch.autograd.grad(out, x)[0], torch.autograd.grad(plain, x)[0], atol=1e-5)
+
+
+def test_summed_loss_with_rdrop_runs_two_dropout_passes_in_training_only():
+    src, lens = padded_batch()
+    tgt_in = torch.randint(4, V, (B, 6))
+    targets = torch.randint(4, V, (B, 6))
+    targets[1, 3:] = PAD_ID
+    model = make_model(dropout=0.3)
+    plain, rdrop = SummedLoss(model, 0.1), SummedLoss(model, 0.1, rdrop=5.0)
+    # evaluation (and validation): one pass, the plain loss
+    assert torch.equal(rdrop(src, lens, tgt_in, targets=targets), plain(src, lens, tgt_in, targets=targets))
+    model.train()
+    torch.manual_seed(1)
+    two_passes = rdrop(src, lens, tgt_in, targets=targets)
+    # what it computes: both copies of the batch in one pass (2B rows, each its own dropout masks)
+    torch.manual_seed(1)
+    first, second = model(*(torch.cat([x, x]) for x in (src, lens, tgt_in))).chunk(2)
+    real = targets != PAD_ID
+    expected = rdrop_reference(first[real], second[real], model.output_layer.weight, targets[real], 0.1, 5.0)
+    assert torch.allclose(two_passes, expected, rtol=1e-4)
+    assert not torch.allclose(first, second)  # the masks differ, so the KL term is not zero
+    without_dropout = make_model(dropout=0.0).train()
+    same = SummedLoss(without_dropout, 0.1, rdrop=5.0)(src, lens, tgt_in, targets=targets)
+    assert torch.allclose(same, SummedLoss(without_dropout, 0.1)(src, lens, tgt_in, targets=targets), rtol=1e-4)
 
 
 def test_byte_dropout_rate_and_scale():

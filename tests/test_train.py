@@ -450,7 +450,14 @@ def test_training_with_subword_regularisation_learns(tmp_path):
     assert losses[-1] < losses[0]
 
 
+def test_training_with_rdrop_learns(tmp_path):
+    run = prepare_and_train(tmp_path, epochs=3, extra=["train.rdrop_alpha=5", "train.schedule=constant"])
+    losses = [r["loss"] for r in read_jsonl(run / "train_log.jsonl") if r.get("kind") == "train"]
+    assert losses[-1] < losses[0]
+
+
 @pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
+                                               ("train.rdrop_alpha=-1", "train.rdrop_alpha"),
                                                ("train.subword_nbest=0", "train.subword_nbest")])
 def test_bad_subword_settings_are_refused(override, message):
     from mt.config import apply_overrides

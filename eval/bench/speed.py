@@ -130,7 +130,7 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     model = setup.model()
     if baseline:  # the slower generic paths: packed-sequence encoder, autograd through the decoder steps
         model.encoder.chunked = model.decoder.fused = False
-    module = SummedLoss(model, t.label_smoothing)
+    module = SummedLoss(model, t.label_smoothing, t.rdrop_alpha)
     optimizer = make_optimizer(model.parameters(), t.lr, t.weight_decay)
     model.train()
     tokens = sentences = 0
@@ -207,7 +207,7 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, ag
         contexts = [_TanhForm(setup.autocast, True), _TanhForm(setup.autocast, False)]
     else:
         contexts = [autocast(device, "bf16"), autocast(device, "fp32")]
-    arms = [(SummedLoss(m, t.label_smoothing), make_optimizer(m.parameters(), t.lr, t.weight_decay), context)
+    arms = [(SummedLoss(m, t.label_smoothing, t.rdrop_alpha), make_optimizer(m.parameters(), t.lr, t.weight_decay), context)
             for m, context in zip((first, second), contexts)]
     seconds, tokens = [[], []], 0
     for i, idx in enumerate(setup.batches[: warmup + steps]):

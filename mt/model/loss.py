@@ -24,7 +24,7 @@ from torch import nn
 from mt.profiling import OUTPUT_LOSS, span
 from mt.tokenizer import PAD_ID
 
-__all__ = ["SummedLoss", "linear_cross_entropy", "validation_loss"]
+__all__ = ["SummedLoss", "linear_cross_entropy", "linear_rdrop_cross_entropy", "validation_loss"]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -80,6 +80,85 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_x * grad_output, grad_w * grad_output, None, None, None, None
 
 
+class _LinearRDrop(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                smoothing: float, alpha: float, block: int, low: torch.dtype | None):
+        """x1, x2: (N, H) the same N target tokens under two dropout masks, weight: (V, H) fp32, target: (N,) ->
+        sum over tokens of (CE(z1) + CE(z2)) / 2 + alpha * (KL(p1 || p2) + KL(p2 || p1)) / 4, a scalar, where
+        z = x @ weight.T, p = softmax(z) and CE is label-smoothed. Gradients are formed here, block by block, as
+        in ``_LinearCrossEntropy``: with k = alpha / 4, d = log p1 - log p2 and y the smoothed target,
+        d/dz1 = p1 * (1/2 + k + k * (d - <p1, d>)) - k * p2 - y / 2, and d/dz2 the same with 1 and 2 swapped and
+        d negated. Both passes' rows of a block go through the multiplies together."""
+        n, vocab = x1.shape[0], weight.shape[0]
+        k = alpha / 4.0
+        want_grad = any(ctx.needs_input_grad[:3])
+        grad_x1, grad_x2 = (torch.empty_like(x1), torch.empty_like(x2)) if want_grad else (None, None)
+        grad_w = torch.zeros_like(weight) if want_grad else None
+        total = x1.new_zeros((), dtype=torch.float32)
+        w_mm = weight.to(low) if low else weight  # what the multiplies read
+        rows = min(block, n)
+        # reused buffers (fresh ones would cost page faults): both passes' logits, then log-probabilities, then
+        # gradients (2 rows, V); their probabilities; d (rows, V); under ``low`` the bf16 product / gradient
+        logp, probs, diff = x1.new_empty(2 * rows, vocab), x1.new_empty(2 * rows, vocab), x1.new_empty(rows, vocab)
+        buf_mm = w_mm.new_empty(2 * rows, vocab) if low else logp
+        for start in range(0, n, block):
+            m = min(block, n - start)
+            xs = torch.cat([x1[start:start + m], x2[start:start + m]])  # (2m, H): pass 1's rows, then pass 2's
+            xs_mm = xs.to(low) if low else xs
+            ts = target[start:start + m].repeat(2).unsqueeze(1)  # (2m, 1)
+            lp, p, d = logp[:2 * m], probs[:2 * m], diff[:m]
+            torch.mm(xs_mm, w_mm.t(), out=buf_mm[:2 * m])  # logits (2m, V)
+            if low:
+                lp.copy_(buf_mm[:2 * m])  # fp32
+            picked, row_sum = lp.gather(1, ts).squeeze(1), lp.sum(dim=1)  # (2m,) each
+            top = lp.amax(dim=1, keepdim=True)  # (2m, 1)
+            torch.exp(lp.sub_(top), out=p)  # unnormalised softmax
+            norm = p.sum(dim=1)  # (2m,)
+            p.div_(norm.unsqueeze(1))
+            lse = top.squeeze(1) + norm.log()  # (2m,)
+            lp.sub_(norm.log().unsqueeze(1))  # log-probabilities
+            # cross-entropy = lse - (1 - eps) * z_target - eps / V * sum_j z_j  (PyTorch's label smoothing), halved
+            total += 0.5 * (lse - (1.0 - smoothing) * picked - (smoothing / vocab) * row_sum).sum()
+            p1, p2 = p[:m], p[m:]
+            torch.sub(lp[:m], lp[m:], out=d)  # d = log p1 - log p2 (m, V)
+            dot1 = torch.bmm(p1.unsqueeze(1), d.unsqueeze(2)).view(m, 1)  # <p1, d> (m, 1)
+            dot2 = torch.bmm(p2.unsqueeze(1), d.unsqueeze(2)).view(m, 1)  # <p2, d>
+            total += k * (dot1.sum() - dot2.sum())  # sum_j (p1 - p2) d = KL(p1 || p2) + KL(p2 || p1)
+            if want_grad:
+                g1, g2 = lp[:m], lp[m:]  # the log-probabilities are spent: the gradients take their place
+                torch.sub(d, dot1, out=g1).mul_(k).add_(0.5 + k).mul_(p1).sub_(p2, alpha=k)
+                torch.sub(dot2, d, out=g2).mul_(k).add_(0.5 + k).mul_(p2).sub_(p1, alpha=k)
+                if smoothing:
+                    lp.sub_(0.5 * smoothing / vocab)
+                lp.scatter_add_(1, ts, lp.new_full(ts.shape, -0.5 * (1.0 - smoothing)))
+                grad = buf_mm[:2 * m].copy_(lp) if low else lp
+                both = grad @ w_mm  # (2m, H)
+                grad_x1[start:start + m], grad_x2[start:start + m] = both[:m], both[m:]
+                grad_w += torch.mm(grad.t(), xs_mm).float()  # (V, H) fp32 sum over blocks
+        ctx.save_for_backward(grad_x1, grad_x2, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_x1, grad_x2, grad_w = ctx.saved_tensors
+        return grad_x1 * grad_output, grad_x2 * grad_output, grad_w * grad_output, None, None, None, None, None
+
+
+def linear_rdrop_cross_entropy(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                               smoothing: float = 0.0, alpha: float = 1.0, block: int = 512) -> torch.Tensor:
+    """R-Drop (Liang et al. 2021): the summed label-smoothed cross-entropy of two dropout passes over the same
+    tokens, averaged, plus ``alpha`` x their symmetric KL divergence / 4 per token: the weighting of the authors'
+    fairseq criterion (cross-entropy summed over both passes + alpha x symmetric KL / 2) halved, so their
+    alpha (5 for translation) means the same here. x1, x2: (N, H), the output layer's inputs of pass 1 and 2;
+    weight: (V, H); target: (N,). Precision as ``linear_cross_entropy``."""
+    device = x1.device.type
+    low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    with torch.autocast(device, enabled=False), span(OUTPUT_LOSS):
+        return _LinearRDrop.apply(x1.float(), x2.float(), weight.float(), target, float(smoothing), float(alpha),
+                                  block, low)
+
+
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0,
                          block: int = 512) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``softmax(x @ weight.T)`` against ``target``. Under bf16 autocast
@@ -94,15 +173,21 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, target: torch.Te
 
 class SummedLoss(nn.Module):
     """``model(*inputs)`` -> vectors (B, T, H); their loss against ``targets`` (B, T), padding left out.
-    ``model.output_layer`` is the model's output projection (H -> V)."""
+    ``model.output_layer`` is the model's output projection (H -> V). ``rdrop`` > 0: in training, R-Drop with
+    that weight on the symmetric KL (``linear_rdrop_cross_entropy``; twice the compute per batch)."""
 
-    def __init__(self, model: nn.Module, smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, smoothing: float = 0.0, rdrop: float = 0.0):
         super().__init__()
-        self.model, self.smoothing = model, smoothing
+        self.model, self.smoothing, self.rdrop = model, smoothing, rdrop
 
     def forward(self, *inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        vectors = self.model(*inputs)  # (B, T, H)
         real = targets != PAD_ID  # (B, T)
+        if self.rdrop and self.model.training and torch.is_grad_enabled():
+            # R-Drop: every sentence twice in one pass (2B rows), so each copy draws its own dropout masks
+            first, second = self.model(*(torch.cat([x, x]) for x in inputs)).chunk(2)  # (B, T, H) each
+            return linear_rdrop_cross_entropy(first[real], second[real], self.model.output_layer.weight,
+                                              targets[real], self.smoothing, self.rdrop)
+        vectors = self.model(*inputs)  # (B, T, H)
         # Only real tokens reach the output layer; logits are never held for the whole batch.
         return linear_cross_entropy(vectors[real], self.model.output_layer.weight, targets[real], self.smoothing)
 
