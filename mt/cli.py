@@ -47,6 +47,8 @@ def add_model_choice(p: argparse.ArgumentParser, decoding: bool = True) -> None:
         return
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
+    p.add_argument("--coverage", type=float,
+                   help="coverage penalty weight in beam search (default: decode.coverage of the run; 0 = none)")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN2",
                    help="decode together with these runs (their final model) or checkpoint files of the same data")
@@ -117,7 +119,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     translator = Translator.from_run(args.run, checkpoint=args.checkpoint, quantize=args.quantize,
                                      ensemble=args.ensemble)
-    results = translator.translate(read_input(args.input), beam=args.beam, nbest=args.nbest, alpha=args.alpha)
+    results = translator.translate(read_input(args.input), beam=args.beam, nbest=args.nbest, alpha=args.alpha,
+                                     coverage=args.coverage)
     text = format_translations(results, args.nbest)
     if args.output and args.output != "-":
         from mt.files import atomic_write

@@ -105,6 +105,7 @@ class TrainConfig:
 class DecodeConfig:
     beam: int = 5
     alpha: float = 1.0  # length penalty exponent of Wu et al. (2016); 0 disables
+    coverage: float = 0.0  # coverage penalty weight beta of Wu et al. (2016) in beam search; 0 disables
     max_len_ratio: float = 1.5  # hypotheses stop at max_len_ratio * source length + max_len_extra
     max_len_extra: int = 10
     batch_tokens: int = 6000  # source tokens per decoding batch
@@ -156,6 +157,8 @@ class Config:
             raise MTError(f"config key 'train.subword_nbest' must be -1 (all) or >= 1, got {t.subword_nbest}")
         if not 0.0 <= t.ema_decay < 1.0:
             raise MTError(f"config key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
+        if d.coverage < 0:
+            raise MTError(f"config key 'decode.coverage' must be >= 0, got {d.coverage}")
         if t.rdrop_alpha < 0:
             raise MTError(f"config key 'train.rdrop_alpha' must be >= 0, got {t.rdrop_alpha}")
         if not 0.0 <= t.label_smoothing < 1.0:

@@ -85,11 +85,13 @@ class Translator:
         return translator
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
-                  return_attention: bool = False) -> list[Translation]:
-        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation."""
+                  return_attention: bool = False, coverage: float | None = None) -> list[Translation]:
+        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation.
+        beam, alpha, coverage: None = the run's decode.* setting."""
         d = self.cfg.decode
         beam = max(beam or d.beam, nbest)
         alpha = d.alpha if alpha is None else alpha
+        coverage = d.coverage if coverage is None else coverage
         sources = [normalize(t) for t in texts]
         ids = self.tokenizer.encode_src(sources)
         too_long = sum(len(x) > self.max_src_tokens for x in ids)
@@ -109,7 +111,7 @@ class Translator:
                                                         d.max_len_extra, return_attention)]
                 else:
                     found = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
-                                        d.max_len_extra, nbest, return_attention)
+                                        d.max_len_extra, nbest, return_attention, coverage)
             for i, hyps in zip(rows, found):
                 results[i] = self._translation(texts[i], sources[i], ids[i], hyps, return_attention)
         return results  # type: ignore[return-value]

@@ -47,6 +47,7 @@ def test_save_and_load_round_trip(tmp_path):
         ("model.recurrent_weight_dropout=1", "'model.recurrent_weight_dropout' must be in [0, 1)"),
         ("model.word_dropout_sides=decoder", "'model.word_dropout_sides' must be one of both, source, target"),
         ("model.hidden_dim=0", "'model.hidden_dim' must be > 0"),
+        ("decode.coverage=-0.2", "'decode.coverage' must be >= 0"),
         ("model.hidden_dim=7", "'model.hidden_dim' must be even"),
     ],
 )
