@@ -22,9 +22,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag)
         report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha,
                           coverage=args.coverage)
+        coverage = f"coverage {report['coverage']}, " if report["coverage"] else ""
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
-              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, "
-              f"{'coverage ' + str(report['coverage']) + ', ' if report['coverage'] else ''}{report['precision']}, "
+              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {coverage}{report['precision']}, "
               f"{report['sentences']} sentences, {report['sentences_per_s']} sentences/s)")
         for metric, signature in report["signature"].items():
             print(f"  {metric}: {signature}")

@@ -116,8 +116,9 @@ class _LinearRDrop(torch.autograd.Function):
             torch.exp(lp.sub_(top), out=p)  # unnormalised softmax
             norm = p.sum(dim=1)  # (2m,)
             p.div_(norm.unsqueeze(1))
-            lse = top.squeeze(1) + norm.log()  # (2m,)
-            lp.sub_(norm.log().unsqueeze(1))  # log-probabilities
+            log_norm = norm.log()  # (2m,)
+            lse = top.squeeze(1) + log_norm
+            lp.sub_(log_norm.unsqueeze(1))  # log-probabilities
             # cross-entropy = lse - (1 - eps) * z_target - eps / V * sum_j z_j  (PyTorch's label smoothing), halved
             total += 0.5 * (lse - (1.0 - smoothing) * picked - (smoothing / vocab) * row_sum).sum()
             p1, p2 = p[:m], p[m:]
