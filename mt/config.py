@@ -99,6 +99,8 @@ class TrainConfig:
     subword_nbest: int = 64  # ...sampled from the n best segmentations (-1 = all); BPE models ignore it
     ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay (0 = off; mt.ema)
     rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0 = off; 2x compute)
+    rdrop_min_epochs: int = 0  # with a time budget, R-Drop stays on only if the budget holds this many epochs at
+                               # its pace, measured between the first two validations (0 = always on)
 
 
 @dataclass
@@ -161,6 +163,8 @@ class Config:
             raise MTError(f"config key 'decode.coverage' must be >= 0, got {d.coverage}")
         if t.rdrop_alpha < 0:
             raise MTError(f"config key 'train.rdrop_alpha' must be >= 0, got {t.rdrop_alpha}")
+        if t.rdrop_min_epochs < 0:
+            raise MTError(f"config key 'train.rdrop_min_epochs' must be >= 0, got {t.rdrop_min_epochs}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

@@ -45,7 +45,15 @@ from mt.plots import plot_curves
 from mt.profiling import CLIP, OPTIMIZER, span
 from mt.run import RunDir
 from mt.schedule import LRSchedule, improves
-from mt.stopping import StopFlag, any_rank, out_of_time, rank0_decides, rank_values, stop_reason
+from mt.stopping import (
+    StopFlag,
+    any_rank,
+    epochs_in_budget,
+    out_of_time,
+    rank0_decides,
+    rank_values,
+    stop_reason,
+)
 
 __all__ = ["Progress", "TrainResult", "Trainer", "TrainingTask", "Validation", "make_optimizer", "seed_everything",
            "train_step"]
@@ -66,6 +74,8 @@ class Progress:
     validated_step: int = 0  # the step of the last validation
     train_seconds: float = 0.0
     val_seconds: float = 0.0  # the last validation's duration: a time budget keeps room for the next one
+    rdrop_checked: bool = False  # train.rdrop_min_epochs: the budget was measured against R-Drop's pace...
+    rdrop_off: bool = False  # ...and found too short for it: the run trains on without R-Drop
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> Progress:
@@ -162,6 +172,8 @@ class Trainer:
         self._last_checkpoint = time.perf_counter()
         self._last_validation = time.perf_counter()  # train.validate_minutes counts from here
         self._validation_by_time = False  # train.validate_minutes passed (the ranks agreed on it)
+        self._epoch_length = 1  # batches of the current epoch on this rank
+        self._previous_validation: tuple[float, float] | None = None  # (epochs, seconds) at the last validation
         self._tokens, self._step_seconds, self._steps = 0, 0.0, 0  # this session's training steps, not validation
         self._interval_loss, self._interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
 
@@ -257,6 +269,7 @@ class Trainer:
         if self.main:
             print(f"precision: {precision} ({why})", flush=True)
         self._precision = autocast(self.device, precision)
+        self._apply_rdrop_choice()
         self._started = time.perf_counter() - p.train_seconds
         self._last_checkpoint = self._last_validation = time.perf_counter()
         stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
@@ -323,6 +336,7 @@ class Trainer:
         p = self.progress
         batches = self.task.epoch_batches(self.limits.seed * 1000 + p.epoch)
         batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]  # this rank's share
+        self._epoch_length = max(len(batches), 1)
         bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}", unit="batch",
                    disable=not self.main, dynamic_ncols=True, mininterval=1.0)
         stream = self._prefetched(batches[p.batch_in_epoch:])
@@ -399,9 +413,10 @@ class Trainer:
             decayed = self.schedule.observe(watched, p.step)
             ema_record, ema_summary, ema_improved = self._validate_average()
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
+            rdrop_record = self._check_rdrop_budget()
             append_jsonl(self.run.log_path, {"kind": "valid", "step": p.step, "epoch": p.epoch,
                                              "minutes": self._elapsed() / 60, "val_loss": loss, "val_ppl": ppl,
-                                             **v.record, **ema_record,
+                                             **v.record, **ema_record, **rdrop_record,
                                              "lr": self.schedule.lr(p.step + 1), "seconds": p.val_seconds})
             summary = " ".join(x for x in (f"val loss {loss:.3f} ppl {ppl:.2f}", v.summary) if x)
             tqdm.write(f"step {p.step} epoch {p.epoch}: {summary}{' (best)' if improved else ''}"
@@ -409,15 +424,38 @@ class Trainer:
                        f"{f' | e.g. {v.example!r}' if v.example else ''}")
             self._checkpoint(best=improved, validated=True, best_ema=ema_improved)
             plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
-            decision = [(p.best_score, p.best_val_loss, p.bad_validations, self.schedule.state_dict())]
+            decision = [(p.best_score, p.best_val_loss, p.bad_validations, self.schedule.state_dict(),
+                         p.rdrop_checked, p.rdrop_off)]
         self.task.model.train()
         if self.world > 1:
             dist.broadcast_object_list(decision, src=0)
-            p.best_score, p.best_val_loss, p.bad_validations, schedule = decision[0]
+            p.best_score, p.best_val_loss, p.bad_validations, schedule, p.rdrop_checked, p.rdrop_off = decision[0]
             self.schedule.load_state_dict(schedule)
+        self._apply_rdrop_choice()
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()
         self._validation_by_time = False
+
+    def _check_rdrop_budget(self) -> dict[str, float]:
+        """train.rdrop_min_epochs (rank 0, at each validation): R-Drop doubles the cost of an update, and a run cut
+        by the time budget long before its learning rate has decayed loses more than R-Drop gains. Once two
+        validations of this session give the pace, R-Drop stays on only if the budget holds that many epochs at
+        it; the choice is final (saved with the progress) and logged. Returns the log record's fields."""
+        p, t = self.progress, self.limits
+        now = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())  # (epochs, seconds)
+        earlier, self._previous_validation = self._previous_validation, now
+        if p.rdrop_checked or earlier is None or not (t.rdrop_alpha and t.rdrop_min_epochs and self._budget()):
+            return {}
+        expected = epochs_in_budget(*now, self._budget(), earlier)
+        p.rdrop_checked, p.rdrop_off = True, expected < t.rdrop_min_epochs
+        tqdm.write(f"R-Drop {'off from here on' if p.rdrop_off else 'stays on'}: at its pace the time budget holds "
+                   f"about {expected:.1f} epochs, {'fewer than' if p.rdrop_off else 'at least'} "
+                   f"train.rdrop_min_epochs={t.rdrop_min_epochs}")
+        return {"rdrop_expected_epochs": expected, "rdrop_off": float(p.rdrop_off)}
+
+    def _apply_rdrop_choice(self) -> None:
+        if self.progress.rdrop_off and getattr(self.task.loss, "rdrop", 0):
+            self.task.loss.rdrop = 0.0  # the module DDP wraps: every rank's next forward pass is a plain one
 
     def _validate_average(self) -> tuple[dict[str, float], str, bool]:
         """train.ema_decay: the weight average validated like the trained weights (which alone steer the schedule

@@ -23,7 +23,7 @@ from mt.errors import MTError
 from mt.files import read_jsonl
 from mt.model import build_model
 from mt.run import RunDir
-from mt.stopping import any_rank, rank0_decides, rank_values, stop_reason
+from mt.stopping import any_rank, epochs_in_budget, rank0_decides, rank_values, stop_reason
 from mt.train import TranslationTask
 from mt.trainer import Progress
 from mt.translator import Translator
@@ -456,8 +456,49 @@ def test_training_with_rdrop_learns(tmp_path):
     assert losses[-1] < losses[0]
 
 
+def test_epochs_in_budget_projects_the_latest_pace():
+    # 2 epochs after 5 minutes, the second one taking 2 minutes: 27.5 more minutes hold 27.5 / 2 more epochs
+    assert epochs_in_budget(2.0, 300.0, 3600.0, (1.0, 180.0)) == pytest.approx(2 + 3300 / 120)
+    assert epochs_in_budget(1.5, 90.0, 120.0, (1.0, 60.0)) == pytest.approx(2.0)  # mid-epoch validations count
+    assert epochs_in_budget(3.0, 4000.0, 3600.0, (2.0, 3000.0)) == 3.0  # past the budget: what it has
+
+
+@pytest.mark.parametrize("min_epochs, off", [(1000, True), (1, False)])
+def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsys, monkeypatch, min_epochs, off):
+    """train.rdrop_min_epochs: at the second validation the pace gives the epochs the 60-minute budget holds (a
+    tiny run: thousands); below the minimum, the rest of the run trains without R-Drop, and a resumed run too."""
+    from mt.model.loss import SummedLoss
+
+    passes = []  # the R-Drop weight of every training forward pass
+    plain_forward = SummedLoss.forward
+
+    def counting_forward(self, *inputs, targets):
+        if self.model.training:
+            passes.append(self.rdrop)
+        return plain_forward(self, *inputs, targets=targets)
+
+    monkeypatch.setattr(SummedLoss, "forward", counting_forward)
+    extra = ["train.rdrop_alpha=1", f"train.rdrop_min_epochs={min_epochs}", "train.max_minutes=60"]
+    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
+    out = capsys.readouterr().out
+    valid = records(run, "valid")
+    decided = [r for r in valid if "rdrop_off" in r]
+    assert [r["epoch"] for r in decided] == [2]  # once, when two validations give the pace
+    assert decided[0]["rdrop_off"] == float(off) and decided[0]["rdrop_expected_epochs"] > 100
+    assert ("R-Drop off from here on" in out) == off and ("R-Drop stays on" in out) == (not off)
+    per_epoch = valid[0]["step"]
+    assert passes[:2 * per_epoch] == [1.0] * (2 * per_epoch)  # R-Drop for the first two epochs either way
+    assert passes[2 * per_epoch:] == [0.0 if off else 1.0] * per_epoch
+    progress = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
+    assert progress["rdrop_checked"] and progress["rdrop_off"] == off
+    passes.clear()  # resumed, the choice holds without being made again
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
+    assert passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
                                                ("train.rdrop_alpha=-1", "train.rdrop_alpha"),
+                                               ("train.rdrop_min_epochs=-1", "train.rdrop_min_epochs"),
                                                ("train.subword_nbest=0", "train.subword_nbest")])
 def test_bad_subword_settings_are_refused(override, message):
     from mt.config import apply_overrides
