@@ -40,7 +40,7 @@ from mt.device import autocast, resolve_precision
 from mt.ema import WeightAverage
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
-from mt.model.loss import validation_loss
+from mt.model.loss import SummedLoss, validation_loss
 from mt.plots import plot_curves
 from mt.profiling import CLIP, OPTIMIZER, span
 from mt.run import RunDir
@@ -110,7 +110,7 @@ class TrainResult:
 class TrainingTask(Protocol):
     """What differs between training a translator and a language model."""
     model: nn.Module  # the weights that checkpoints hold
-    loss: nn.Module  # loss(*batch.model_inputs, targets=batch.targets) -> summed loss (mt.model.loss.SummedLoss)
+    loss: SummedLoss  # loss(*batch.model_inputs, targets=batch.targets) -> summed loss; .rdrop: its R-Drop weight
     val_batches: list  # the validation split's batches (CPU), for the validation loss
 
     def describe(self) -> str: ...  # the first line of a fresh run, e.g. "training 13,182,464 parameters on cpu"
@@ -440,11 +440,13 @@ class Trainer:
         """train.rdrop_min_epochs (rank 0, at each validation): R-Drop doubles the cost of an update, and a run cut
         by the time budget long before its learning rate has decayed loses more than R-Drop gains. Once two
         validations of this session give the pace, R-Drop stays on only if the budget holds that many epochs at
-        it; the choice is final (saved with the progress) and logged. Returns the log record's fields."""
+        it; the choice is final (saved with the progress) and logged. Asked of the task's loss, not of
+        train.rdrop_alpha: a language model's loss has no R-Drop whatever the config says. Returns the log record's
+        fields."""
         p, t = self.progress, self.limits
         now = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())  # (epochs, seconds)
         earlier, self._previous_validation = self._previous_validation, now
-        if p.rdrop_checked or earlier is None or not (t.rdrop_alpha and t.rdrop_min_epochs and self._budget()):
+        if p.rdrop_checked or earlier is None or not (self.task.loss.rdrop and t.rdrop_min_epochs and self._budget()):
             return {}
         expected = epochs_in_budget(*now, self._budget(), earlier)
         p.rdrop_checked, p.rdrop_off = True, expected < t.rdrop_min_epochs
@@ -454,7 +456,7 @@ class Trainer:
         return {"rdrop_expected_epochs": expected, "rdrop_off": float(p.rdrop_off)}
 
     def _apply_rdrop_choice(self) -> None:
-        if self.progress.rdrop_off and getattr(self.task.loss, "rdrop", 0):
+        if self.progress.rdrop_off:
             self.task.loss.rdrop = 0.0  # the module DDP wraps: every rank's next forward pass is a plain one
 
     def _validate_average(self) -> tuple[dict[str, float], str, bool]:

@@ -274,3 +274,13 @@ def test_shared_embeddings_count_once_among_the_pretrained_regions():
     embeddings = [name for name in regions if params[name] is model.decoder.embed.weight]
     assert embeddings == ["decoder.embed.weight"]
     assert len({id(params[name]) for name in regions}) == len(regions)
+
+
+def test_lm_never_decides_about_an_rdrop_it_does_not_use(prepared: Path, tmp_path: Path, capsys):
+    """The shipped config turns R-Drop on for the translator; the LM's loss is plain cross-entropy, so the loop's
+    train.rdrop_min_epochs check must neither print nor log a choice about it."""
+    lm_run = tmp_path / "lm"
+    assert _pretrain_src(lm_run, prepared, "train.max_epochs=3", "train.max_minutes=60", "train.rdrop_alpha=1",
+                         "train.rdrop_min_epochs=1000000000") == 0
+    assert "R-Drop" not in capsys.readouterr().out
+    assert [r for r in _valid_records(lm_run) if "rdrop_off" in r] == []
