@@ -1,7 +1,7 @@
 """The model ``mt train`` hands on: best.pt, or the average of the newest ``train.average_last`` kept
 checkpoints (one per validation) when that average scores higher on the validation split. Averaging the weights
 of the last checkpoints smooths out the noise of the last updates (Junczys-Dowmunt et al. 2016; Vaswani et al.
-2017) and often gains a few tenths of BLEU, but not always (it lost on this README's 150-minute run), so the
+2017) and often gains a few tenths of BLEU, but not always (it lost on the 150-minute run in docs/results.md), so the
 two are compared by the measure that picked best.pt, greedy validation BLEU (decoded in decode.precision). With
 ``train.ema_decay`` the best validation of the moving average of the weights (``best-ema.pt``, ``mt.ema``) is a
 third candidate.

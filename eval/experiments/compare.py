@@ -1,4 +1,4 @@
-"""Finished runs side by side: the tables of the README's recipe sections, from the runs' own files.
+"""Finished runs side by side: the tables of docs/results.md's recipe sections, from the runs' own files.
 
     python -m eval.experiments.compare runs/multi30k-en-de runs/m30-ls02 [--out runs/compare]
     make compare RUNS="runs/multi30k-en-de runs/m30-ls02"

@@ -1,5 +1,5 @@
 """Minimum Bayes risk reranking of the beam's n-best list (Kumar & Byrne 2004; Eikema & Aziz 2020), probed on a
-split of a run against the beam's own best (README, "The recipe"):
+split of a run against the beam's own best (docs/results.md, "The recipe"):
 
     python -m eval.experiments.mbr --run runs/multi30k-en-de --split val --nbest 5
 

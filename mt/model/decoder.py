@@ -122,7 +122,7 @@ class Decoder(nn.Module):
         state, weights = self._advance(x_proj, state, ctx)
         vectors = self.readout(state.feed)  # (B, H or E), bf16 under bf16 autocast
         # The logits in fp32 whatever the decoding precision: a bf16 logit keeps 8 bits (~0.06 at 10), which cost
-        # 0.1-0.2 BLEU on Multi30k validation (README, "Decoding precision")
+        # 0.1-0.2 BLEU on Multi30k validation (docs/results.md, "Decoding precision")
         with torch.autocast(vectors.device.type, enabled=False):
             logits = self.output(vectors.float())  # (B, V)
         return torch.log_softmax(logits, dim=-1), state, weights
