@@ -22,6 +22,7 @@ from mt.device import training_device
 from mt.errors import MTError
 from mt.files import read_jsonl
 from mt.model import build_model
+from mt.model.loss import SummedLoss
 from mt.run import RunDir
 from mt.stopping import any_rank, epochs_in_budget, rank0_decides, rank_values, stop_reason
 from mt.train import TranslationTask
@@ -468,8 +469,6 @@ def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsy
     """train.rdrop_min_epochs: at the second validation the pace gives the epochs the 60-minute budget holds (a
     tiny run: thousands, never a billion); below the minimum, the rest of the run trains without R-Drop, and a
     resumed run too."""
-    from mt.model.loss import SummedLoss
-
     passes = []  # the R-Drop weight of every training forward pass
     plain_forward = SummedLoss.forward
 
