@@ -101,6 +101,8 @@ class TrainConfig:
     rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0 = off; 2x compute)
     rdrop_min_epochs: int = 0  # with a time budget, R-Drop stays on only if the budget holds this many epochs at
                                # its pace, measured between the first two validations (0 = always on)
+    rdrop_from_epoch: int = 1  # R-Drop only from this epoch on (1 = from the start): the first epochs train at the
+                               # plain pace
 
 
 @dataclass
@@ -165,6 +167,8 @@ class Config:
             raise MTError(f"config key 'train.rdrop_alpha' must be >= 0, got {t.rdrop_alpha}")
         if t.rdrop_min_epochs < 0:
             raise MTError(f"config key 'train.rdrop_min_epochs' must be >= 0, got {t.rdrop_min_epochs}")
+        if t.rdrop_from_epoch < 1:
+            raise MTError(f"config key 'train.rdrop_from_epoch' must be >= 1, got {t.rdrop_from_epoch}")
         if not 0.0 <= t.label_smoothing < 1.0:
             raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
         if m.bidirectional and m.hidden_dim % 2:

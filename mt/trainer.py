@@ -173,7 +173,9 @@ class Trainer:
         self._last_validation = time.perf_counter()  # train.validate_minutes counts from here
         self._validation_by_time = False  # train.validate_minutes passed (the ranks agreed on it)
         self._epoch_length = 1  # batches of the current epoch on this rank
-        self._previous_validation: tuple[float, float] | None = None  # (epochs, seconds) at the last validation
+        self._rdrop_alpha = task.loss.rdrop  # the task's R-Drop weight; the loss carries it in the epochs that use it
+        self._pace_mark: tuple[float, float] | None = None  # (epochs, seconds) at the last validation, or where
+        # R-Drop started: the budget check measures R-Drop's pace from here
         self._tokens, self._step_seconds, self._steps = 0, 0.0, 0  # this session's training steps, not validation
         self._interval_loss, self._interval_tokens = 0.0, 0  # token-weighted mean loss since the last log record
 
@@ -269,7 +271,6 @@ class Trainer:
         if self.main:
             print(f"precision: {precision} ({why})", flush=True)
         self._precision = autocast(self.device, precision)
-        self._apply_rdrop_choice()
         self._started = time.perf_counter() - p.train_seconds
         self._last_checkpoint = self._last_validation = time.perf_counter()
         stopped = rank0_decides(stop_reason(p, self.limits, self._elapsed(), self._budget()))
@@ -279,6 +280,7 @@ class Trainer:
         self.task.model.train()
         with self.stop:
             while stopped is None:
+                self._apply_rdrop_choice()
                 finished_epoch = self._train_epoch()
                 if self.stop.requested:
                     self._checkpoint()
@@ -440,12 +442,13 @@ class Trainer:
         """train.rdrop_min_epochs (rank 0, at each validation): R-Drop doubles the cost of an update, and a run cut
         by the time budget long before its learning rate has decayed loses more than R-Drop gains. Once two
         validations of this session give the pace, R-Drop stays on only if the budget holds that many epochs at
-        it; the choice is final (saved with the progress) and logged. Asked of the task's loss, not of
+        it (with train.rdrop_from_epoch: the first two from where R-Drop started); the choice is final (saved with
+        the progress) and logged. Asked of the task's loss, not of
         train.rdrop_alpha: a language model's loss has no R-Drop whatever the config says. Returns the log record's
         fields."""
         p, t = self.progress, self.limits
         now = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())  # (epochs, seconds)
-        earlier, self._previous_validation = self._previous_validation, now
+        earlier, self._pace_mark = self._pace_mark, now
         if p.rdrop_checked or earlier is None or not (self.task.loss.rdrop and t.rdrop_min_epochs and self._budget()):
             return {}
         expected = epochs_in_budget(*now, self._budget(), earlier)
@@ -456,8 +459,17 @@ class Trainer:
         return {"rdrop_expected_epochs": expected, "rdrop_off": float(p.rdrop_off)}
 
     def _apply_rdrop_choice(self) -> None:
-        if self.progress.rdrop_off:
-            self.task.loss.rdrop = 0.0  # the module DDP wraps: every rank's next forward pass is a plain one
+        """R-Drop's weight from here on: off before epoch train.rdrop_from_epoch and once the budget check turned
+        it off. Set on the module DDP wraps: every rank's next forward pass follows it. When R-Drop starts within
+        this session, the budget check measures its pace from here."""
+        p = self.progress
+        on = bool(self._rdrop_alpha) and not p.rdrop_off and p.epoch + 1 >= self.limits.rdrop_from_epoch
+        starts = on and not self.task.loss.rdrop  # never at a session's start: the loss begins with R-Drop's weight
+        self.task.loss.rdrop = self._rdrop_alpha if on else 0.0
+        if starts:
+            self._pace_mark = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())
+            if self.main:
+                tqdm.write(f"R-Drop on from epoch {p.epoch + 1} (train.rdrop_from_epoch={self.limits.rdrop_from_epoch})")
 
     def _validate_average(self) -> tuple[dict[str, float], str, bool]:
         """train.ema_decay: the weight average validated like the trained weights (which alone steer the schedule

@@ -496,9 +496,38 @@ def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsy
     assert passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("min_epochs, off", [(0, False), (10**9, True)])
+def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(tmp_path, capsys, monkeypatch,
+                                                                                 min_epochs, off):
+    """train.rdrop_from_epoch=2: the first epoch trains plain, R-Drop starts with the second (announced); the
+    budget check measures R-Drop's own pace, so it decides after the second epoch, the first with R-Drop."""
+    passes = []
+    plain_forward = SummedLoss.forward
+
+    def counting_forward(self, *inputs, targets):
+        if self.model.training:
+            passes.append(self.rdrop)
+        return plain_forward(self, *inputs, targets=targets)
+
+    monkeypatch.setattr(SummedLoss, "forward", counting_forward)
+    extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", f"train.rdrop_min_epochs={min_epochs}",
+             "train.max_minutes=60"]
+    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
+    out = capsys.readouterr().out
+    assert "R-Drop on from epoch 2 (train.rdrop_from_epoch=2)" in out
+    valid = records(run, "valid")
+    per_epoch = valid[0]["step"]
+    assert passes == [0.0] * per_epoch + [1.0] * per_epoch + [0.0 if off else 1.0] * per_epoch
+    assert [r["epoch"] for r in valid if "rdrop_off" in r] == ([2] if min_epochs else [])
+    passes.clear()  # resumed past the start: R-Drop as decided, without a second announcement
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
+    assert passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
                                                ("train.rdrop_alpha=-1", "train.rdrop_alpha"),
                                                ("train.rdrop_min_epochs=-1", "train.rdrop_min_epochs"),
+                                               ("train.rdrop_from_epoch=0", "train.rdrop_from_epoch"),
                                                ("train.subword_nbest=0", "train.subword_nbest")])
 def test_bad_subword_settings_are_refused(override, message):
     from mt.config import apply_overrides
