@@ -442,10 +442,9 @@ class Trainer:
         """train.rdrop_min_epochs (rank 0, at each validation): R-Drop doubles the cost of an update, and a run cut
         by the time budget long before its learning rate has decayed loses more than R-Drop gains. Once two
         validations of this session give the pace, R-Drop stays on only if the budget holds that many epochs at
-        it (with train.rdrop_from_epoch: the first two from where R-Drop started); the choice is final (saved with
-        the progress) and logged. Asked of the task's loss, not of
-        train.rdrop_alpha: a language model's loss has no R-Drop whatever the config says. Returns the log record's
-        fields."""
+        it (with train.rdrop_from_epoch: measured from where R-Drop started); the choice is final (saved with the
+        progress) and logged. Asked of the task's loss, not of train.rdrop_alpha: a language model's loss has no
+        R-Drop whatever the config says. Returns the log record's fields."""
         p, t = self.progress, self.limits
         now = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())  # (epochs, seconds)
         earlier, self._pace_mark = self._pace_mark, now
