@@ -446,7 +446,7 @@ class Trainer:
         progress) and logged. Asked of the task's loss, not of train.rdrop_alpha: a language model's loss has no
         R-Drop whatever the config says. Returns the log record's fields."""
         p, t = self.progress, self.limits
-        now = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())  # (epochs, seconds)
+        now = self._position()
         earlier, self._pace_mark = self._pace_mark, now
         if p.rdrop_checked or earlier is None or not (self.task.loss.rdrop and t.rdrop_min_epochs and self._budget()):
             return {}
@@ -457,6 +457,11 @@ class Trainer:
                    f"train.rdrop_min_epochs={t.rdrop_min_epochs}")
         return {"rdrop_expected_epochs": expected, "rdrop_off": float(p.rdrop_off)}
 
+    def _position(self) -> tuple[float, float]:
+        """(epochs trained, fractions included; seconds of the run): what the budget check's pace is made of."""
+        p = self.progress
+        return p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed()
+
     def _apply_rdrop_choice(self) -> None:
         """R-Drop's weight from here on: off before epoch train.rdrop_from_epoch and once the budget check turned
         it off. Set on the module DDP wraps: every rank's next forward pass follows it. When R-Drop starts within
@@ -466,7 +471,7 @@ class Trainer:
         starts = on and not self.task.loss.rdrop  # never at a session's start: the loss begins with R-Drop's weight
         self.task.loss.rdrop = self._rdrop_alpha if on else 0.0
         if starts:
-            self._pace_mark = (p.epoch + p.batch_in_epoch / self._epoch_length, self._elapsed())
+            self._pace_mark = self._position()
             if self.main:
                 tqdm.write(f"R-Drop on from epoch {p.epoch + 1} (train.rdrop_from_epoch={self.limits.rdrop_from_epoch})")
 

@@ -464,43 +464,9 @@ def test_epochs_in_budget_projects_the_latest_pace():
     assert epochs_in_budget(3.0, 4000.0, 3600.0, (2.0, 3000.0)) == 3.0  # past the budget: what it has
 
 
-@pytest.mark.parametrize("min_epochs, off", [(10**9, True), (1, False)])
-def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsys, monkeypatch, min_epochs, off):
-    """train.rdrop_min_epochs: at the second validation the pace gives the epochs the 60-minute budget holds (a
-    tiny run: thousands, never a billion); below the minimum, the rest of the run trains without R-Drop, and a
-    resumed run too."""
-    passes = []  # the R-Drop weight of every training forward pass
-    plain_forward = SummedLoss.forward
-
-    def counting_forward(self, *inputs, targets):
-        if self.model.training:
-            passes.append(self.rdrop)
-        return plain_forward(self, *inputs, targets=targets)
-
-    monkeypatch.setattr(SummedLoss, "forward", counting_forward)
-    extra = ["train.rdrop_alpha=1", f"train.rdrop_min_epochs={min_epochs}", "train.max_minutes=60"]
-    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
-    out = capsys.readouterr().out
-    valid = records(run, "valid")
-    decided = [r for r in valid if "rdrop_off" in r]
-    assert [r["epoch"] for r in decided] == [2]  # once, when two validations give the pace
-    assert decided[0]["rdrop_off"] == float(off) and decided[0]["rdrop_expected_epochs"] > 100
-    assert ("R-Drop off from here on" in out) == off and ("R-Drop stays on" in out) == (not off)
-    per_epoch = valid[0]["step"]
-    assert passes[:2 * per_epoch] == [1.0] * (2 * per_epoch)  # R-Drop for the first two epochs either way
-    assert passes[2 * per_epoch:] == [0.0 if off else 1.0] * per_epoch
-    progress = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
-    assert progress["rdrop_checked"] and progress["rdrop_off"] == off
-    passes.clear()  # resumed, the choice holds without being made again
-    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
-    assert passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("min_epochs, off", [(0, False), (10**9, True)])
-def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(tmp_path, capsys, monkeypatch,
-                                                                                 min_epochs, off):
-    """train.rdrop_from_epoch=2: the first epoch trains plain, R-Drop starts with the second (announced); the
-    budget check measures R-Drop's own pace, so it decides after the second epoch, the first with R-Drop."""
+@pytest.fixture
+def rdrop_passes(monkeypatch) -> list[float]:
+    """The R-Drop weight of every training forward pass of SummedLoss, in order."""
     passes = []
     plain_forward = SummedLoss.forward
 
@@ -510,6 +476,37 @@ def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(
         return plain_forward(self, *inputs, targets=targets)
 
     monkeypatch.setattr(SummedLoss, "forward", counting_forward)
+    return passes
+
+
+@pytest.mark.parametrize("min_epochs, off", [(10**9, True), (1, False)])
+def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsys, rdrop_passes, min_epochs, off):
+    """train.rdrop_min_epochs: at the second validation the pace gives the epochs the 60-minute budget holds (a
+    tiny run: thousands, never a billion); below the minimum, the rest of the run trains without R-Drop, and a
+    resumed run too."""
+    extra = ["train.rdrop_alpha=1", f"train.rdrop_min_epochs={min_epochs}", "train.max_minutes=60"]
+    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
+    out = capsys.readouterr().out
+    valid = records(run, "valid")
+    decided = [r for r in valid if "rdrop_off" in r]
+    assert [r["epoch"] for r in decided] == [2]  # once, when two validations give the pace
+    assert decided[0]["rdrop_off"] == float(off) and decided[0]["rdrop_expected_epochs"] > 100
+    assert ("R-Drop off from here on" in out) == off and ("R-Drop stays on" in out) == (not off)
+    per_epoch = valid[0]["step"]
+    assert rdrop_passes[:2 * per_epoch] == [1.0] * (2 * per_epoch)  # R-Drop for the first two epochs either way
+    assert rdrop_passes[2 * per_epoch:] == [0.0 if off else 1.0] * per_epoch
+    progress = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
+    assert progress["rdrop_checked"] and progress["rdrop_off"] == off
+    rdrop_passes.clear()  # resumed, the choice holds without being made again
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
+    assert rdrop_passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("min_epochs, off", [(0, False), (10**9, True)])
+def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(tmp_path, capsys, rdrop_passes,
+                                                                                 min_epochs, off):
+    """train.rdrop_from_epoch=2: the first epoch trains plain, R-Drop starts with the second (announced); the
+    budget check measures R-Drop's own pace, so it decides after the second epoch, the first with R-Drop."""
     extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", f"train.rdrop_min_epochs={min_epochs}",
              "train.max_minutes=60"]
     run = prepare_and_train(tmp_path, epochs=3, extra=extra)
@@ -517,11 +514,27 @@ def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(
     assert "R-Drop on from epoch 2 (train.rdrop_from_epoch=2)" in out
     valid = records(run, "valid")
     per_epoch = valid[0]["step"]
-    assert passes == [0.0] * per_epoch + [1.0] * per_epoch + [0.0 if off else 1.0] * per_epoch
+    assert rdrop_passes == [0.0] * per_epoch + [1.0] * per_epoch + [0.0 if off else 1.0] * per_epoch
     assert [r["epoch"] for r in valid if "rdrop_off" in r] == ([2] if min_epochs else [])
-    passes.clear()  # resumed past the start: R-Drop as decided, without a second announcement
+    rdrop_passes.clear()  # resumed past the start: R-Drop as decided, without a second announcement
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
-    assert passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+    assert rdrop_passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+
+
+def test_rdrop_budget_check_measures_from_where_rdrop_started(tmp_path, monkeypatch):
+    """Validations every 7 updates, none forced at an epoch's end: the last one before R-Drop starts (epoch 2) lies
+    inside the plain epoch 1. The pace that decides is measured from the start of epoch 2, not from there."""
+    import mt.trainer
+
+    earlier = []  # the (epochs, seconds) each budget projection measured from
+    project = mt.trainer.epochs_in_budget
+    monkeypatch.setattr(mt.trainer, "epochs_in_budget", lambda *a: earlier.append(a[-1]) or project(*a))
+    extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", "train.rdrop_min_epochs=1", "train.max_minutes=60",
+             "train.validate_every=7", "train.validate_min_steps=1000"]
+    run = prepare_and_train(tmp_path, epochs=2, extra=extra)
+    per_epoch = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] // 2
+    assert per_epoch > 7 and per_epoch % 7, per_epoch  # validations inside each epoch, none at epoch 1's end
+    assert [epochs for epochs, _ in earlier] == [1.0]
 
 
 @pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
