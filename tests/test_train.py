@@ -524,11 +524,8 @@ def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(
 def test_rdrop_budget_check_measures_from_where_rdrop_started(tmp_path, monkeypatch):
     """Validations every 7 updates, none forced at an epoch's end: the last one before R-Drop starts (epoch 2) lies
     inside the plain epoch 1. The pace that decides is measured from the start of epoch 2, not from there."""
-    import mt.trainer
-
     earlier = []  # the (epochs, seconds) each budget projection measured from
-    project = mt.trainer.epochs_in_budget
-    monkeypatch.setattr(mt.trainer, "epochs_in_budget", lambda *a: earlier.append(a[-1]) or project(*a))
+    monkeypatch.setattr("mt.trainer.epochs_in_budget", lambda *a: earlier.append(a[-1]) or epochs_in_budget(*a))
     extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", "train.rdrop_min_epochs=1", "train.max_minutes=60",
              "train.validate_every=7", "train.validate_min_steps=1000"]
     run = prepare_and_train(tmp_path, epochs=2, extra=extra)
