@@ -28,11 +28,11 @@ from tqdm import tqdm
 from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
 from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, config_to_dict
+from mt.data.tokenizer import Tokenizer, train_sentencepiece
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import normalize
-from mt.tokenizer import Tokenizer, train_sentencepiece
 
 __all__ = ["PREP_VERSION", "prepare", "summary"]
 

@@ -1,6 +1,6 @@
 """The Gradio web app (``mt demo --run RUN``): translate in the browser, see the n-best list and the attention.
 
-All translation goes through ``mt.translator.Translator`` (loaded once per server); this module only lays out
+All translation goes through ``mt.decode.translator.Translator`` (loaded once per server); this module only lays out
 the page and turns results into tables and a heatmap. The translate function is also an API endpoint named
 ``translate``: ``gradio_client.Client(url).predict("A dog runs.", api_name="/translate")[0]`` is the translation.
 """
@@ -18,8 +18,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mt.decode.translator import Translation, Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
-from mt.translator import Translation, Translator  # noqa: E402
 
 __all__ = ["DEFAULT_MAX_CHARS", "build_app", "model_facts", "split_sentences", "translate_text"]
 

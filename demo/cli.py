@@ -11,8 +11,8 @@ __all__ = ["register"]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from mt.decode.translator import Translator
     from mt.run import RunDir
-    from mt.translator import Translator
 
     if args.max_chars < 1 or args.concurrency < 1:
         raise MTError("--max-chars and --concurrency must be at least 1")

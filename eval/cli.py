@@ -14,17 +14,15 @@ __all__ = ["register_eval", "register_score"]
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.evaluate import evaluate, evaluation_jobs, result_name
-    from mt.translator import Translator
+    from mt.decode.translator import Translator
 
     run = RunDir.of(args.run)
     translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize, ensemble=args.ensemble)
     for name, sources, references in evaluation_jobs(run, args.split, args.src, args.ref):
         name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag)
-        report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha,
-                          coverage=args.coverage)
-        coverage = f"coverage {report['coverage']}, " if report["coverage"] else ""
+        report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
-              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {coverage}{report['precision']}, "
+              f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {report['precision']}, "
               f"{report['sentences']} sentences, {report['sentences_per_s']} sentences/s)")
         for metric, signature in report["signature"].items():
             print(f"  {metric}: {signature}")

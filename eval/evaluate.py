@@ -8,27 +8,26 @@ import time
 from pathlib import Path
 
 from eval.scoring import score
+from mt.decode.translator import Translator
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import read_text_file
-from mt.translator import Translator
 
 __all__ = ["evaluate", "evaluation_jobs", "result_name", "split_texts"]
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
-             beam: int | None = None, alpha: float | None = None, coverage: float | None = None) -> dict:
+             beam: int | None = None, alpha: float | None = None) -> dict:
     if len(sources) != len(references):
         raise MTError(f"{name}: {len(sources)} source lines but {len(references)} reference lines")
     beam = beam or translator.cfg.decode.beam
     alpha = translator.cfg.decode.alpha if alpha is None else alpha
-    coverage = translator.cfg.decode.coverage if coverage is None else coverage
     start = time.perf_counter()
-    hypotheses = [t.text for t in translator.translate(sources, beam=beam, alpha=alpha, coverage=coverage)]
+    hypotheses = [t.text for t in translator.translate(sources, beam=beam, alpha=alpha)]
     seconds = time.perf_counter() - start
     facts = getattr(translator, "facts", {})
-    report = {**score(hypotheses, references), "beam": beam, "alpha": alpha, "coverage": coverage,
+    report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
               "precision": getattr(translator, "precision", "fp32"),
               "checkpoint": facts.get("checkpoint"), "final": facts.get("final"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),

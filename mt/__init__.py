@@ -15,7 +15,7 @@ boundary; the decoder's teacher-forced loop runs time-major inside, and its comm
     P  prompt length (language-model sampling)
 Lower-case t counts decoding steps taken so far.
 
-Public entry points: ``mt.config.load_config``, ``mt.translator.Translator`` and the ``mt`` command line.
+Public entry points: ``mt.config.load_config``, ``mt.decode.translator.Translator`` and the ``mt`` command line.
 """
 
 from mt.errors import MTError

@@ -47,8 +47,6 @@ def add_model_choice(p: argparse.ArgumentParser, decoding: bool = True) -> None:
         return
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
     p.add_argument("--alpha", type=float, help="length penalty exponent (default: decode.alpha of the run)")
-    p.add_argument("--coverage", type=float,
-                   help="coverage penalty weight in beam search (default: decode.coverage of the run; 0 = none)")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation for faster CPU decoding")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN2",
                    help="decode together with these runs (their final model) or checkpoint files of the same data")
@@ -72,7 +70,7 @@ def _exit_code(stopped: str) -> int:
 # ---------------------------------------------------------------- the library's commands
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mt.train import train
+    from mt.tasks.translation import train
 
     run = RunDir.of(args.run)
     run.require_prepared()
@@ -83,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from mt.pretrain import pretrain
+    from mt.tasks.language_model import pretrain
 
     # `--text a.txt b.txt train.lr=1e-3`: argparse hands the trailing overrides to --text; give them back
     texts = [x for x in args.text if "=" not in x or Path(x).is_file()]
@@ -97,7 +95,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mt.pretrain import generate_text
+    from mt.tasks.language_model import generate_text
 
     for text in generate_text(RunDir.of(args.run), args.prompt, args.num, args.temperature, args.top_k, args.max_len,
                               args.seed, args.checkpoint):
@@ -114,13 +112,12 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from mt.decode.translator import Translator, format_translations
     from mt.text import read_input
-    from mt.translator import Translator, format_translations
 
     translator = Translator.from_run(args.run, checkpoint=args.checkpoint, quantize=args.quantize,
                                      ensemble=args.ensemble)
-    results = translator.translate(read_input(args.input), beam=args.beam, nbest=args.nbest, alpha=args.alpha,
-                                     coverage=args.coverage)
+    results = translator.translate(read_input(args.input), beam=args.beam, nbest=args.nbest, alpha=args.alpha)
     text = format_translations(results, args.nbest)
     if args.output and args.output != "-":
         from mt.files import atomic_write

@@ -1,13 +1,18 @@
-"""The typed configuration tree: data, model, train and decode sections.
+"""The typed configuration tree: data, model, train and decode sections. Its defaults ARE the recipe.
 
-A config is loaded from YAML (``load_config``), then adjusted with ``key=value`` overrides that use the same
-dotted names as the YAML (``apply_overrides(cfg, ["model.cell=gru", "train.lr=5e-4"])``). Unknown keys, wrong
-types and values outside their choices raise ``MTError`` naming the key and what would be valid.
+``Config()`` is the measured recipe (the evidence for every value: docs/recipe.md): ``mt prepare`` and
+``mt train`` without ``--config``, ``make train`` and the Python API all start from it, and a config file only
+lists what differs. A config is loaded from YAML (``load_config``), then adjusted with ``key=value`` overrides
+that use the same dotted names as the YAML (``apply_overrides(cfg, ["model.cell=gru", "train.lr=5e-4"])``).
+Unknown keys, wrong types and values outside their choices raise ``MTError`` naming the key and what would be
+valid. Every key carries a one-line explanation (``describe``), which ``save_config`` writes beside it, so a
+RUN/config.yaml explains itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,93 +32,123 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "describe",
     "load_config",
     "save_config",
 ]
 
 
+def _key(default: Any, doc: str) -> Any:
+    """A config key: its default and the one line that explains it (written beside it in RUN/config.yaml)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class DataConfig:
-    src: str = "en"  # source language code (file suffix / column name)
-    tgt: str = "de"  # target language code
-    vocab_size: int = 8000  # SentencePiece pieces (per model); lowered with a warning for tiny corpora
-    joint_vocab: bool = True  # one SentencePiece model for both sides (else one per side)
-    spm_model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
-    character_coverage: float = 1.0  # share of characters the SentencePiece model must cover
-    max_tokens: int = 100  # training pairs with a side longer than this (subwords) are dropped
-    max_ratio: float = 3.0  # training pairs whose longer side has over this many times the tokens of the other
-    ratio_min_tokens: int = 10  # ...are dropped, but only when the longer side has at least this many tokens
-    dedup: bool = True  # drop exact duplicate training pairs
-    spm_sample_size: int = 1_000_000  # SentencePiece trains on a seeded random sample of this many sentences (0 = all)
+    src: str = _key("en", "source language code: file suffix (train.en) or Hub column name")
+    tgt: str = _key("de", "target language code")
+    vocab_size: int = _key(8000, "SentencePiece pieces (per model); lowered with a warning for a corpus too small")
+    joint_vocab: bool = _key(True, "one SentencePiece model for both languages (false: one per language; then "
+                                   "also model.share_embeddings=false)")
+    spm_model_type: Literal["unigram", "bpe", "char", "word"] = _key("unigram", "SentencePiece model type")
+    character_coverage: float = _key(1.0, "share of characters the subword model covers (0.9995 for CJK scripts)")
+    max_tokens: int = _key(100, "training pairs with a side longer than this many subwords are dropped")
+    max_ratio: float = _key(3.0, "training pairs whose longer side has over max_ratio x the other's tokens...")
+    ratio_min_tokens: int = _key(10, "...are dropped, once the longer side has at least this many tokens")
+    dedup: bool = _key(True, "drop exact duplicate training pairs")
+    spm_sample_size: int = _key(1_000_000, "SentencePiece trains on a seeded sample of this many sentences (0: all)")
 
 
 @dataclass
 class ModelConfig:
-    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # recurrent cell of encoder and decoder
-    attention: Literal["bahdanau", "luong", "none"] = "bahdanau"
-    emb_dim: int = 256  # E, source and target embeddings
-    hidden_dim: int = 512  # H: decoder state size and encoder output size (both directions together)
-    layers: int = 1  # L, recurrent layers in encoder and in decoder
-    bidirectional: bool = True  # encoder reads both directions (each direction has H/2 units)
-    dropout: float = 0.3  # on embeddings, between layers and on the attentional hidden state
-    word_dropout: float = 0.0  # training only: share of input tokens whose embedding is zeroed (word dropout)
-    word_dropout_sides: Literal["both", "source", "target"] = "both"  # where word dropout acts: source and/or target
-    recurrent_weight_dropout: float = 0.0  # training only: DropConnect on the hidden-to-hidden weight matrices
-    tie_embeddings: bool = False  # output layer = target embeddings (E != H: through a readout H -> E)
-    share_embeddings: bool = False  # source embeddings = target embeddings (needs data.joint_vocab)
-    init_encoder_from: str = ""  # language-model checkpoint to initialise the encoder from (source side)
-    init_decoder_from: str = ""  # language-model checkpoint to initialise the decoder from (target side)
+    cell: Literal["lstm", "gru", "rnn"] = _key("lstm", "recurrent cell of encoder and decoder: lstm | gru | rnn")
+    attention: Literal["bahdanau", "luong", "none"] = _key(
+        "bahdanau", "bahdanau (additive) | luong (multiplicative) | none (the final encoder state only)")
+    emb_dim: int = _key(256, "E: source and target embedding size")
+    hidden_dim: int = _key(512, "H: decoder size = encoder output size (H/2 per direction when bidirectional)")
+    layers: int = _key(1, "recurrent layers in the encoder and in the decoder")
+    bidirectional: bool = _key(True, "the encoder reads the source in both directions")
+    dropout: float = _key(0.4, "on embeddings, between layers and on the attentional vector")
+    tie_embeddings: bool = _key(True, "output layer = target embeddings (through a readout H -> E when E != H)")
+    share_embeddings: bool = _key(True, "source embeddings = target embeddings (needs data.joint_vocab)")
+    init_encoder_from: str = _key("", "language-model checkpoint (mt pretrain) for the encoder (source side)")
+    init_decoder_from: str = _key("", "language-model checkpoint (mt pretrain) for the decoder (target side)")
 
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 30
-    max_minutes: float = 0.0  # wall-clock budget for training; 0 means no limit
-    batch_tokens: int = 4000  # target tokens per batch (padding included)
-    lr: float = 1e-3  # Adam learning rate after warm-up
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    schedule: Literal["plateau", "inverse_sqrt", "constant"] = "plateau"
-    lr_decay: float = 0.5  # plateau: multiply lr by this when the watched validation metric stalls
-    lr_patience: int = 1  # plateau: validations without improvement before decaying
-    plateau_metric: Literal["loss", "bleu"] = "loss"  # plateau: what it watches (validation loss or BLEU)
-    plateau_threshold: float = 0.01  # plateau: relative improvement that counts (0.01: 1% better than the best)
-    min_lr: float = 1e-5  # plateau: never go below
-    patience: int = 5  # early stopping: validations in which neither BLEU nor the loss (by plateau_threshold) improved
-    validate_every: int = 1000  # validate after this many updates, or at the end of an epoch when that comes sooner...
-    validate_min_steps: int = 100  # ...but at an epoch's end only once this many updates followed the last validation
-    validate_minutes: float = 0.0  # also validate after this many minutes of training since the last one (0: off)
-    clip: float = 1.0  # gradient-norm clipping (0 disables)
-    label_smoothing: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 42
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU/GPU has bf16 units, else fp32
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # CPU threads for torch; 0 = all cores
-    checkpoint_minutes: float = 5.0  # also save last.pt mid-epoch this often
-    keep_checkpoints: int = 0  # keep the weights of the last N validations (step-NNNNNNNN.pt) for `mt average`
-    average_last: int = 0  # at the end, average the newest N kept checkpoints; final.pt = it or best.pt, the better on val
-    freeze_pretrained_epochs: int = 0  # keep weights from model.init_*_from fixed for the first N epochs
-    log_every: int = 50  # steps between train_log.jsonl records
-    val_max_sentences: int = 0  # validate BLEU on at most this many sentences (0 = whole split)
-    subword_alpha: float = 0.0  # subword regularisation: SentencePiece sampling smoothing for training pairs (0 = off)
-    subword_nbest: int = 64  # ...sampled from the n best segmentations (-1 = all); BPE models ignore it
-    ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay (0 = off; mt.ema)
-    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0 = off; 2x compute)
-    rdrop_min_epochs: int = 0  # with a time budget, R-Drop stays on only if the budget holds this many epochs at
-                               # its pace, measured between the first two validations (0 = always on)
-    rdrop_from_epoch: int = 1  # R-Drop only from this epoch on (1 = from the start): the first epochs train at the
-                               # plain pace
+    max_epochs: int = _key(100, "upper bound on passes over the training data")
+    max_minutes: float = _key(60.0, "wall-clock budget; the run stops with complete checkpoints (0: none)")
+    batch_tokens: int = _key(4000, "target tokens per batch, padding included (length-bucketed batches)")
+    lr: float = _key(0.002, "Adam learning rate after warm-up")
+    warmup_steps: int = _key(0, "linear warm-up updates from 0 to lr")
+    schedule: Literal["plateau", "inverse_sqrt", "constant"] = _key(
+        "plateau", "plateau (decay when validation stalls) | inverse_sqrt (after warm-up) | constant")
+    lr_decay: float = _key(0.5, "plateau: factor applied to the learning rate")
+    lr_patience: int = _key(2, "plateau: validations without progress before a decay")
+    plateau_metric: Literal["loss", "bleu"] = _key("loss", "plateau: what it watches, validation loss | bleu")
+    plateau_threshold: float = _key(0.01, "plateau: relative improvement that counts as progress (0.01 = 1%)")
+    min_lr: float = _key(1e-5, "plateau: lower bound of the learning rate")
+    patience: int = _key(5, "early stopping: validations in which neither BLEU nor the loss made progress")
+    validate_every: int = _key(1000, "validate after this many updates, or at an epoch's end when sooner...")
+    validate_min_steps: int = _key(100, "...but at an epoch's end only once this many updates followed the last")
+    validate_minutes: float = _key(0.0, "also validate this many minutes after the last validation (0: off)")
+    clip: float = _key(1.0, "gradient-norm clipping threshold (0: off)")
+    label_smoothing: float = _key(0.1, "label-smoothed cross-entropy (0: plain)")
+    weight_decay: float = _key(0.0, "AdamW weight decay (0: Adam)")
+    seed: int = _key(42, "seeds data order, initialisation and dropout")
+    precision: Literal["auto", "fp32", "bf16"] = _key(
+        "auto", "auto (bf16 where the CPU/GPU has bf16 units, else fp32) | fp32 | bf16")
+    device: Literal["auto", "cpu", "cuda"] = _key("auto", "auto (CUDA when present) | cpu | cuda")
+    threads: int = _key(0, "CPU threads for torch (0: all cores)")
+    checkpoint_minutes: float = _key(5.0, "also save last.pt this often within an epoch")
+    keep_checkpoints: int = _key(5, "keep the weights of the last N validations (step-NNNNNNNN.pt) to average")
+    average_last: int = _key(5, "at the end final.pt = best.pt or the average of the newest N kept checkpoints "
+                                "(all kept, when fewer), the better on validation (0: best.pt)")
+    freeze_pretrained_epochs: int = _key(0, "weights from model.init_*_from stay fixed for the first N epochs")
+    log_every: int = _key(50, "updates between records in train_log.jsonl")
+    val_max_sentences: int = _key(0, "validation BLEU on at most this many sentences (0: all)")
+    rdrop_alpha: float = _key(1.0, "R-Drop: weight of the symmetric KL between two dropout passes (0: off; "
+                                   "2x compute per update)")
+    rdrop_min_updates: int = _key(3000, "with a time budget, R-Drop stays on only if the budget holds this many "
+                                        "updates at its pace, measured over the first updates (0: always on)")
 
 
 @dataclass
 class DecodeConfig:
-    beam: int = 5
-    alpha: float = 1.0  # length penalty exponent of Wu et al. (2016); 0 disables
-    coverage: float = 0.0  # coverage penalty weight beta of Wu et al. (2016) in beam search; 0 disables
-    max_len_ratio: float = 1.5  # hypotheses stop at max_len_ratio * source length + max_len_extra
-    max_len_extra: int = 10
-    batch_tokens: int = 6000  # source tokens per decoding batch
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU/GPU has bf16 units, else fp32
+    beam: int = _key(5, "beam size (1: greedy)")
+    alpha: float = _key(1.0, "length penalty exponent of Wu et al. (2016) (0: none)")
+    max_len_ratio: float = _key(1.5, "outputs stop at max_len_ratio x source length + max_len_extra tokens")
+    max_len_extra: int = _key(10, "see max_len_ratio")
+    batch_tokens: int = _key(6000, "source tokens per decoding batch")
+    precision: Literal["auto", "fp32", "bf16"] = _key(
+        "auto", "auto (bf16 where the CPU/GPU has bf16 units, else fp32) | fp32 | bf16")
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _non_negative(v) -> bool:
+    return v >= 0
+
+
+def _fraction(v) -> bool:
+    return 0 <= v < 1
+
+
+# The rule of each key that has one beyond its type, and how the error message states it
+_RULES: dict[str, tuple] = {
+    **{key: (_positive, "> 0") for key in (
+        "data.vocab_size", "data.max_tokens", "model.emb_dim", "model.hidden_dim", "model.layers", "train.max_epochs",
+        "train.batch_tokens", "train.lr", "train.log_every", "train.validate_every", "decode.beam",
+        "decode.max_len_ratio", "decode.batch_tokens")},
+    **{key: (_fraction, "in [0, 1)") for key in ("model.dropout", "train.label_smoothing", "train.plateau_threshold")},
+    **{key: (_non_negative, ">= 0") for key in (
+        "train.validate_min_steps", "train.validate_minutes", "train.keep_checkpoints", "train.average_last",
+        "train.rdrop_alpha",
+        "train.rdrop_min_updates")},
+}
 
 
 @dataclass
@@ -123,54 +158,16 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def get(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name)
+
     def validate(self) -> Config:
-        """Cross-field checks that types alone cannot express."""
-        m, t, d = self.model, self.train, self.decode
-        positive = {
-            "data.vocab_size": self.data.vocab_size,
-            "data.max_tokens": self.data.max_tokens,
-            "model.emb_dim": m.emb_dim,
-            "model.hidden_dim": m.hidden_dim,
-            "model.layers": m.layers,
-            "train.max_epochs": t.max_epochs,
-            "train.batch_tokens": t.batch_tokens,
-            "train.lr": t.lr,
-            "train.log_every": t.log_every,
-            "train.validate_every": t.validate_every,
-            "decode.beam": d.beam,
-            "decode.max_len_ratio": d.max_len_ratio,
-            "decode.batch_tokens": d.batch_tokens,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise MTError(f"config key '{key}' must be > 0, got {value}")
-        for key in ("dropout", "word_dropout", "recurrent_weight_dropout"):
-            if not 0.0 <= getattr(m, key) < 1.0:
-                raise MTError(f"config key 'model.{key}' must be in [0, 1), got {getattr(m, key)}")
-        for key in ("validate_min_steps", "validate_minutes"):
-            if getattr(t, key) < 0:
-                raise MTError(f"config key 'train.{key}' must be >= 0, got {getattr(t, key)}")
-        if not 0.0 <= t.plateau_threshold < 1.0:
-            raise MTError(f"config key 'train.plateau_threshold' must be in [0, 1), got {t.plateau_threshold}")
-        if t.average_last > max(t.keep_checkpoints, 1) or t.average_last < 0:
-            raise MTError(f"config key 'train.average_last' must be between 0 and train.keep_checkpoints "
-                          f"({t.keep_checkpoints}), got {t.average_last}")
-        if not 0.0 <= t.subword_alpha <= 1.0:
-            raise MTError(f"config key 'train.subword_alpha' must be in [0, 1], got {t.subword_alpha}")
-        if t.subword_nbest == 0 or t.subword_nbest < -1:
-            raise MTError(f"config key 'train.subword_nbest' must be -1 (all) or >= 1, got {t.subword_nbest}")
-        if not 0.0 <= t.ema_decay < 1.0:
-            raise MTError(f"config key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
-        if d.coverage < 0:
-            raise MTError(f"config key 'decode.coverage' must be >= 0, got {d.coverage}")
-        if t.rdrop_alpha < 0:
-            raise MTError(f"config key 'train.rdrop_alpha' must be >= 0, got {t.rdrop_alpha}")
-        if t.rdrop_min_epochs < 0:
-            raise MTError(f"config key 'train.rdrop_min_epochs' must be >= 0, got {t.rdrop_min_epochs}")
-        if t.rdrop_from_epoch < 1:
-            raise MTError(f"config key 'train.rdrop_from_epoch' must be >= 1, got {t.rdrop_from_epoch}")
-        if not 0.0 <= t.label_smoothing < 1.0:
-            raise MTError(f"config key 'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
+        """The rules of single keys (``_RULES``) and the cross-field checks that types alone cannot express."""
+        for key, (holds, rule) in _RULES.items():
+            if not holds(self.get(key)):
+                raise MTError(f"config key '{key}' must be {rule}, got {self.get(key)}")
+        m = self.model
         if m.bidirectional and m.hidden_dim % 2:
             raise MTError(f"config key 'model.hidden_dim' must be even with a bidirectional encoder, got {m.hidden_dim}")
         if m.share_embeddings and not self.data.joint_vocab:
@@ -186,6 +183,29 @@ class Config:
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+log = logging.getLogger("mt")
+
+# Keys of earlier versions: experiments that lost on validation (docs/results.md, "Removed experiments") and a
+# rule restated in updates. Checkpoints and RUN/config.yaml files that still hold them load with them ignored;
+# a file or override that turns one on gets a warning. Each maps to its "off" value and what became of it.
+_REMOVED: dict[str, tuple[Any, str]] = {
+    "model.word_dropout": (0.0, "word dropout lost on validation"),
+    "model.word_dropout_sides": ("both", "word dropout lost on validation"),
+    "model.recurrent_weight_dropout": (0.0, "recurrent weight dropout lost on validation"),
+    "train.ema_decay": (0.0, "the moving average of the weights lost on validation"),
+    "train.subword_alpha": (0.0, "subword regularisation lost on validation"),
+    "train.subword_nbest": (64, "subword regularisation lost on validation"),
+    "train.rdrop_from_epoch": (1, "R-Drop from a later epoch lost on validation"),
+    "train.rdrop_min_epochs": (0, "replaced by train.rdrop_min_updates"),
+    "decode.coverage": (0.0, "the coverage penalty did not pass the rule for a default"),
+}
+
+
+def describe(section: str, key: str) -> str:
+    """The one-line explanation of ``section.key``."""
+    cls = type(getattr(Config(), section))
+    return next(f.metadata.get("doc", "") for f in dataclasses.fields(cls) if f.name == key)
 
 
 def _type_name(tp: Any) -> str:
@@ -227,12 +247,16 @@ def _section_types(section_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(section_cls, include_extras=False)
 
 
-def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Config:
-    """Build a validated ``Config`` from nested dicts; missing keys keep their defaults."""
+def config_from_dict(raw: dict[str, Any] | None, source: str = "config", saved: bool = False) -> Config:
+    """Build a validated ``Config`` from nested dicts; missing keys keep their defaults (the recipe). ``saved``:
+    the config of a checkpoint, whose keys of earlier versions (``_REMOVED``) are ignored without a word, and
+    whose missing model keys mean what the model was before the key existed (``_BEFORE_IT_EXISTED``)."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise MTError(f"{source}: expected a mapping with sections {', '.join(_SECTIONS)}")
     cfg = Config()
+    if saved and isinstance(raw.get("model"), dict):
+        raw = {**raw, "model": {**_BEFORE_IT_EXISTED, **raw["model"]}}
     for section, values in raw.items():
         if section not in _SECTIONS:
             raise MTError(f"{source}: unknown config section '{section}'; valid: {', '.join(_SECTIONS)}")
@@ -243,12 +267,25 @@ def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Conf
         obj = getattr(cfg, section)
         types_ = _section_types(type(obj))
         for key, value in values.items():
+            if f"{section}.{key}" in _REMOVED:
+                _removed(f"{section}.{key}", value, source, saved)
+                continue
             if key not in types_:
                 raise MTError(
                     f"{source}: unknown config key '{section}.{key}'; valid keys in '{section}': {', '.join(types_)}"
                 )
             setattr(obj, key, _coerce(f"{section}.{key}", value, types_[key]))
     return cfg.validate()
+
+
+# Model keys whose default is not what a checkpoint saved before the key existed was trained with
+_BEFORE_IT_EXISTED = {"tie_embeddings": False, "share_embeddings": False}
+
+
+def _removed(key: str, value: Any, source: str, saved: bool) -> None:
+    off, why = _REMOVED[key]
+    if value != off and not saved:
+        log.warning("%s: config key '%s' no longer exists (%s: docs/results.md); ignored", source, key, why)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -272,8 +309,23 @@ def load_config(path: str | Path) -> Config:
     return config_from_dict(raw, source=str(path))
 
 
+def config_yaml(cfg: Config) -> str:
+    """Every key of ``cfg`` as YAML, each with its explanation as a comment; the keys that differ from the
+    recipe (``Config()``) are marked."""
+    recipe = config_to_dict(Config())
+    lines = ["# The resolved config of this run. Keys marked (changed) differ from the recipe, the package's",
+             "# defaults (docs/recipe.md has the evidence for each). Override with key=value, e.g. train.lr=1e-3."]
+    for section, values in config_to_dict(cfg).items():
+        lines.append(f"{section}:")
+        for key, value in values.items():
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip()[1:-1]
+            mark = " (changed)" if value != recipe[section][key] else ""
+            lines.append(f"  {text:<30} # {describe(section, key)}{mark}")
+    return "\n".join(lines) + "\n"
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False), what="config")
+    atomic_write(path, config_yaml(cfg), what="config")
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -287,7 +339,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         section, _, name = key.partition(".")
         if section not in raw:
             raise MTError(f"unknown config section '{section}' in override '{item}'; valid: {', '.join(raw)}")
-        if name not in raw[section]:
+        if name not in raw[section] and key not in _REMOVED:
             raise MTError(
                 f"unknown config key '{key}' in override '{item}'; valid keys in '{section}': {', '.join(raw[section])}"
             )
@@ -299,4 +351,3 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             value = text  # a bracketed string is still a string
         raw[section][name] = value
     return config_from_dict(raw, source="command line")
-

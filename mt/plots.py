@@ -26,27 +26,16 @@ def plot_curves(log_path: Path, out: Path) -> None:
         ax = axes[0][col]
         ax.plot([r[x] for r in train], [r["loss"] for r in train], label="train loss (smoothed CE)", lw=1)
         ax.plot([r[x] for r in valid], [r["val_loss"] for r in valid], "o-", label="validation loss")
-        _plot_average(ax, valid, x, "ema_val_loss", "validation loss, weight average")
         ax.set_xlabel(x)
         ax.set_ylabel("loss per token")
         ax.legend()
         ax.grid(alpha=0.3)
         ax = axes[1][col]
-        ax.plot([r[x] for r in valid], [r[metric] for r in valid], "o-", color="tab:green", label="trained weights")
-        if _plot_average(ax, valid, x, f"ema_{metric}", "weight average (train.ema_decay)"):
-            ax.legend()
+        ax.plot([r[x] for r in valid], [r[metric] for r in valid], "o-", color="tab:green")
         ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     save_figure(fig, out)
-
-
-def _plot_average(ax, valid: list[dict], x: str, key: str, label: str) -> bool:
-    """The moving average of the weights' validation curve (train.ema_decay), where the log has it."""
-    points = [(r[x], r[key]) for r in valid if key in r]
-    if points:
-        ax.plot(*zip(*points), "s--", color="tab:purple", label=label, ms=3)
-    return bool(points)
 
 
 def save_figure(fig, out: Path) -> None:

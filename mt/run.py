@@ -2,7 +2,7 @@
 
     RUN/config.yaml           resolved config (written by prepare, updated by train)
     RUN/data/                 meta.json, stats.json, SentencePiece model(s), encoded/SPLIT.arrow
-    RUN/checkpoints/          best.pt, last.pt
+    RUN/checkpoints/          last.pt, best.pt, final.pt (what translate/eval/demo load), step-NNNNNNNN.pt
     RUN/train_log.jsonl       one JSON record per logging interval and per validation
     RUN/plots/                curves.png
     RUN/eval/                 NAME.hyp, NAME.json
@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mt.config import Config, config_to_dict, load_config
+from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
-from mt.tokenizer import Tokenizer
 
-__all__ = ["RunDir"]
+__all__ = ["FINAL", "RunDir"]
+
+FINAL = "final.pt"  # the model training hands on (mt.recipes.averaging); translate, eval and demo load it
 
 
 @dataclass(frozen=True)

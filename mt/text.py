@@ -1,6 +1,6 @@
 """Plain text in: strict UTF-8 lines and the normalisation every split and every input sentence gets.
 
-Preparation (``data_prep``) and translation (``mt.translator``) both use these, so a sentence typed into the
+Preparation (``data_prep``) and translation (``mt.decode.translator``) both use these, so a sentence typed into the
 demo is treated exactly like a line of the training corpus.
 """
 

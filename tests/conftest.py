@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import shutil
 import socket
 from pathlib import Path
 
@@ -55,26 +56,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_and_train(root: Path, epochs: int, extra: list[str] | None = None):
-    """Prepare the synthetic corpus into root/run and train the tiny model for ``epochs`` epochs."""
-    from mt.cli import main
-
-    folder = root / "corpus"
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        write_split(folder, "train", synthetic_pairs(600, seed=1), gz=True)
-        write_split(folder, "val", synthetic_pairs(40, seed=2))
-        write_split(folder, "test_toy", synthetic_pairs(30, seed=3))
-    run = root / "run"
-    overrides = TINY_OVERRIDES + [f"train.max_epochs={epochs}"] + (extra or [])
-    assert main(["prepare", "--run", str(run), "--data-dir", str(folder), "--src", "en", "--tgt", "de",
-                 "--config", "configs/tiny.yaml", *overrides]) == 0
-    assert main(["train", "--run", str(run), *overrides]) == 0
+def copy_prepared(prepared: Path, run: Path) -> Path:
+    """A new run folder holding a copy of a prepared run's data and config (no SentencePiece training again)."""
+    run.mkdir(parents=True)
+    shutil.copytree(prepared / "data", run / "data")
+    shutil.copy(prepared / "config.yaml", run / "config.yaml")
     return run
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
+def tiny_corpus(tmp_path_factory) -> Path:
+    """train (600 pairs, gzipped), val (40), test_toy (30), written once per test session."""
+    folder = tmp_path_factory.mktemp("tiny-corpus")
+    write_split(folder, "train", synthetic_pairs(600, seed=1), gz=True)
+    write_split(folder, "val", synthetic_pairs(40, seed=2))
+    write_split(folder, "test_toy", synthetic_pairs(30, seed=3))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tmp_path_factory, tiny_corpus) -> Path:
+    """The tiny corpus prepared once per test session (configs/tiny.yaml and TINY_OVERRIDES): tests train copies."""
+    from mt.cli import main
+
+    run = tmp_path_factory.mktemp("prepared") / "run"
+    assert main(["prepare", "--run", str(run), "--data-dir", str(tiny_corpus), "--src", "en", "--tgt", "de",
+                 "--config", "configs/tiny.yaml", *TINY_OVERRIDES]) == 0
+    return run
+
+
+def train_copy(prepared: Path, run: Path, epochs: int, extra: list[str] | None = None) -> Path:
+    """Train the tiny model for ``epochs`` epochs in ``run``, a new copy of ``prepared``."""
+    from mt.cli import main
+
+    copy_prepared(prepared, run)
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, f"train.max_epochs={epochs}", *(extra or [])]) == 0
+    return run
+
+
+@pytest.fixture
+def train_tiny(tmp_path, prepared_tiny):
+    """``train_tiny(epochs, extra=[...], name="run")``: a tiny model trained in tmp_path/name from the session's
+    prepared corpus, with TINY_OVERRIDES and ``extra``."""
+    def train(epochs: int, extra: list[str] | None = None, name: str = "run") -> Path:
+        return train_copy(prepared_tiny, tmp_path / name, epochs, extra)
+    return train
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, prepared_tiny) -> Path:
     """A tiny model trained for 8 epochs on the synthetic corpus with the default plateau schedule (shared by the
-    decoding and eval tests)."""
-    return prepare_and_train(tmp_path_factory.mktemp("trained"), epochs=8, extra=["train.schedule=plateau"])
+    decoding and eval tests: they must not change it)."""
+    return train_copy(prepared_tiny, tmp_path_factory.mktemp("trained") / "run", 8)

@@ -43,11 +43,9 @@ def test_save_and_load_round_trip(tmp_path):
         ("nope.cell=lstm", "unknown config section 'nope'"),
         ("model.cell", "must look like section.key=value"),
         ("model.dropout=1.0", "'model.dropout' must be in [0, 1)"),
-        ("model.word_dropout=-0.1", "'model.word_dropout' must be in [0, 1)"),
-        ("model.recurrent_weight_dropout=1", "'model.recurrent_weight_dropout' must be in [0, 1)"),
-        ("model.word_dropout_sides=decoder", "'model.word_dropout_sides' must be one of both, source, target"),
         ("model.hidden_dim=0", "'model.hidden_dim' must be > 0"),
-        ("decode.coverage=-0.2", "'decode.coverage' must be >= 0"),
+        ("train.rdrop_alpha=-1", "'train.rdrop_alpha' must be >= 0"),
+        ("train.rdrop_min_updates=-1", "'train.rdrop_min_updates' must be >= 0"),
         ("model.hidden_dim=7", "'model.hidden_dim' must be even"),
     ],
 )

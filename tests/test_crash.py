@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_OVERRIDES, prepare_and_train
+from conftest import TINY_OVERRIDES
 
 from mt.checkpoint import load_checkpoint
+from mt.cli import main
 
 
 def start_training(run, epochs: int) -> subprocess.Popen:
@@ -30,8 +31,8 @@ def wait_for_new_checkpoint(path, old_mtime: int, timeout: float = 120.0) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig):
-    run = prepare_and_train(tmp_path, epochs=1)  # a prepared run with one finished epoch
+def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig, train_tiny, capsys):
+    run = train_tiny(1)  # a prepared run with one finished epoch
     last = run / "checkpoints" / "last.pt"
     before = load_checkpoint(last)["progress"]["step"]
     proc = start_training(run, epochs=40)
@@ -46,10 +47,9 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig):
     state = load_checkpoint(last)  # intact, loadable
     killed_at = state["progress"]["step"]
     assert killed_at > before
-    resumed = subprocess.run([sys.executable, "-m", "mt", "train", "--run", str(run), *TINY_OVERRIDES,
-                              "train.max_epochs=2"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-1000:]
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0  # resumed, in-process
     assert not list((run / "checkpoints").glob(".*tmp*"))  # a write cut short by the kill is cleaned up
-    match = re.search(r"resuming from last.pt: step (\d+)", resumed.stdout)
+    match = re.search(r"resuming from last.pt: step (\d+)", capsys.readouterr().out)
     assert match and int(match.group(1)) == killed_at
     assert load_checkpoint(last)["progress"]["step"] >= killed_at

@@ -11,7 +11,7 @@ import torch
 
 from eval.scoring import score
 from mt.cli import main
-from mt.translator import Translator
+from mt.decode.translator import Translator
 
 
 def run_cli(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:

@@ -15,8 +15,8 @@ gr = pytest.importorskip("gradio")
 
 from demo.app import build_app, model_facts, split_sentences, translate_text  # noqa: E402
 from mt.cli import main  # noqa: E402
+from mt.decode.translator import Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
-from mt.translator import Translator  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -42,3 +42,84 @@ def test_entry_points_name_the_commands_of_the_upper_packages():
 
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"prepare", "train", "pretrain", "generate", "average", "translate", "eval", "score", "demo"} <= set(commands)
+
+
+# ---------------------------------------------------------------- inside mt: a direction, no cycles, small functions
+
+# What each part of the library must never import: the tasks (mt train, mt pretrain) plug the recipes into the
+# loop; the loop knows no recipe and no task; decoding knows no training; the model knows none of them.
+NEVER = {
+    "mt.data": {"mt.model", "mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.model": {"mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.decode": {"mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.train": {"mt.decode", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.recipes": {"mt.tasks", "mt.cli"},
+    "mt.tasks": {"mt.cli"},
+}
+SOURCE = [path for package in ALLOWED for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The project's modules a file imports, anywhere in it (functions and TYPE_CHECKING blocks included):
+    ``from mt.x import y`` counts as mt.x.y when that is a module, else as mt.x."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in known:
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & known
+            found |= subs or {node.module}
+            if len(subs) < len(node.names):
+                found.add(node.module)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = {module_name(path) for path in SOURCE}
+    return {module_name(path): imported_modules(path, known) - {module_name(path)} for path in SOURCE}
+
+
+def test_no_import_cycles_between_modules():
+    graph, done, path, cycles = import_graph(), set(), [], []
+
+    def visit(node: str) -> None:
+        if node in path:
+            cycles.append(" -> ".join(path[path.index(node):] + [node]))
+            return
+        if node in done:
+            return
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt)
+        path.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("part", sorted(NEVER))
+def test_each_part_of_the_library_imports_only_what_is_below_it(part):
+    wrong = sorted(f"{module} imports {target}" for module, targets in import_graph().items()
+                   if module == part or module.startswith(part + ".")
+                   for target in targets if any(target == n or target.startswith(n + ".") for n in NEVER[part]))
+    assert not wrong, wrong
+
+
+def test_functions_are_short_and_the_loop_is_small():
+    """No function over 60 lines (a reader holds one on a screen); the training loop, which every task runs,
+    stays within 350 lines, so that an experiment cannot quietly grow inside it."""
+    long = []
+    for path in SOURCE:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} "
+                            f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
+    assert len((ROOT / "mt" / "train" / "loop.py").read_text(encoding="utf-8").splitlines()) <= 350

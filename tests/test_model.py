@@ -7,25 +7,28 @@ import torch
 import torch.nn.functional as F
 
 from mt.config import ModelConfig
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mt.model import build_model
 from mt.model.attention import BahdanauAttention, LuongAttention
-from mt.model.dropout import ByteDropout, WordDropout
+from mt.model.dropout import ByteDropout
 from mt.model.encoder import Encoder
 from mt.model.loss import SummedLoss, linear_cross_entropy, linear_rdrop_cross_entropy
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V, E, H, B = 23, 10, 14, 3
 CELLS = ["lstm", "gru", "rnn"]
 ATTENTIONS = ["bahdanau", "luong", "none"]
 
 
-def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False,
-               word_dropout=0.0, word_dropout_sides="both", recurrent_weight_dropout=0.0):
+def make_model(cell="lstm", attention="bahdanau", layers=1, bidirectional=True, dropout=0.0, tie=False):
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=E, hidden_dim=H, layers=layers,
-                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, word_dropout=word_dropout,
-                      word_dropout_sides=word_dropout_sides, recurrent_weight_dropout=recurrent_weight_dropout)
+                      bidirectional=bidirectional, dropout=dropout, tie_embeddings=tie, share_embeddings=False)
     return build_model(cfg, V, V + 2).eval()
+
+
+def make_encoder(vocab=V, emb=E, hidden=H, **sizes) -> Encoder:
+    """An encoder from a ModelConfig of these sizes (and ``layers``, ``cell``, ``bidirectional``), no dropout."""
+    return Encoder(ModelConfig(emb_dim=emb, hidden_dim=hidden, dropout=0.0, **sizes), vocab)
 
 
 def padded_batch():
@@ -74,7 +77,7 @@ def test_attention_masks_padding(attention_cls):
 @pytest.mark.parametrize("cell", CELLS)
 def test_encoder_padding_does_not_change_a_sentence(cell):
     torch.manual_seed(0)
-    enc = Encoder(V, E, H, layers=2, cell=cell).eval()
+    enc = make_encoder(layers=2, cell=cell).eval()
     sentence = torch.tensor([[5, 6, 7]])
     alone = enc(sentence, torch.tensor([3]))
     batch = torch.tensor([[5, 6, 7, PAD_ID, PAD_ID, PAD_ID], [8, 9, 10, 11, 12, 13]])
@@ -243,80 +246,6 @@ def test_byte_dropout_rate_and_scale():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_word_dropout_drops_whole_tokens():
-    torch.manual_seed(0)
-    drop = WordDropout(0.3)
-    x = torch.ones(500, 40, 8)  # (B, S, E)
-    y = drop(x)
-    zero_rows = (y == 0).all(-1)  # (B, S)
-    assert torch.equal((y == 0).any(-1), zero_rows)  # a token is dropped entirely or not at all
-    assert abs(zero_rows.float().mean().item() - 77 / 256) < 0.01
-    assert torch.allclose(y[~zero_rows], torch.tensor(256 / 179))  # kept tokens scaled by 1 / keep rate
-    assert torch.equal(drop.eval()(x), x)
-
-
-@pytest.mark.parametrize("sides, source_changes, target_changes",
-                         [("both", True, True), ("source", True, False), ("target", False, True)])
-def test_word_dropout_acts_in_training_only_on_the_chosen_sides(sides, source_changes, target_changes):
-    """Evaluation (and decoding) equals the model without word dropout. In training (model.word_dropout_sides), the
-    encoder's states vary between passes only when the source side drops tokens; with the source fixed, the output
-    varies only when the target side does."""
-    src, lens = padded_batch()
-    tgt_in = torch.randint(4, V, (B, 6))
-    plain, model = make_model(), make_model(word_dropout=0.5, word_dropout_sides=sides)  # the same initial weights
-    assert torch.equal(plain(src, lens, tgt_in), model(src, lens, tgt_in))
-    model.train()  # model.dropout is 0: word dropout is the only randomness
-    states = [model.encoder(src, lens).states for _ in range(2)]
-    assert torch.equal(*states) is not source_changes
-    model.encoder.eval()  # the source side fixed: what varies now comes from the decoder's inputs
-    outputs = [model(src, lens, tgt_in) for _ in range(2)]
-    assert torch.equal(*outputs) is not target_changes
-
-
-@pytest.mark.parametrize("cell, layers", [("lstm", 1), ("gru", 1), ("lstm", 2)])
-def test_recurrent_weight_dropout_drops_the_same_connections_at_every_step(cell, layers):
-    """DropConnect on W_hh (model.recurrent_weight_dropout): evaluation equals the model without it; in training
-    one mask per batch removes whole recurrent connections, so a dropped entry of W_hh gets no gradient from any
-    step, while W_ih (not dropped) gets a gradient everywhere. Two passes draw different masks."""
-    src, lens = padded_batch()
-    tgt_in = torch.randint(4, V, (B, 6))
-    plain = make_model(cell=cell, layers=layers)
-    model = make_model(cell=cell, layers=layers, recurrent_weight_dropout=0.5)  # the same initial weights
-    assert torch.equal(plain(src, lens, tgt_in), model(src, lens, tgt_in))
-    model.train()  # model.dropout is 0: the weight dropout is the only randomness
-    assert not torch.equal(model(src, lens, tgt_in), model(src, lens, tgt_in))
-    model(src, lens, tgt_in).sin().sum().backward()
-    hh = {name: p.grad for name, p in model.named_parameters() if "weight_hh" in name}
-    assert len(hh) == 3 * layers  # per layer: the encoder's two directions and the decoder
-    for name, grad in hh.items():
-        dropped = (grad == 0).float().mean().item()
-        assert 0.35 < dropped < 0.65, (name, dropped)  # 128/256 dropped; a kept entry's gradient is never 0 here
-    for name, p in model.named_parameters():
-        if "weight_ih" in name and "encoder" in name:
-            assert (p.grad == 0).float().mean().item() < 0.05, name
-
-
-def test_recurrent_weight_dropout_on_the_packed_path_draws_what_the_chunked_path_draws():
-    """GPUs train the encoder through nn.LSTM on packed sequences; with the same seed it draws the same W_hh masks
-    as the chunked CPU path and gives the same states and gradients."""
-    torch.manual_seed(0)
-    enc = Encoder(V, E, H, recurrent_weight_dropout=0.3).double().train()
-    lens = torch.tensor([7, 3, 5, 7, 1, 5, 2])
-    src = torch.randint(4, V, (7, 7))
-    src[torch.arange(7)[None] >= lens[:, None]] = PAD_ID
-    results = []
-    for chunked in (True, False):
-        enc.chunked = chunked
-        torch.manual_seed(7)
-        out = enc(src, lens)
-        results.append((out, torch.autograd.grad(out.states.sin().sum(), list(enc.parameters()))))
-    (out, grads), (ref, ref_grads) = results
-    assert torch.allclose(out.states, ref.states, atol=1e-12)
-    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
-        assert torch.allclose(g, r, atol=1e-10), name
-    enc.chunked = True
-
-
 @pytest.mark.parametrize("cell, attention, tie, share", [
     ("lstm", "bahdanau", False, False), ("gru", "bahdanau", False, False), ("rnn", "bahdanau", False, False),
     ("lstm", "luong", False, False), ("lstm", "none", False, False), ("lstm", "bahdanau", True, False),
@@ -357,7 +286,7 @@ def test_encoder_equals_packed_sequence_reference(cell, layers, bidirectional):
     gives: states, final states and every gradient."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
     torch.manual_seed(0)
-    enc = Encoder(V, E, H, layers=layers, cell=cell, bidirectional=bidirectional).double().train()
+    enc = make_encoder(layers=layers, cell=cell, bidirectional=bidirectional).double().train()
     lens = torch.tensor([7, 3, 5, 7, 1, 5, 2])
     src = torch.randint(4, V, (7, 7))
     src[torch.arange(7)[None] >= lens[:, None]] = PAD_ID
@@ -382,7 +311,7 @@ def test_encoder_in_bf16_stays_within_what_bf16_allows():
     final states and every (fp32) gradient within 2% (relative norm) of the fp32 encoder. (torch's CPU GRU and
     plain RNN kernels have no autocast rule: those encoders stay fp32 on CPUs.)"""
     torch.manual_seed(0)
-    enc = Encoder(50, 32, 64, layers=2).train()
+    enc = make_encoder(50, 32, 64, layers=2).train()
     lens = torch.randint(1, 13, (16,))
     lens[0] = 12
     src = torch.randint(4, 50, (16, 12))
@@ -402,13 +331,11 @@ def test_encoder_in_bf16_stays_within_what_bf16_allows():
         assert g.dtype == torch.float32 and relative(g, r) < 0.02, name
 
 
-@pytest.mark.parametrize("dropout, word_dropout, weight_dropout", [(0.0, 0.0, 0.0), (0.3, 0.0, 0.0), (0.3, 0.2, 0.0),
-                                                                 (0.3, 0.0, 0.3)])
-def test_fused_decoder_equals_the_step_modules(dropout, word_dropout, weight_dropout):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_decoder_equals_the_step_modules(dropout):
     """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
     equal autograd through the step-by-step modules, dropout masks included."""
-    model = make_model(dropout=dropout, word_dropout=word_dropout,
-                       recurrent_weight_dropout=weight_dropout).double().train()
+    model = make_model(dropout=dropout).double().train()
     src, lens = padded_batch()
     tgt_in = torch.randint(4, V, (B, 6))
     weights = torch.linspace(-1, 1, B * 6 * H, dtype=torch.float64).view(B, 6, H)
@@ -435,7 +362,8 @@ def test_fused_decoder_in_bf16_stays_within_what_bf16_allows(dropout):
     query weight, whose gradient it sums over the steps in bf16)."""
     torch.manual_seed(0)
     batch, src_len, tgt_len, hidden = 16, 12, 9, 64
-    model = build_model(ModelConfig(emb_dim=32, hidden_dim=hidden, dropout=dropout), 50, 50).train()
+    model = build_model(ModelConfig(emb_dim=32, hidden_dim=hidden, dropout=dropout, tie_embeddings=False,
+                                    share_embeddings=False), 50, 50).train()
     lens = torch.randint(2, src_len + 1, (batch,))
     src = torch.randint(4, 50, (batch, src_len))
     src[torch.arange(src_len)[None] >= lens[:, None]] = PAD_ID
@@ -497,10 +425,12 @@ def test_shared_embeddings_are_one_matrix_that_both_sides_train():
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=True, share_embeddings=True)
     model = build_model(cfg, V, V)
-    separate = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=True), V, V)
+    separate = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=True,
+                                       share_embeddings=False), V, V)
     assert model.encoder.embed.weight is model.decoder.embed.weight is model.decoder.output.weight
     assert model.num_parameters() == separate.num_parameters() - V * E
-    untied = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, share_embeddings=True), V, V)
+    untied = build_model(ModelConfig(emb_dim=E, hidden_dim=H, dropout=0.0, tie_embeddings=False,
+                                     share_embeddings=True), V, V)
     src, lens = padded_batch()
     src[0, 0] = 4  # piece 4: on the source side only; the target reads BOS and piece 5
     tgt_in = torch.full((B, 3), 5)

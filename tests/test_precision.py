@@ -68,8 +68,8 @@ def test_auto_is_the_default():
 def test_decoding_follows_decode_precision(trained_run):
     """decode.precision: greedy and beam search under bf16 autocast give (nearly always) the fp32 translations,
     attention comes back fp32 for the heatmaps, and int8 decoding stays fp32."""
+    from mt.decode.translator import Translator
     from mt.run import RunDir
-    from mt.translator import Translator
 
     translator = Translator.from_run(trained_run)
     assert translator.precision == "fp32"  # configs/tiny.yaml fixes it
@@ -89,20 +89,20 @@ def test_validation_decodes_in_decode_precision(trained_run, monkeypatch, precis
     """The greedy validation BLEU that picks best.pt during training (and the final choice between best.pt and the
     average) decodes in decode.precision, as `mt eval` does: otherwise the score training logs for best.pt is not
     the score it gets when it is used (they differed by 0.16 BLEU on a Multi30k run)."""
-    import mt.validate
+    import mt.tasks.validation
     from mt.config import apply_overrides
     from mt.model import build_model
     from mt.run import RunDir
-    from mt.train import TranslationTask
+    from mt.tasks.translation import TranslationTask
 
     autocast_dtypes = []
-    real_search = mt.validate.greedy_search
+    real_search = mt.tasks.validation.greedy_search
 
     def spy(*args, **kwargs):
         autocast_dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         return real_search(*args, **kwargs)
 
-    monkeypatch.setattr(mt.validate, "greedy_search", spy)
+    monkeypatch.setattr(mt.tasks.validation, "greedy_search", spy)
     run = RunDir.of(trained_run)
     cfg = apply_overrides(run.config(), [f"decode.precision={precision}"])
     model = build_model(cfg.model, run.meta()["src_vocab_size"], run.meta()["tgt_vocab_size"])

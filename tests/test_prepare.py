@@ -23,7 +23,9 @@ from mt.text import normalize
 
 
 def small_cfg(**data) -> Config:
-    return apply_overrides(Config(), [f"data.{k}={v}" for k, v in {"vocab_size": 60, **data}.items()])
+    """The recipe with these data.* settings (a vocabulary per side also needs separate embeddings)."""
+    model = ["model.share_embeddings=false"] if data.get("joint_vocab") == "false" else []
+    return apply_overrides(Config(), [f"data.{k}={v}" for k, v in {"vocab_size": 60, **data}.items()] + model)
 
 
 def test_round_trip_and_splits(corpus, tmp_path):
@@ -322,8 +324,8 @@ def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
     counts (28,994 of 29,000 pairs kept), the same SentencePiece pieces and the same encoded training pairs."""
     import sentencepiece as spm
 
+    from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
     from mt.text import read_lines
-    from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
     run = RunDir.of(tmp_path / "run")
     stats = prepare(run, apply_overrides(Config(), []), data_dir=str(MULTI30K))
@@ -369,6 +371,6 @@ def test_wmt14_recipe_on_a_local_stand_in(monkeypatch, tmp_path, capsys):
                  "--tgt", "de", "--config", "configs/wmt14_en_de.yaml", "data.vocab_size=60"]) == 0
     cfg = RunDir.of(run).config()
     assert (cfg.model.layers, cfg.model.hidden_dim, cfg.train.validate_every) == (2, 1000, 5000)
-    assert main(["train", "--run", run, "train.max_epochs=1", "train.threads=1", "train.batch_tokens=1000",
-                 "decode.beam=1"]) == 0
+    assert main(["train", "--run", run, "train.max_epochs=1", "train.threads=1", "train.batch_tokens=6000",
+                 "decode.beam=1"]) == 0  # two updates of the big model
     assert "stopped (max_epochs) at step" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, synthetic_pairs, write_split
+from conftest import TINY_OVERRIDES, synthetic_pairs
 
 from mt.checkpoint import save_checkpoint
 from mt.cli import main
@@ -16,23 +16,15 @@ from mt.errors import MTError
 from mt.files import read_jsonl, sha256_file
 from mt.model import build_model
 from mt.model.lm import build_language_model
-from mt.transfer import init_from_language_model
+from mt.recipes.transfer import init_from_language_model
 
 LM_OVERRIDES = ["train.max_minutes=0", "train.lr=0.01", "train.log_every=5", "train.threads=1", "train.patience=50"]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A prepared (not trained) synthetic run."""
-    root = tmp_path_factory.mktemp("lm")
-    folder = root / "corpus"
-    folder.mkdir()
-    write_split(folder, "train", synthetic_pairs(300, seed=1))
-    write_split(folder, "val", synthetic_pairs(40, seed=2))
-    run = root / "run"
-    assert main(["prepare", "--run", str(run), "--data-dir", str(folder), "--src", "en", "--tgt", "de",
-                 "--config", "configs/tiny.yaml", *TINY_OVERRIDES]) == 0
-    return run
+def prepared(prepared_tiny) -> Path:
+    """A prepared (not trained) synthetic run: the session's tiny corpus (600 training pairs)."""
+    return prepared_tiny
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +44,12 @@ def _valid_records(lm_run: Path) -> list[dict]:
 
 
 def test_lm_learns_the_synthetic_language(tgt_lm: Path):
-    valid = _valid_records(tgt_lm)
+    valid, train = _valid_records(tgt_lm), read_jsonl(tgt_lm / "train_log.jsonl", "train")
     assert len(valid) == 4
-    assert valid[-1]["val_ppl"] < 0.5 * valid[0]["val_ppl"]
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"] and valid[-1]["val_ppl"] < valid[0]["val_ppl"]
     assert valid[-1]["val_ppl"] < 15  # 20 words, uniform would be about 20+ per word
     meta = json.loads((tgt_lm / "lm.json").read_text())
-    assert meta["side"] == "tgt" and meta["train_sentences"] == 600  # run's 300 + 300 extra lines
+    assert meta["side"] == "tgt" and meta["train_sentences"] == 900  # run's 600 + 300 extra lines
     assert (tgt_lm / "checkpoints" / "best.pt").is_file() and (tgt_lm / "plots" / "curves.png").is_file()
 
 
@@ -83,7 +75,8 @@ def test_generation_is_reproducible_with_a_seed(tgt_lm: Path, capsys):
 
 
 def _tiny_model_config(**changes) -> Config:
-    cfg = apply_overrides(Config(), ["model.emb_dim=10", "model.hidden_dim=14", "model.dropout=0.0"])
+    cfg = apply_overrides(Config(), ["model.emb_dim=10", "model.hidden_dim=14", "model.dropout=0.0",
+                                     "model.tie_embeddings=false", "model.share_embeddings=false"])
     for key, value in changes.items():
         setattr(cfg.model, key, value)
     return cfg
@@ -188,7 +181,8 @@ def test_translator_trains_from_pretrained_decoder(prepared: Path, tgt_lm: Path,
     lm_ckpt = tgt_lm / "checkpoints" / "best.pt"
     overrides = [*TINY_OVERRIDES, "train.max_epochs=1", f"model.init_decoder_from={lm_ckpt}"]
     assert main(["train", "--run", str(run), *overrides]) == 0
-    assert "initialised 6 decoder tensors" in capsys.readouterr().out
+    # tied (the recipe): embeddings, the 4 recurrent tensors, the output layer (the embeddings) and the readout
+    assert "initialised 7 decoder tensors" in capsys.readouterr().out
     # an LM of the wrong side is named in a one-line error
     run2 = tmp_path / "run2"
     shutil.copytree(prepared, run2)
@@ -265,7 +259,7 @@ def test_shared_embeddings_count_once_among_the_pretrained_regions():
     one of its names, and the tied output layer is not listed again."""
     from mt.config import ModelConfig
     from mt.model import build_model
-    from mt.transfer import pretrained_regions
+    from mt.recipes.transfer import pretrained_regions
 
     cfg = ModelConfig(emb_dim=8, hidden_dim=16, tie_embeddings=True, share_embeddings=True, init_decoder_from="lm.pt")
     model = build_model(cfg, 30, 30)
@@ -274,13 +268,3 @@ def test_shared_embeddings_count_once_among_the_pretrained_regions():
     embeddings = [name for name in regions if params[name] is model.decoder.embed.weight]
     assert embeddings == ["decoder.embed.weight"]
     assert len({id(params[name]) for name in regions}) == len(regions)
-
-
-def test_lm_never_decides_about_an_rdrop_it_does_not_use(prepared: Path, tmp_path: Path, capsys):
-    """The shipped config turns R-Drop on for the translator; the LM's loss is plain cross-entropy, so the loop's
-    train.rdrop_min_epochs check must neither print nor log a choice about it."""
-    lm_run = tmp_path / "lm"
-    assert _pretrain_src(lm_run, prepared, "train.max_epochs=3", "train.max_minutes=60", "train.rdrop_alpha=1",
-                         "train.rdrop_min_epochs=1000000000") == 0
-    assert "R-Drop" not in capsys.readouterr().out
-    assert [r for r in _valid_records(lm_run) if "rdrop_off" in r] == []

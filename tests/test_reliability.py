@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SRC_WORDS, TINY_OVERRIDES, prepare_and_train, synthetic_pairs, write_split
+from conftest import SRC_WORDS, TINY_OVERRIDES, synthetic_pairs, write_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mt.checkpoint
 from mt.checkpoint import load_checkpoint
 from mt.cli import main, resolve_config
+from mt.decode.translator import Translator
 from mt.errors import MTError
 from mt.run import RunDir
 from mt.text import decode_lines, normalize
-from mt.translator import Translator
 
 # ---------------------------------------------------------------- property-based round trips
 
@@ -129,8 +129,8 @@ def test_binary_input_file_names_the_line(trained_run: Path, tmp_path: Path, cap
 # ---------------------------------------------------------------- full disks, unwritable runs, mismatches
 
 @pytest.fixture
-def one_epoch_run(tmp_path: Path) -> Path:
-    return prepare_and_train(tmp_path, epochs=1)
+def one_epoch_run(tmp_path: Path, train_tiny) -> Path:
+    return train_tiny(1)
 
 
 def test_disk_full_during_training_keeps_the_last_good_checkpoint(one_epoch_run: Path, monkeypatch, capsys):

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from mt.batching import make_batches
 from mt.config import TrainConfig
-from mt.schedule import LRSchedule
+from mt.data.batching import make_batches
+from mt.train.schedule import LRSchedule
 
 
 def schedule(**kwargs) -> LRSchedule:
@@ -48,7 +48,7 @@ def test_plateau_never_goes_below_min_lr_and_stops_decaying_there():
 
 
 def test_loss_plateau_ignores_bleu_noise_while_the_loss_falls():
-    """The stalled run of issue 20 (a Multi30k-sized pair, morphologically rich target): BLEU is noise near zero
+    """A stalled run (a Multi30k-sized pair, morphologically rich target): BLEU is noise near zero
     while validation loss falls 13% an epoch. Watching BLEU halved the rate twice in four epochs; watching the
     loss with a 1% threshold never decays, and does decay once the loss really stalls."""
     losses, bleus = [5.766, 4.964, 4.508, 4.225], [0.13, 0.53, 0.16, 0.34]

@@ -7,8 +7,6 @@ import json
 import shutil
 
 from eval.experiments import compare
-from eval.experiments.mbr import main as mbr_main
-from eval.experiments.mbr import mbr_pick
 from eval.experiments.sweep import main, setting_name
 from mt.cli import main as mt_main
 from mt.config import apply_overrides, save_config
@@ -24,27 +22,28 @@ def test_setting_names_are_readable_folder_names():
 def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tmp_path, capfd):
     out = tmp_path / "sweep"
     argv = ["--base", str(trained_run), "--out", str(out), "--minutes", "0", "--common", "train.max_epochs=1",
-            "model.dropout=0.2", "data.vocab_size=50"]
+            "model.dropout=0.2 data.vocab_size=50"]
     assert main(argv) == 0
     rows = json.loads((out / "sweep.json").read_text())
-    assert [r["setting"] for r in rows] == ["baseline", "model.dropout=0.2", "data.vocab_size=50"]
-    for row, folder in zip(rows, ["baseline", "dropout-0.2", "vocab-size-50"]):
+    assert [r["setting"] for r in rows] == ["baseline", "model.dropout=0.2 data.vocab_size=50"]
+    for row, folder in zip(rows, ["baseline", "dropout-0.2_vocab-size-50"]):
         (logged,) = read_jsonl(out / folder / "train_log.jsonl", "valid")  # the table is that run's own validation
         assert row["epochs"] == 1 and len(row["curve"]) == 1 and row["val_bleu"] == round(logged["val_bleu"], 2)
         assert row["by_epoch"] == [row["val_bleu"]]  # one epoch: its end is the only validation
         assert row["best_epoch"] == "1"
         assert row["tokens_per_s"] > 0 and row["updates"] > 0 and not row.get("failed")
-    # each setting really ran with its own overrides: its own tokenizer, its own dropout
-    assert json.loads((out / "vocab-size-50" / "data" / "meta.json").read_text())["tgt_vocab_size"] == 50
-    assert "dropout: 0.2" in (out / "dropout-0.2" / "config.yaml").read_text()
+    # the setting really ran with its own overrides: its own tokenizer, its own dropout
+    setting = out / "dropout-0.2_vocab-size-50"
+    assert json.loads((setting / "data" / "meta.json").read_text())["tgt_vocab_size"] == 50
+    assert "dropout: 0.2" in (setting / "config.yaml").read_text()
     table = (out / "sweep.md").read_text()
-    assert table.count("\n| ") == 5 and "**" in table  # header, rule, three rows; the best one in bold
+    assert table.count("\n| ") == 4 and "**" in table  # header, rule, two rows; the best one in bold
     assert (out / "sweep.png").stat().st_size > 0
 
     # re-running finds every budget spent: nothing trains again, the same table comes out
     capfd.readouterr()
     assert main(argv) == 0
-    assert capfd.readouterr().out.count("nothing left to train") == 3
+    assert capfd.readouterr().out.count("nothing left to train") == 2
     assert json.loads((out / "sweep.json").read_text()) == rows
 
 
@@ -69,14 +68,9 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     report = json.loads((other / "eval" / "val.json").read_text())
     capsys.readouterr()
 
-    # as if trained with train.ema_decay: the weight average's BLEU beside each validation's
-    records = [{**r, "ema_val_bleu": r["val_bleu"] + 0.5} if r["kind"] == "valid" else r
-               for r in read_jsonl(other / "train_log.jsonl")]
-    (other / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     valid = read_jsonl(other / "train_log.jsonl", "valid")  # tiny.yaml: one validation per epoch, at its end
     best = max(valid, key=lambda r: r["val_bleu"])
-    mid_epoch = {**valid[-1], "step": valid[-1]["step"] + 1, "val_bleu": 99.0,  # as the budget's last validation
-                 "ema_val_bleu": 99.5}
+    mid_epoch = {**valid[-1], "step": valid[-1]["step"] + 1, "val_bleu": 99.0}  # as the budget's last validation
     with open(other / "train_log.jsonl", "a", encoding="utf-8") as log:
         log.write(json.dumps(mid_epoch) + "\n")
 
@@ -86,26 +80,14 @@ def test_compare_tabulates_runs_by_their_config_differences(trained_run, tmp_pat
     assert rows[0]["val_bleu"] == round(best["val_bleu"], 2) and rows[0]["best_epoch"] == str(best["epoch"])
     assert rows[1]["val_bleu"] == 99.0 and rows[1]["best_epoch"] == f"{valid[-1]['epoch']}+"  # after N epochs
     assert rows[1]["by_epoch"] == [round(r["val_bleu"], 2) for r in valid]  # epoch ends only
-    assert rows[1]["ema_by_epoch"] == [round(r["val_bleu"] + 0.5, 2) for r in valid] and rows[0]["ema_by_epoch"] == []
-    assert rows[1]["ema_val_bleu"] == 99.5 and rows[0]["ema_val_bleu"] is None
     assert rows[0]["beam_val"] is None
     assert rows[1]["beam_val"] == {"beam": report["beam"], "bleu": report["bleu"], "chrf": report["chrf"]}
     tables = capsys.readouterr().out
     assert tables == (tmp_path / "out" / "compare.md").read_text()
-    assert "| epoch | reference | other | other, weight average |" in tables
-    assert f"| behind the reference at | – | 0 of {len(valid)} | 0 of {len(valid)} |" in tables  # the same log
+    assert "| epoch | reference | other |" in tables
+    assert f"| behind the reference at | – | 0 of {len(valid)} |" in tables  # the same log
     assert (tmp_path / "out" / "compare.png").stat().st_size > 0
 
     assert compare.main([str(reference), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "has no train_log.jsonl" in err and len(err.strip().splitlines()) == 1
-
-
-def test_mbr_keeps_the_candidate_closest_to_the_others_and_scores_a_run(trained_run, capsys):
-    overlap = lambda h, r: len(set(h.split()) & set(r.split()))  # noqa: E731
-    assert mbr_pick(["a b x", "a b c", "a b c d", "q r s"], overlap) == "a b c"
-    assert mbr_pick(["only"], overlap) == "only"
-    mbr_main(["--run", str(trained_run), "--nbest", "3"])
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(report) >= {"beam", "mbr_chrf", "mbr_bleu"}
-    assert all(0 <= report[k]["bleu"] <= 100 for k in ("beam", "mbr_chrf", "mbr_bleu"))

@@ -12,22 +12,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, free_port, prepare_and_train
+from conftest import TINY_OVERRIDES, free_port
 
-from mt.batching import collate, make_batches
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
-from mt.config import TrainConfig, load_config
+from mt.config import TrainConfig, config_from_dict, load_config
+from mt.data.batching import collate, make_batches
+from mt.decode.translator import Translator
 from mt.device import training_device
 from mt.errors import MTError
 from mt.files import read_jsonl
 from mt.model import build_model
 from mt.model.loss import SummedLoss
+from mt.recipes.rdrop import PROBE, updates_in_budget
 from mt.run import RunDir
-from mt.stopping import any_rank, epochs_in_budget, rank0_decides, rank_values, stop_reason
-from mt.train import TranslationTask
-from mt.trainer import Progress
-from mt.translator import Translator
+from mt.tasks.translation import TranslationTask
+from mt.train.loop import Trainer
+from mt.train.progress import Progress
+from mt.train.stopping import any_rank, rank0_decides, rank_values, stop_reason
 
 
 def records(run: Path, kind: str) -> list[dict]:
@@ -75,9 +77,9 @@ def test_default_plateau_schedule_follows_its_rule(trained_run):
     assert [r["lr"] for r in valid] == pytest.approx(replay_plateau(valid, limits))
 
 
-def test_plateau_decays_when_the_validation_loss_stalls(tmp_path):
+def test_plateau_decays_when_the_validation_loss_stalls(tmp_path, train_tiny):
     """A rate too small to move the model: the loss stands still, so each validation is a plateau."""
-    run = prepare_and_train(tmp_path, epochs=3, extra=["train.schedule=plateau", "train.plateau_metric=loss",
+    run = train_tiny(3, extra=["train.schedule=plateau", "train.plateau_metric=loss", "train.lr_patience=1",
                                                        "train.plateau_threshold=0.01", "train.lr=1e-6",
                                                        "train.min_lr=1e-9"])
     valid = records(run, "valid")
@@ -87,7 +89,7 @@ def test_plateau_decays_when_the_validation_loss_stalls(tmp_path):
 
 
 def test_default_schedule_never_decays_while_the_loss_improves_by_1_percent(trained_run):
-    """Issue 20's rule, on the fixture's log: a validation whose loss is 1% below the best that counted as
+    """The plateau rule, on the fixture's log: a validation whose loss is 1% below the best that counted as
     progress never decays the rate. The fixture's rule is the default of the code and of the shipped config."""
     limits = load_config(trained_run / "config.yaml").train
     for rule in (limits, TrainConfig(), load_config("configs/multi30k_en_de.yaml").train):
@@ -100,10 +102,10 @@ def test_default_schedule_never_decays_while_the_loss_improves_by_1_percent(trai
         lr_before = record["lr"]
 
 
-def test_tiny_epochs_validate_only_after_validate_min_steps(tmp_path):
+def test_tiny_epochs_validate_only_after_validate_min_steps(tmp_path, train_tiny):
     """A corpus whose epochs are a few updates long: validations wait for 40 updates (at an epoch's end), and the
     run still validates when it stops."""
-    run = prepare_and_train(tmp_path, epochs=6, extra=["train.validate_min_steps=40"])
+    run = train_tiny(6, extra=["train.validate_min_steps=40"])
     train, valid = records(run, "train"), records(run, "valid")
     steps = [r["step"] for r in valid]
     assert 1 < len(steps) < 6, steps
@@ -112,21 +114,30 @@ def test_tiny_epochs_validate_only_after_validate_min_steps(tmp_path):
     assert state["progress"]["epoch"] == 6 and steps[-1] == state["progress"]["step"] == train[-1]["step"]
 
 
-def test_validate_every_validates_within_an_epoch_and_resumes_there(tmp_path):
-    """Validation every 4 updates in a longer epoch: each one is seen by the plateau rule and by best.pt; a run
-    resumed from a mid-epoch checkpoint continues at the batch it had reached (the same final weights)."""
+def test_validate_every_validates_within_an_epoch_and_resumes_there(tmp_path, train_tiny, monkeypatch):
+    """Validation every 4 updates in a longer epoch: each one is seen by the plateau rule; a run stopped mid-epoch
+    (Ctrl-C after update 10) and resumed continues at the batch it had reached: the same final weights."""
     extra = ["train.validate_every=4", "train.schedule=plateau", "train.lr=1e-4", "train.plateau_threshold=0.5",
-             "train.min_lr=1e-9"]
-    run = prepare_and_train(tmp_path, epochs=1, extra=extra)
+             "train.lr_patience=1", "train.min_lr=1e-9"]
+    run = train_tiny(1, extra=extra)
     valid = records(run, "valid")
     steps = [r["step"] for r in valid]
     assert steps[:3] == [4, 8, 12] and all(r["epoch"] == 0 for r in valid[:-1]), steps
     assert [r["lr"] for r in valid[:3]] == pytest.approx([1e-4, 5e-5, 2.5e-5])  # no 50% progress: plateaus
-    middle = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert middle["progress"]["epoch"] == 0 and 0 < middle["progress"]["batch_in_epoch"] < steps[-1]
     again = tmp_path / "again"
-    shutil.copytree(run, again)
-    shutil.copy(run / "checkpoints" / "best.pt", again / "checkpoints" / "last.pt")
+    shutil.copytree(run / "data", again / "data")
+    shutil.copy(run / "config.yaml", again / "config.yaml")
+    step = Trainer._step
+
+    def ctrl_c_after_update_10(self, batch, bar):
+        step(self, batch, bar)
+        self.stop.requested = self.stop.requested or self.progress.step == 10
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_step", ctrl_c_after_update_10)
+        assert main(["train", "--run", str(again), *TINY_OVERRIDES, "train.max_epochs=1", *extra]) == 130
+    middle = load_checkpoint(again / "checkpoints" / "last.pt")["progress"]
+    assert (middle["step"], middle["epoch"], middle["batch_in_epoch"]) == (10, 0, 10)
     assert main(["train", "--run", str(again), *TINY_OVERRIDES, "train.max_epochs=1", *extra]) == 0
     resumed, full = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (again, run))
     assert resumed["progress"]["step"] == full["progress"]["step"]
@@ -134,10 +145,10 @@ def test_validate_every_validates_within_an_epoch_and_resumes_there(tmp_path):
         assert torch.equal(resumed["model"][name], weight), name
 
 
-def test_validate_minutes_validates_within_an_epoch(tmp_path):
+def test_validate_minutes_validates_within_an_epoch(tmp_path, train_tiny):
     """train.validate_minutes, the alternative for steps of unknown length: a few milliseconds make every update
     a validation, mid-epoch."""
-    run = prepare_and_train(tmp_path, epochs=1, extra=["train.validate_minutes=0.00001"])
+    run = train_tiny(1, extra=["train.validate_minutes=0.00001", "train.batch_tokens=1500"])
     steps, last = [r["step"] for r in records(run, "valid")], records(run, "train")[-1]["step"]
     assert steps == list(range(1, last + 1)), steps
 
@@ -186,8 +197,8 @@ def test_damaged_checkpoint_is_one_line_error(trained_run, tmp_path, damage):
     assert "\n" not in str(err.value)
 
 
-def test_resume_continues_step_count(tmp_path, capsys):
-    run = prepare_and_train(tmp_path, epochs=1)
+def test_resume_continues_step_count(tmp_path, capsys, train_tiny):
+    run = train_tiny(1)
     first = records(run, "valid")[-1]["step"]
     capsys.readouterr()
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
@@ -204,25 +215,46 @@ def test_resume_continues_step_count(tmp_path, capsys):
     assert len(records(run, "valid")) == 2
 
 
-def test_model_config_change_on_resume_is_refused(tmp_path, capsys):
-    run = prepare_and_train(tmp_path, epochs=1)
+def test_model_config_change_on_resume_is_refused(tmp_path, capsys, train_tiny):
+    run = train_tiny(1)
     capsys.readouterr()
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "model.hidden_dim=48", "train.max_epochs=2"]) == 2
     assert "has a different model config" in capsys.readouterr().err
 
 
-def test_a_run_saved_before_a_model_key_existed_resumes(tmp_path, capsys):
+def test_a_run_saved_before_a_model_key_existed_resumes(tmp_path, capsys, train_tiny):
     """A checkpoint's model config lacks a key added to the toolkit later: it has that key's default, so the run
     resumes (it used to be refused as a different model)."""
-    run = prepare_and_train(tmp_path, epochs=1)
+    run = train_tiny(1)
     path = run / "checkpoints" / "last.pt"
     state = load_checkpoint(path)
-    del state["config"]["model"]["share_embeddings"]
+    del state["config"]["model"]["init_encoder_from"]
     save_checkpoint(state, path)
     capsys.readouterr()
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0
     assert "resuming from last.pt" in capsys.readouterr().out
     assert [r["epoch"] for r in records(run, "valid")] == [1, 2]
+
+
+def test_a_checkpoint_from_before_tied_and_shared_embeddings_loads_as_it_was_trained(tmp_path, prepared_tiny):
+    """Checkpoints saved before model.tie_embeddings / share_embeddings existed were untied and unshared, which
+    is no longer the default: they load as they were trained, and keys of removed experiments are ignored."""
+    from mt.config import Config, config_to_dict
+
+    run = tmp_path / "run"
+    shutil.copytree(prepared_tiny, run)
+    meta = RunDir.of(run).meta()
+    old = config_to_dict(Config())
+    old["model"].update(emb_dim=16, hidden_dim=32, tie_embeddings=False, share_embeddings=False)
+    model = build_model(config_from_dict(old).model, meta["src_vocab_size"], meta["tgt_vocab_size"])
+    for key in ("tie_embeddings", "share_embeddings"):
+        del old["model"][key]
+    old["model"]["word_dropout"], old["decode"]["coverage"] = 0.1, 0.2  # experiments of earlier versions
+    save_checkpoint({"model": model.state_dict(), "config": old, "tokenizer_sha256": meta["tokenizer_sha256"],
+                     "vocab": [meta["src_vocab_size"], meta["tgt_vocab_size"]]}, run / "old.pt")
+    translator = Translator.from_run(run, checkpoint=str(run / "old.pt"))
+    assert translator.model.decoder.output.weight is not translator.model.decoder.embed.weight
+    assert translator.translate(["the dog runs"])[0].text is not None
 
 
 def test_time_budget_stops_before_validations_a_step_apart():
@@ -242,33 +274,6 @@ def test_train_without_prepared_run_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: run folder not found")
 
 
-@pytest.mark.slow
-def test_distributed_two_cpu_processes(tmp_path):
-    """torchrun with 2 processes (gloo): both train, only rank 0 writes; each rank takes half the batches."""
-    single = prepare_and_train(tmp_path / "single", epochs=1)
-    steps_single = records(single, "valid")[-1]["step"]
-    run = tmp_path / "ddp" / "run"
-    run.parent.mkdir()
-    import shutil
-
-    shutil.copytree(single / "data", run / "data")
-    shutil.copy(single / "config.yaml", run / "config.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-         "-m", "mt", "train", "--run-dir", str(run), *TINY_OVERRIDES, "train.max_epochs=1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "x 2 processes" in result.stdout
-    valid = records(run, "valid")
-    assert len(valid) == 1  # rank 0 alone logs
-    assert valid[0]["step"] in (steps_single // 2, (steps_single + 1) // 2)
-    assert not list((run / "checkpoints").glob(".*tmp*"))
-    assert valid[0]["val_loss"] < 3.5  # below log(60): both ranks' updates reached the one model that learnt
-    assert Translator.from_run(run).facts["step"] == valid[0]["step"]  # rank 0's checkpoint is the one logged
-
-
 def _two_node_launch(run: Path, port: int, extra: list[str]) -> subprocess.Popen:
     """One "machine" of a two-node torchrun: one process, c10d rendezvous on 127.0.0.1:port."""
     return subprocess.Popen(
@@ -279,11 +284,12 @@ def _two_node_launch(run: Path, port: int, extra: list[str]) -> subprocess.Popen
 
 
 @pytest.mark.slow
-def test_two_nodes_with_a_c10d_rendezvous(tmp_path):
+def test_two_nodes_with_a_c10d_rendezvous(tmp_path, train_tiny):
     """torchrun --nnodes 2 (one process per "node", each with its own copy of RUN, as on two machines without a
-    shared filesystem): both ranks end with the same weights, rank 0 alone writes; a resume in which one node
-    has no checkpoint stops both with one line that says why."""
-    single = prepare_and_train(tmp_path / "single", epochs=1)
+    shared filesystem): DistributedDataParallel over gloo, each rank takes half the batches, both ranks end with
+    the same weights, which learnt; rank 0 alone writes. A resume in which one node has no checkpoint stops both
+    with one line that says why."""
+    single = train_tiny(1, name="single")
     runs = [tmp_path / f"node{n}" / "run" for n in (0, 1)]
     for run in runs:
         shutil.copytree(single / "data", run / "data")
@@ -300,6 +306,9 @@ def test_two_nodes_with_a_c10d_rendezvous(tmp_path):
     valid = records(runs[writers[0]], "valid")
     steps_single = records(single, "valid")[-1]["step"]
     assert len(valid) == 1 and valid[0]["step"] in (steps_single // 2, (steps_single + 1) // 2)
+    assert valid[0]["val_loss"] < 3.5  # below log(60): both ranks' updates reached the one model that learnt
+    assert Translator.from_run(runs[writers[0]]).facts["step"] == valid[0]["step"]  # rank 0's checkpoint is logged
+    assert not list((runs[writers[0]] / "checkpoints").glob(".*tmp*"))
 
     port = free_port()
     nodes = [_two_node_launch(run, port, ["train.max_epochs=2"]) for run in runs]
@@ -375,10 +384,10 @@ def test_ranks_leave_the_process_group_with_its_threads():
         assert after == 0 and not still_joined
 
 
-def test_bf16_autocast_trains(tmp_path, capsys):
+def test_bf16_autocast_trains(tmp_path, capsys, train_tiny):
     """train.precision=bf16 runs the same loop under autocast (the loss's multiplies in bf16, its sums in fp32);
     checkpoints stay fp32."""
-    run = prepare_and_train(tmp_path, epochs=1, extra=["train.precision=bf16"])
+    run = train_tiny(1, extra=["train.precision=bf16"])
     assert "precision: bf16 (as configured)" in capsys.readouterr().out
     valid = records(run, "valid")
     assert len(valid) == 1 and valid[0]["val_loss"] < 4.2  # below log(60): it learnt something
@@ -386,10 +395,10 @@ def test_bf16_autocast_trains(tmp_path, capsys):
     assert {w.dtype for w in state["model"].values() if w.is_floating_point()} == {torch.float32}
 
 
-def test_shared_embeddings_train_save_and_load_as_one_matrix(tmp_path, capsys):
+def test_shared_embeddings_train_save_and_load_as_one_matrix(tmp_path, capsys, train_tiny):
     """model.share_embeddings through the whole pipeline: the checkpoint holds the one matrix under both names,
     and the translator that loads it shares it again."""
-    run = prepare_and_train(tmp_path, epochs=1, extra=["model.share_embeddings=true", "model.tie_embeddings=true"])
+    run = train_tiny(1, extra=["model.share_embeddings=true", "model.tie_embeddings=true"])
     assert records(run, "valid")[0]["val_loss"] < 4.2  # below log(60): it learnt something
     weights = load_checkpoint(run / "checkpoints" / "best.pt")["model"]
     assert torch.equal(weights["encoder.embed.weight"], weights["decoder.embed.weight"])
@@ -398,8 +407,8 @@ def test_shared_embeddings_train_save_and_load_as_one_matrix(tmp_path, capsys):
     assert Translator.from_run(run).translate(["the dog runs"])[0].text
 
 
-def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):
-    run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3"])
+def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys, train_tiny):
+    run = train_tiny(4, extra=["train.keep_checkpoints=3"])
     steps = [r["step"] for r in records(run, "valid")]
     kept = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
     assert len(steps) == 4 and kept == [f"step-{s:08d}.pt" for s in steps[1:]]
@@ -413,55 +422,10 @@ def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys):
     assert "fewer than --last 5" in capsys.readouterr().err
 
 
-def _unpadded(batch) -> tuple[list[list[int]], list[list[int]]]:
-    """A collated batch back to its id lists (no padding, BOS or EOS)."""
-    src = [row[:n].tolist() for row, n in zip(batch.src, batch.src_lens)]
-    tgt = [row[row != 0].tolist()[:-1] for row in batch.tgt_out]
-    return src, tgt
-
-
-def test_subword_regularisation_samples_other_segmentations_of_the_same_text(trained_run):
-    """train.subword_alpha > 0: every time a batch is read, both sides are segmented afresh by sampling; the text
-    is the same, the pieces differ from the stored ones and from one read to the next. Off by default."""
-    from mt.config import apply_overrides
-
-    run = RunDir.of(trained_run)
-    tok = run.tokenizer()
-    model = build_model(run.config().model, run.meta()["src_vocab_size"], run.meta()["tgt_vocab_size"])
-    stored = run.encoded()["train"][:64]
-    indices = list(range(64))
-    plain = TranslationTask(run, run.config(), model, "cpu")
-    assert plain.sampler is None and _unpadded(plain.batch(indices)) == (stored["src_ids"], stored["tgt_ids"])
-    # the tiny model (60 pieces, mostly letters) has few alternatives: a low alpha (flat sampling) re-segments
-    # about 50 of the 64 sentences on each side
-    cfg = apply_overrides(run.config(), ["train.subword_alpha=0.05", "train.subword_nbest=-1"])
-    task = TranslationTask(run, cfg, model, "cpu")
-    first, second = _unpadded(task.batch(indices)), _unpadded(task.batch(indices))
-    for src, tgt in (first, second):
-        assert tok.decode_src(src) == tok.decode_src(stored["src_ids"])
-        assert tok.decode_tgt(tgt) == tok.decode_tgt(stored["tgt_ids"])
-        assert src != stored["src_ids"] and tgt != stored["tgt_ids"]
-        assert all(0 < len(s) <= cfg.data.max_tokens for s in src + tgt)
-    assert first != second
-
-
-def test_training_with_subword_regularisation_learns(tmp_path):
-    run = prepare_and_train(tmp_path, epochs=3, extra=["train.subword_alpha=0.2", "train.schedule=constant"])
-    losses = [r["loss"] for r in read_jsonl(run / "train_log.jsonl") if r.get("kind") == "train"]
-    assert losses[-1] < losses[0]
-
-
-def test_training_with_rdrop_learns(tmp_path):
-    run = prepare_and_train(tmp_path, epochs=3, extra=["train.rdrop_alpha=5", "train.schedule=constant"])
-    losses = [r["loss"] for r in read_jsonl(run / "train_log.jsonl") if r.get("kind") == "train"]
-    assert losses[-1] < losses[0]
-
-
-def test_epochs_in_budget_projects_the_latest_pace():
-    # 2 epochs after 5 minutes, the second one taking 2 minutes: 27.5 more minutes hold 27.5 / 2 more epochs
-    assert epochs_in_budget(2.0, 300.0, 3600.0, (1.0, 180.0)) == pytest.approx(2 + 3300 / 120)
-    assert epochs_in_budget(1.5, 90.0, 120.0, (1.0, 60.0)) == pytest.approx(2.0)  # mid-epoch validations count
-    assert epochs_in_budget(3.0, 4000.0, 3600.0, (2.0, 3000.0)) == 3.0  # past the budget: what it has
+def test_rdrop_guard_projects_updates_at_the_measured_pace():
+    # 30 s an update after 60 updates and 90 s: the other 3,510 s of an hour hold 117 more
+    assert updates_in_budget(60, 90.0, 3600.0, 30.0) == pytest.approx(177)
+    assert updates_in_budget(60, 4000.0, 3600.0, 30.0) == 60  # past the budget: what it has
 
 
 @pytest.fixture
@@ -479,80 +443,47 @@ def rdrop_passes(monkeypatch) -> list[float]:
     return passes
 
 
-@pytest.mark.parametrize("min_epochs, off", [(10**9, True), (1, False)])
-def test_rdrop_stays_on_only_when_the_budget_holds_enough_epochs(tmp_path, capsys, rdrop_passes, min_epochs, off):
-    """train.rdrop_min_epochs: at the second validation the pace gives the epochs the 60-minute budget holds (a
-    tiny run: thousands, never a billion); below the minimum, the rest of the run trains without R-Drop, and a
-    resumed run too."""
-    extra = ["train.rdrop_alpha=1", f"train.rdrop_min_epochs={min_epochs}", "train.max_minutes=60"]
-    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
+@pytest.mark.parametrize("min_updates, on", [(10**9, False), (1, True)])
+def test_rdrop_stays_on_only_when_the_budget_holds_enough_updates(train_tiny, capsys, rdrop_passes, min_updates,
+                                                                  on):
+    """train.rdrop_min_updates: after update 60 the pace of updates 11-60 gives the updates the 60-minute budget
+    holds (a tiny run: hundreds of thousands, never a billion); below the minimum the rest of the run, and a
+    resumed run, trains without R-Drop. The choice is printed once, logged, and saved in the checkpoint."""
+    extra = ["train.rdrop_alpha=1", f"train.rdrop_min_updates={min_updates}", "train.max_minutes=60"]
+    run = train_tiny(4, extra=extra)
     out = capsys.readouterr().out
-    valid = records(run, "valid")
-    decided = [r for r in valid if "rdrop_off" in r]
-    assert [r["epoch"] for r in decided] == [2]  # once, when two validations give the pace
-    assert decided[0]["rdrop_off"] == float(off) and decided[0]["rdrop_expected_epochs"] > 100
-    assert ("R-Drop off from here on" in out) == off and ("R-Drop stays on" in out) == (not off)
-    per_epoch = valid[0]["step"]
-    assert rdrop_passes[:2 * per_epoch] == [1.0] * (2 * per_epoch)  # R-Drop for the first two epochs either way
-    assert rdrop_passes[2 * per_epoch:] == [0.0 if off else 1.0] * per_epoch
-    progress = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]
-    assert progress["rdrop_checked"] and progress["rdrop_off"] == off
+    steps = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"]
+    assert steps > PROBE[1] and rdrop_passes[:PROBE[1]] == [1.0] * PROBE[1]  # R-Drop while the pace is measured
+    assert rdrop_passes[PROBE[1]:] == [1.0 if on else 0.0] * (steps - PROBE[1])
+    (decision,) = records(run, "rdrop")
+    assert decision["step"] == PROBE[1] and decision["on"] is on and 1e4 < decision["updates_in_budget"] < 1e9
+    assert out.count("R-Drop") == 1 and ("R-Drop stays on" in out) is on
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["hooks"]["rdrop"] == {"decided": True, "on": on}
     rdrop_passes.clear()  # resumed, the choice holds without being made again
-    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
-    assert rdrop_passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=5"]) == 0
+    assert set(rdrop_passes) == {1.0 if on else 0.0} and "R-Drop" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("min_epochs, off", [(0, False), (10**9, True)])
-def test_rdrop_from_a_later_epoch_and_its_budget_check_measured_on_rdrop_epochs(tmp_path, capsys, rdrop_passes,
-                                                                                 min_epochs, off):
-    """train.rdrop_from_epoch=2: the first epoch trains plain, R-Drop starts with the second (announced); the
-    budget check measures R-Drop's own pace, so it decides after the second epoch, the first with R-Drop."""
-    extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", f"train.rdrop_min_epochs={min_epochs}",
-             "train.max_minutes=60"]
-    run = prepare_and_train(tmp_path, epochs=3, extra=extra)
-    out = capsys.readouterr().out
-    assert "R-Drop on from epoch 2 (train.rdrop_from_epoch=2)" in out
-    valid = records(run, "valid")
-    per_epoch = valid[0]["step"]
-    assert rdrop_passes == [0.0] * per_epoch + [1.0] * per_epoch + [0.0 if off else 1.0] * per_epoch
-    assert [r["epoch"] for r in valid if "rdrop_off" in r] == ([2] if min_epochs else [])
-    rdrop_passes.clear()  # resumed past the start: R-Drop as decided, without a second announcement
-    assert main(["train", "--run", str(run), *TINY_OVERRIDES, *extra, "train.max_epochs=4"]) == 0
-    assert rdrop_passes == [0.0 if off else 1.0] * per_epoch and "R-Drop" not in capsys.readouterr().out
+@pytest.mark.parametrize("setting", ["train.max_minutes=0", "train.rdrop_min_updates=0"])
+def test_rdrop_without_a_budget_or_a_minimum_stays_on(train_tiny, capsys, rdrop_passes, setting):
+    run = train_tiny(3, extra=["train.rdrop_alpha=1", "train.rdrop_min_updates=1000000000",
+                               "train.max_minutes=60", setting])
+    assert set(rdrop_passes) == {1.0} and records(run, "rdrop") == [] and "R-Drop" not in capsys.readouterr().out
 
 
-def test_rdrop_budget_check_measures_from_where_rdrop_started(tmp_path, monkeypatch):
-    """Validations every 7 updates, none forced at an epoch's end: the last one before R-Drop starts (epoch 2) lies
-    inside the plain epoch 1. The pace that decides is measured from the start of epoch 2, not from there."""
-    earlier = []  # the (epochs, seconds) each budget projection measured from
-    monkeypatch.setattr("mt.trainer.epochs_in_budget", lambda *a: earlier.append(a[-1]) or epochs_in_budget(*a))
-    extra = ["train.rdrop_alpha=1", "train.rdrop_from_epoch=2", "train.rdrop_min_epochs=1", "train.max_minutes=60",
-             "train.validate_every=7", "train.validate_min_steps=1000"]
-    run = prepare_and_train(tmp_path, epochs=2, extra=extra)
-    per_epoch = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] // 2
-    assert per_epoch > 7 and per_epoch % 7, per_epoch  # validations inside each epoch, none at epoch 1's end
-    assert [epochs for epochs, _ in earlier] == [1.0]
+def test_training_with_rdrop_learns(tmp_path, train_tiny):
+    run = train_tiny(3, extra=["train.rdrop_alpha=5", "train.schedule=constant"])
+    losses = [r["loss"] for r in read_jsonl(run / "train_log.jsonl") if r.get("kind") == "train"]
+    assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("override, message", [("train.subword_alpha=1.5", "train.subword_alpha"),
-                                               ("train.rdrop_alpha=-1", "train.rdrop_alpha"),
-                                               ("train.rdrop_min_epochs=-1", "train.rdrop_min_epochs"),
-                                               ("train.rdrop_from_epoch=0", "train.rdrop_from_epoch"),
-                                               ("train.subword_nbest=0", "train.subword_nbest")])
-def test_bad_subword_settings_are_refused(override, message):
-    from mt.config import apply_overrides
-
-    with pytest.raises(MTError, match=message):
-        apply_overrides(load_config("configs/multi30k_en_de.yaml"), [override])
-
-
-def test_training_ends_with_the_better_of_best_and_averaged_on_validation(tmp_path, capsys):
+def test_training_ends_with_the_better_of_best_and_averaged_on_validation(capsys, train_tiny, monkeypatch):
     """train.average_last: at the end the newest kept checkpoints are averaged and compared with best.pt on the
     validation split; final.pt is the winner, with the comparison in it, and eval/translate load it by default.
     Training on drops the stale final.pt until it has chosen again."""
-    from mt.validate import validation_bleu
+    from mt.tasks.validation import validation_bleu
 
-    run = prepare_and_train(tmp_path, epochs=4, extra=["train.keep_checkpoints=3", "train.average_last=3"])
+    run = train_tiny(4, extra=["train.keep_checkpoints=3", "train.average_last=3"])
     out = capsys.readouterr().out
     state = load_checkpoint(run / "checkpoints" / "final.pt")
     final = state["final"]
@@ -574,14 +505,23 @@ def test_training_ends_with_the_better_of_best_and_averaged_on_validation(tmp_pa
     assert main(["eval", "--run", str(run), "--split", "test_toy"]) == 0
     report = json.loads((run / "eval" / "test_toy.json").read_text())
     assert report["checkpoint"].endswith("final.pt") and report["final"]["chosen"] == final["chosen"]
-    # training on: final.pt goes at the start and comes back at the end
-    (run / "checkpoints" / "final.pt").unlink()
-    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=4", "train.keep_checkpoints=3",
+    # training on: the stale final.pt is gone while it trains, and a new one, chosen among the new kept
+    # checkpoints, comes back at the end
+    present_at_validation = []
+    validate = Trainer._validate
+    monkeypatch.setattr(Trainer, "_validate", lambda self: present_at_validation.append(
+        (run / "checkpoints" / "final.pt").exists()) or validate(self))
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=5", "train.keep_checkpoints=3",
                  "train.average_last=3"]) == 0
-    assert (run / "checkpoints" / "final.pt").is_file()
+    assert present_at_validation == [False]
+    again = load_checkpoint(run / "checkpoints" / "final.pt")["final"]
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"]
+    assert again["averaged"][-1] == f"step-{step:08d}.pt" != final["averaged"][-1]
 
 
-def test_without_a_final_model_best_is_loaded(trained_run):
-    assert not (trained_run / "checkpoints" / "final.pt").exists()  # tiny.yaml: train.average_last 0
-    translator = Translator.from_run(trained_run)
+def test_without_a_final_model_best_is_loaded(tmp_path, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "final.pt").unlink()  # as after a Ctrl-C: training has not chosen
+    translator = Translator.from_run(run)
     assert translator.facts["checkpoint"].endswith("best.pt") and translator.facts["final"] is None

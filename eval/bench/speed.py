@@ -20,16 +20,16 @@ from collections import defaultdict
 
 import torch
 
-from mt.batching import collate, make_batches
 from mt.config import apply_overrides
+from mt.data.batching import collate, make_batches
 from mt.device import autocast, bf16_units, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import activations, build_model
 from mt.model.loss import SummedLoss
 from mt.profiling import ATTENTION, CLIP, DECODER_LSTM, ENCODER, OPTIMIZER, OUTPUT_LOSS
 from mt.run import RunDir
-from mt.schedule import LRSchedule
-from mt.trainer import make_optimizer, seed_everything, train_step
+from mt.train.schedule import LRSchedule
+from mt.train.step import make_optimizer, seed_everything, train_step
 
 __all__ = ["bench_training", "main"]
 
@@ -256,7 +256,7 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
     tanh through sigmoid (True) or torch.tanh (False)."""
     from eval.evaluate import split_texts
     from eval.scoring import score
-    from mt.translator import Translator
+    from mt.decode.translator import Translator
 
     sources, references = split_texts(run, split)
     results = []

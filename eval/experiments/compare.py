@@ -8,8 +8,7 @@ The first run is the reference; every other run is named by how its config diffe
 tokens/s, the best greedy validation BLEU and its epoch; from checkpoints/final.pt: which model training kept;
 from RUN/eval/val.json (``mt eval --run RUN --split val``): BLEU and chrF with the run's beam. Then greedy
 validation BLEU after each epoch (the same data seen, whatever the machine's speed) and at how many of the epochs
-both runs have each run is behind the reference. Runs trained with ``train.ema_decay`` add their weight average's
-best greedy BLEU and a column of it per epoch: the same run's trained and averaged weights side by side. Validation split only: test results play no part.
+both runs have each run is behind the reference. Validation split only: test results play no part.
 Speeds compare only between runs on the same machine at the same time; the table shows what each log says.
 """
 
@@ -59,7 +58,7 @@ def _final_cell(final: dict | None) -> str:
     if not final:
         return "best.pt (no final choice)"
     scores, chosen = final["val_bleu"], final["chosen"]
-    name = {"best": "best.pt", "averaged": "average", "ema": "best-ema.pt"}
+    name = {"best": "best.pt", "averaged": "average", "ema": "best-ema.pt"}  # ema: runs of an earlier version
     others = [f"{name[k]} {v:.2f}" for k, v in scores.items() if k != chosen]
     return f"{name[chosen]} {scores[chosen]:.2f}" + (f" vs {', '.join(others)}" if others else "")
 
@@ -71,15 +70,11 @@ def _tables(rows: list[dict]) -> str:
         beam = r["beam_val"]
         beam_cell = f"{beam['bleu']:.2f} / {beam['chrf']:.2f} (beam {beam['beam']})" if beam else "– (mt eval --split val)"
         best = "–" if r["val_bleu"] is None else f"{r['val_bleu']:.2f} ({r['best_epoch']})"
-        if r.get("ema_val_bleu") is not None:
-            best += f"; weight average {r['ema_val_bleu']:.2f} ({r['ema_best_epoch']})"
         cells = [r["run"], r["setting"], r["minutes"], r["epochs"], r["updates"], r["tokens_per_s"] or "–", best,
                  _final_cell(r["final"]), beam_cell]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     reference = rows[0]["by_epoch"]
-    # each run's column, then its weight average's (train.ema_decay) where it kept one
     columns = [(Path(r["run"]).name, r["by_epoch"]) for r in rows]
-    columns += [(f"{Path(r['run']).name}, weight average", r["ema_by_epoch"]) for r in rows if r.get("ema_by_epoch")]
     lines += ["", "Greedy validation BLEU after each epoch:", "",
               "| epoch | " + " | ".join(name for name, _ in columns) + " |",
               "| --- |" + " --- |" * len(columns)]

@@ -18,7 +18,7 @@ from eval.bench.speed import _Setup
 from mt.device import autocast
 from mt.model.loss import SummedLoss
 from mt.run import RunDir
-from mt.trainer import make_optimizer, train_step
+from mt.train.step import make_optimizer, train_step
 
 ARMS = (("fp32", True, "fp32"), ("bf16-fused", True, "bf16"), ("bf16-generic", False, "bf16"))
 

@@ -71,11 +71,8 @@ def summarise(run: Path) -> dict:
     rates = [r["tokens_per_s"] for r in read_jsonl(log, "train") if r.get("step", 0) > 1]
     if not valid:
         return {"minutes": 0.0, "epochs": 0, "updates": 0, "tokens_per_s": None, "val_bleu": None, "at_minutes": None,
-                "best_epoch": None, "val_loss": None, "curve": [], "by_epoch": [], "ema_val_bleu": None,
-                "ema_best_epoch": None, "ema_by_epoch": []}
+                "best_epoch": None, "val_loss": None, "curve": [], "by_epoch": []}
     best, best_epoch, by_epoch = _best_and_by_epoch(valid, "val_bleu")
-    has_ema = all("ema_val_bleu" in r for r in valid)  # train.ema_decay: the weight average, validated beside
-    ema, ema_epoch, ema_by_epoch = _best_and_by_epoch(valid, "ema_val_bleu") if has_ema else (None, None, [])
     return {
         "minutes": round(valid[-1]["minutes"], 1), "epochs": valid[-1]["epoch"], "updates": valid[-1]["step"],
         "tokens_per_s": round(statistics.median(rates)) if rates else None,
@@ -83,8 +80,6 @@ def summarise(run: Path) -> dict:
         "best_epoch": best_epoch, "val_loss": round(best["val_loss"], 3),
         "curve": [(round(r["minutes"], 2), round(r["val_bleu"], 2)) for r in valid],
         "by_epoch": by_epoch,
-        "ema_val_bleu": round(ema["ema_val_bleu"], 2) if ema else None, "ema_best_epoch": ema_epoch,
-        "ema_by_epoch": ema_by_epoch,
     }
 
 

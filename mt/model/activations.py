@@ -19,7 +19,7 @@ VIA_SIGMOID = True  # False: torch.tanh everywhere (`python -m eval.bench --comp
 
 def _torch_tanh(x: torch.Tensor) -> bool:
     """torch.tanh on GPUs, and for bf16, where the identity doubles the rounding error (2x one bf16 step of the
-    sigmoid) without a measurable gain: bf16 decoding was equally fast either way (docs/results.md, issue 17)."""
+    sigmoid) without a measurable gain: bf16 decoding was equally fast either way (docs/results.md, "Speed")."""
     return x.device.type != "cpu" or x.dtype == torch.bfloat16 or not VIA_SIGMOID
 
 

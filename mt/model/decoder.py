@@ -12,16 +12,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mt.config import ModelConfig
+from mt.data.tokenizer import PAD_ID
 from mt.model.activations import tanh
 from mt.model.attention import BahdanauAttention, NoAttention, build_attention
-from mt.model.dropout import ByteDropout, WordDropout
+from mt.model.dropout import ByteDropout
 from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
 from mt.model.tying import init_output_layers, output_layers
 from mt.profiling import ATTENTION, DECODER_LSTM, span
-from mt.tokenizer import PAD_ID
 
 __all__ = ["Decoder", "DecoderState", "StepContext"]
 
@@ -51,21 +52,21 @@ class StepContext:
 class Decoder(nn.Module):
     fused = True  # teacher-forced passes of 1-layer LSTM + Bahdanau decoders use mt.model.fused_decoder
 
-    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
-                 attention: str = "bahdanau", dropout: float = 0.0, tie_embeddings: bool = False,
-                 word_dropout: float = 0.0, recurrent_weight_dropout: float = 0.0):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        """Sizes, cell, attention, dropout and tying from ``cfg`` (``cell``, ``attention``, ``emb_dim``,
+        ``hidden_dim``, ``layers``, ``dropout``, ``tie_embeddings``); ``vocab_size`` target pieces."""
         super().__init__()
-        self.cell = cell
-        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
-        self.dropout = ByteDropout(dropout)
-        self.word_dropout = WordDropout(word_dropout)  # on the teacher-forced inputs
-        self.rnn = StackedRecurrent(cell, emb_dim, hidden_dim, hidden_dim, layers, dropout, recurrent_weight_dropout)
-        self.attention = build_attention(attention, hidden_dim)
-        self.combine = nn.Linear(2 * hidden_dim, hidden_dim, bias=False)
+        hidden = cfg.hidden_dim
+        self.cell = cfg.cell
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
+        self.dropout = ByteDropout(cfg.dropout)
+        self.rnn = StackedRecurrent(cfg.cell, cfg.emb_dim, hidden, hidden, cfg.layers, cfg.dropout)
+        self.attention = build_attention(cfg.attention, hidden)
+        self.combine = nn.Linear(2 * hidden, hidden, bias=False)
         # readout: H -> E when the output layer is tied to the (V, E) embeddings and E != H, else nothing
-        self.readout, self.output = output_layers(self.embed, hidden_dim, tie_embeddings)
+        self.readout, self.output = output_layers(self.embed, hidden, cfg.tie_embeddings)
         init_linear(self.combine)
-        nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
+        nn.init.normal_(self.embed.weight, std=cfg.emb_dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
         self._workspaces = (Workspace(), Workspace())  # reused memory of the fused teacher-forced pass
@@ -93,7 +94,7 @@ class Decoder(nn.Module):
         """Teacher-forced pass. tgt_in: (B, T) ids starting with BOS -> the output layer's inputs (B, T, H), the
         attentional vectors (or (B, T, E) through the readout of tied embeddings)."""
         # Time-major (T, B, ...): each step's slice is contiguous, and so is the gradient the fused loop returns.
-        x_proj = self.rnn.project_input(self.dropout(self.word_dropout(self.embed(tgt_in.t()))))  # (T, B, G*H)
+        x_proj = self.rnn.project_input(self.dropout(self.embed(tgt_in.t())))  # (T, B, G*H)
         steps, batch = x_proj.shape[:2]
         drops = self.dropout.mask((steps, batch, self.combine.in_features), x_proj) if self.dropout.active \
             else None  # (T, B, 2H): the masks of all steps, drawn at once

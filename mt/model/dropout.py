@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ByteDropout", "WordDropout"]
+__all__ = ["ByteDropout"]
 
 
 class ByteDropout(nn.Module):
@@ -43,15 +43,3 @@ class ByteDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p} (effective {self.threshold / 256:.4f})"
-
-
-class WordDropout(ByteDropout):
-    """Drops whole tokens: each position's embedding is kept (scaled by 1 / keep rate) or zeroed as a unit, so the
-    model learns to translate with some input words missing (word dropout, Gal & Ghahramani 2016; part of the
-    "aggressive (word) dropout" of Sennrich & Zhang 2019's small-corpus RNN recipe)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., E) embeddings -> the same with whole rows (positions) dropped."""
-        if not self.active:
-            return x
-        return x * self.mask((*x.shape[:-1], 1), x)  # (..., 1): one draw per token

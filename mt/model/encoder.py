@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mt.config import ModelConfig
+from mt.data.tokenizer import PAD_ID
 from mt.model.activations import tanh
 from mt.model.cells import GATES, RNN_CLASSES
-from mt.model.dropout import ByteDropout, WordDropout
+from mt.model.dropout import ByteDropout
 from mt.model.init import init_linear, init_recurrent
 from mt.profiling import ENCODER, span
-from mt.tokenizer import PAD_ID
 
 __all__ = ["Bridge", "Encoder", "EncoderOutput"]
 
@@ -72,22 +73,20 @@ class Encoder(nn.Module):
 
     chunked = True  # False: nn.LSTM/GRU/RNN on packed sequences (slower on CPU; `python -m eval.bench --baseline`)
 
-    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, layers: int = 1, cell: str = "lstm",
-                 bidirectional: bool = True, dropout: float = 0.0, word_dropout: float = 0.0,
-                 recurrent_weight_dropout: float = 0.0):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        """Sizes, cell, directions and dropout from ``cfg`` (``cell``, ``emb_dim``, ``hidden_dim``, ``layers``,
+        ``bidirectional``, ``dropout``); ``vocab_size`` source pieces."""
         super().__init__()
-        self.cell, self.layers, self.bidirectional = cell, layers, bidirectional
-        self.directions = 2 if bidirectional else 1
-        self.hidden_dim = hidden_dim
-        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
-        self.dropout = ByteDropout(dropout)
-        self.word_dropout = WordDropout(word_dropout)
-        # DropConnect on each W_hh (mt.model.recurrent): one mask per batch, so the fused kernels still run
-        self.weight_dropout = ByteDropout(recurrent_weight_dropout)
+        cell, layers = cfg.cell, cfg.layers
+        self.cell, self.layers, self.bidirectional = cell, layers, cfg.bidirectional
+        self.directions = 2 if cfg.bidirectional else 1
+        self.hidden_dim = cfg.hidden_dim
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
+        self.dropout = ByteDropout(cfg.dropout)
         # Holds the weights (named like nn.LSTM's, so language models carry over); forward runs them in _run.
-        self.rnn = RNN_CLASSES[cell](emb_dim, hidden_dim // self.directions, num_layers=layers, batch_first=True,
-                                     bidirectional=bidirectional)
-        nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
+        self.rnn = RNN_CLASSES[cell](cfg.emb_dim, cfg.hidden_dim // self.directions, num_layers=layers,
+                                     batch_first=True, bidirectional=cfg.bidirectional)
+        nn.init.normal_(self.embed.weight, std=cfg.emb_dim ** -0.5)
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
         for name, _ in self.rnn.named_parameters():
@@ -115,7 +114,7 @@ class Encoder(nn.Module):
         lengths = src_lens.index_select(0, order)  # (B,)
         chunks = _Chunks(lengths.tolist())
         reverse = _reverse_index(lengths, length).unsqueeze(2)  # (B, S, 1)
-        x = self.dropout(self.word_dropout(self.embed(src.index_select(0, order))))  # (B, S, E), sorted
+        x = self.dropout(self.embed(src.index_select(0, order)))  # (B, S, E), sorted
         finals_h, finals_c = [], []  # L * dirs x (B, H / dirs), layer-major like nn.LSTM's h_n
         for k in range(self.layers):
             if k:
@@ -136,24 +135,17 @@ class Encoder(nn.Module):
                              src != PAD_ID)
 
     def _forward_packed(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
-        x = self.dropout(self.word_dropout(self.embed(src)))  # (B, S, E)
+        x = self.dropout(self.embed(src))  # (B, S, E)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
-        if self.weight_dropout.active:  # training on a GPU: the module's own call, with this batch's W_hh
-            dropped = {name: self.weight_dropout(w) if name.startswith("weight_hh") else w
-                       for name, w in self.rnn.named_parameters()}
-            out, final = torch.func.functional_call(self.rnn, dropped, (packed,))
-        else:
-            out, final = self.rnn(packed)
+        out, final = self.rnn(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])  # (B, S, H)
         h, c = final if self.cell == "lstm" else (final, None)
         return EncoderOutput(states, self._join(h), None if c is None else self._join(c), src != PAD_ID)
 
     def _weights(self, layer: int, direction: int) -> list[torch.Tensor]:
-        """[W_ih, W_hh, b_ih, b_hh] of one layer and direction; in training W_hh with this batch's weight dropout."""
+        """[W_ih, W_hh, b_ih, b_hh] of one layer and direction."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-        w_ih, w_hh, b_ih, b_hh = (getattr(self.rnn, name + suffix)
-                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-        return [w_ih, self.weight_dropout(w_hh), b_ih, b_hh]
+        return [getattr(self.rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
     def _run(self, x: torch.Tensor, chunks: _Chunks, weights: list[torch.Tensor]):
         """One direction of one layer over a sorted batch x (B, S, I) -> outputs (B, S, H'), zero at padding,

@@ -28,6 +28,7 @@ slower than its sigmoid, and the energies' tanh over (S, B, A) at every step was
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -136,70 +137,115 @@ class _LstmAttentionLoop(torch.autograd.Function):
         if ctx.spaces[0].generation != ctx.generation:
             raise RuntimeError("the fused decoder ran another forward pass before this backward pass, which "
                                "overwrote its saved activations; set `model.decoder.fused = False` for this use")
-        (joined, acts, cells, tanh_c, h_all, combined, energies, alphas, feeds, states,
-         w, w_query, v, w_combine, drop) = ctx.saved_tensors
-        steps, batch, hidden = feeds.shape
-        full = feeds.dtype
+        saved = _Saved(*ctx.saved_tensors)
+        g = _Gradients(saved, ctx.spaces[1], ctx.x_dtype)
         grad_out = grad_out.transpose(0, 1)  # (T, B, H)
-        d_gates, grad_x, d_pre_combine, d_ctx, d_scores, d_query = ctx.spaces[1].take(
-            feeds.device,
-            (acts.shape, full),  # d_gates (T, B, 4H): gradients of the gate pre-activations
-            (acts.shape if ctx.x_dtype != full else (0,), ctx.x_dtype),  # grad_x: d_gates in x_proj's dtype
-            (feeds.shape, full),  # d_pre_combine (T, B, H)
-            (feeds.shape, full),  # d_ctx (T, B, H)
-            ((steps, alphas.shape[2], batch), full),  # d_scores (T, S, B) like the energies
-            ((steps, batch, w_query.shape[0]), full),  # d_query (T, B, A)
-        )
-        d_keys = torch.zeros_like(energies[0])  # (S, B, A)
-        d_energy = torch.empty_like(energies[0])  # (S, B, A), reused by every step
-        d_feed = torch.zeros_like(feeds[0])  # (B, H): from the next step's input
-        d_h_next = torch.zeros_like(feeds[0])  # (B, H): from the next step's recurrence
-        d_c = torch.zeros_like(feeds[0])  # (B, H)
-        v_row = v.squeeze(0)  # (A,)
-        for t in reversed(range(steps)):
+        for t in reversed(range(saved.feeds.shape[0])):
             with span(ATTENTION):
-                d_pre = torch.add(grad_out[t], d_feed).mul_(1 - feeds[t].square())  # (B, H) through tanh
-                d_pre_combine[t] = d_pre
-                d_combined = _mm(d_pre, w_combine)  # (B, 2H)
-                if drop is not None:
-                    d_combined.mul_(drop[t])
-                d_h = d_combined[:, :hidden].add_(d_h_next)  # (B, H)
-                d_ctx[t] = d_combined[:, hidden:]
-                alpha = alphas[t]  # (B, S)
-                d_alpha = torch.bmm(states, d_ctx[t].unsqueeze(2).to(states.dtype)).squeeze(2).to(full)  # (B, S)
-                d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha)  # softmax backward
-                d_scores[t] = d_score.t()
-                torch.mul(d_scores[t].unsqueeze(2), v_row, out=d_energy)  # (S, B, A): gradient of the tanh output
-                torch.ops.aten.tanh_backward.grad_input(d_energy, energies[t], grad_input=d_energy)  # through tanh
-                d_keys.add_(d_energy)
-                torch.sum(d_energy, dim=0, out=d_query[t])  # (B, A)
-                _add_mm_(d_h, d_query[t], w_query)  # (B, H)
+                d_h = _attention_step_back(t, saved, g, grad_out[t])
             with span(DECODER_LSTM):
-                i, f, g, o = acts[t].chunk(4, dim=1)
-                d_i, d_f, d_g, d_o = d_gates[t].chunk(4, dim=1)
-                torch.mul(d_h, tanh_c[t], out=d_o).mul_(o * (1 - o))
-                d_c.addcmul_(d_h * o, 1 - tanh_c[t].square())  # (B, H)
-                torch.mul(d_c, g, out=d_i).mul_(i * (1 - i))
-                torch.mul(d_c, cells[t], out=d_f).mul_(f * (1 - f))
-                torch.mul(d_c, i, out=d_g).mul_(1 - g.square())
-                d_c.mul_(f)  # to c_{t-1}
-                d_joined = _mm(d_gates[t], w)  # (B, 2H)
-                d_feed, d_h_next = d_joined[:, :hidden], d_joined[:, hidden:]
-        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  (T, B, n) -> (T * B, n)
-        with span(DECODER_LSTM):
-            grad_w = _mm(flat(d_gates).t(), flat(joined))  # (4H, 2H)
-        with span(ATTENTION):
-            grad_w_combine = _mm(flat(d_pre_combine).t(), flat(combined))  # (H, 2H)
-            grad_w_query = _mm(flat(d_query).t(), flat(h_all))  # (A, H)
-            grad_v = (d_scores.reshape(1, -1) @ energies.reshape(-1, energies.shape[-1]))  # (1, A)
-            # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
-            grad_states = torch.bmm(alphas.permute(1, 2, 0).to(states.dtype),
-                                    d_ctx.transpose(0, 1).to(states.dtype))  # (B, S, T) @ (B, T, H)
-        d_keys = d_keys.transpose(0, 1)  # (B, S, A)
+                _lstm_step_back(t, saved, g, d_h)
+        grad_w, grad_w_query, grad_v, grad_w_combine, grad_states = _weight_gradients(saved, g)
         # (T, B, 4H), contiguous: the input projection's backward needs no copy, nor (in x_proj's dtype) autograd
-        grad_x = d_gates if ctx.x_dtype == full else grad_x.copy_(d_gates)
-        return (grad_x, d_h_next, d_c, d_feed, d_keys, grad_states, None, grad_w, grad_w_query, grad_v,
-                grad_w_combine, None, None, None)
+        grad_x = g.d_gates if ctx.x_dtype == saved.feeds.dtype else g.grad_x.copy_(g.d_gates)
+        return (grad_x, g.d_h_next, g.d_c, g.d_feed, g.d_keys.transpose(0, 1), grad_states, None, grad_w,
+                grad_w_query, grad_v, grad_w_combine, None, None, None)
+
+
+class _Saved(NamedTuple):
+    """What the forward pass saved, by name (shapes in ``_LstmAttentionLoop.forward``)."""
+    joined: torch.Tensor
+    acts: torch.Tensor
+    cells: torch.Tensor
+    tanh_c: torch.Tensor
+    h_all: torch.Tensor
+    combined: torch.Tensor
+    energies: torch.Tensor
+    alphas: torch.Tensor
+    feeds: torch.Tensor
+    states: torch.Tensor
+    w: torch.Tensor
+    w_query: torch.Tensor
+    v: torch.Tensor
+    w_combine: torch.Tensor
+    drop: torch.Tensor | None
+
+
+class _Gradients:
+    """The backward pass's buffers: per-step gradients kept for the weight gradients at the end (in the backward
+    Workspace), and what one step hands to the step before it."""
+
+    def __init__(self, s: _Saved, space: Workspace, x_dtype: torch.dtype):
+        steps, batch, _ = s.feeds.shape
+        full = s.feeds.dtype
+        self.d_gates, self.grad_x, self.d_pre_combine, self.d_ctx, self.d_scores, self.d_query = space.take(
+            s.feeds.device,
+            (s.acts.shape, full),  # d_gates (T, B, 4H): gradients of the gate pre-activations
+            (s.acts.shape if x_dtype != full else (0,), x_dtype),  # grad_x: d_gates in x_proj's dtype
+            (s.feeds.shape, full),  # d_pre_combine (T, B, H)
+            (s.feeds.shape, full),  # d_ctx (T, B, H)
+            ((steps, s.alphas.shape[2], batch), full),  # d_scores (T, S, B) like the energies
+            ((steps, batch, s.w_query.shape[0]), full),  # d_query (T, B, A)
+        )
+        self.d_keys = torch.zeros_like(s.energies[0])  # (S, B, A)
+        self.d_energy = torch.empty_like(s.energies[0])  # (S, B, A), reused by every step
+        self.d_feed = torch.zeros_like(s.feeds[0])  # (B, H): from the next step's input
+        self.d_h_next = torch.zeros_like(s.feeds[0])  # (B, H): from the next step's recurrence
+        self.d_c = torch.zeros_like(s.feeds[0])  # (B, H)
+
+
+def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tensor) -> torch.Tensor:
+    """Step t's attentional vector, attention and query, backwards: grad_out (B, H) of feed_t -> the gradient
+    of h_t (B, H), from the output, the next step's recurrence and the query."""
+    hidden = s.feeds.shape[2]
+    d_pre = torch.add(grad_out, g.d_feed).mul_(1 - s.feeds[t].square())  # (B, H) through tanh
+    g.d_pre_combine[t] = d_pre
+    d_combined = _mm(d_pre, s.w_combine)  # (B, 2H)
+    if s.drop is not None:
+        d_combined.mul_(s.drop[t])
+    d_h = d_combined[:, :hidden].add_(g.d_h_next)  # (B, H)
+    g.d_ctx[t] = d_combined[:, hidden:]
+    alpha = s.alphas[t]  # (B, S)
+    d_alpha = torch.bmm(s.states, g.d_ctx[t].unsqueeze(2).to(s.states.dtype)).squeeze(2).to(s.feeds.dtype)  # (B, S)
+    d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha)  # softmax backward
+    g.d_scores[t] = d_score.t()
+    torch.mul(g.d_scores[t].unsqueeze(2), s.v.squeeze(0), out=g.d_energy)  # (S, B, A): gradient of the tanh output
+    torch.ops.aten.tanh_backward.grad_input(g.d_energy, s.energies[t], grad_input=g.d_energy)  # through tanh
+    g.d_keys.add_(g.d_energy)
+    torch.sum(g.d_energy, dim=0, out=g.d_query[t])  # (B, A)
+    return _add_mm_(d_h, g.d_query[t], s.w_query)  # (B, H)
+
+
+def _lstm_step_back(t: int, s: _Saved, g: _Gradients, d_h: torch.Tensor) -> None:
+    """Step t's LSTM cell backwards from d_h (B, H): its gate gradients (g.d_gates[t]), and the gradients of
+    c_{t-1}, h_{t-1} and feed_{t-1} for the step before it."""
+    hidden = s.feeds.shape[2]
+    i, f, gate, o = s.acts[t].chunk(4, dim=1)
+    d_i, d_f, d_g, d_o = g.d_gates[t].chunk(4, dim=1)
+    torch.mul(d_h, s.tanh_c[t], out=d_o).mul_(o * (1 - o))
+    g.d_c.addcmul_(d_h * o, 1 - s.tanh_c[t].square())  # (B, H)
+    torch.mul(g.d_c, gate, out=d_i).mul_(i * (1 - i))
+    torch.mul(g.d_c, s.cells[t], out=d_f).mul_(f * (1 - f))
+    torch.mul(g.d_c, i, out=d_g).mul_(1 - gate.square())
+    g.d_c.mul_(f)  # to c_{t-1}
+    d_joined = _mm(g.d_gates[t], s.w)  # (B, 2H)
+    g.d_feed, g.d_h_next = d_joined[:, :hidden], d_joined[:, hidden:]
+
+
+def _weight_gradients(s: _Saved, g: _Gradients):
+    """The gradients of the weights and of the encoder states, summed over all steps in a few large multiplies:
+    -> W (4H, 2H), W_query (A, H), v (1, A), W_combine (H, 2H), states (B, S, H)."""
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  (T, B, n) -> (T * B, n)
+    with span(DECODER_LSTM):
+        grad_w = _mm(flat(g.d_gates).t(), flat(s.joined))  # (4H, 2H)
+    with span(ATTENTION):
+        grad_w_combine = _mm(flat(g.d_pre_combine).t(), flat(s.combined))  # (H, 2H)
+        grad_w_query = _mm(flat(g.d_query).t(), flat(s.h_all))  # (A, H)
+        grad_v = (g.d_scores.reshape(1, -1) @ s.energies.reshape(-1, s.energies.shape[-1]))  # (1, A)
+        # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
+        grad_states = torch.bmm(s.alphas.permute(1, 2, 0).to(s.states.dtype),
+                                g.d_ctx.transpose(0, 1).to(s.states.dtype))  # (B, S, T) @ (B, T, H)
+    return grad_w, grad_w_query, grad_v, grad_w_combine, grad_states
 
 
 def fused_lstm_attention_loop(x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop=None,

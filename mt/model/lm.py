@@ -4,7 +4,7 @@ Pre-training the recurrent layers on plentiful monolingual text and then fine-tu
 text is an old, effective trick for RNN translators (Ramachandran et al. 2017, "Unsupervised Pretraining for
 Sequence to Sequence Learning"). The LM here uses the translator's own cell, embedding size, layer count and
 tokenizer; its parameter names follow ``nn.LSTM`` (``rnn.weight_ih_l0`` ...), like the decoder's
-``StackedRecurrent`` and the encoder's forward direction, so ``mt.transfer`` can copy them one to one.
+``StackedRecurrent`` and the encoder's forward direction, so ``mt.recipes.transfer`` can copy them one to one.
 
 Sizes: a target-side LM has the decoder's hidden size H; a source-side LM has the size of one encoder
 direction (H/2 with a bidirectional encoder), since it initialises the forward direction.
@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from mt.config import ModelConfig
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mt.model.cells import GATES, RNN_CLASSES
 from mt.model.dropout import ByteDropout
 from mt.model.init import init_recurrent
 from mt.model.tying import init_output_layers, output_layers
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["LanguageModel", "build_language_model", "lm_hidden_dim"]
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from mt.data.tokenizer import PAD_ID
 from mt.profiling import OUTPUT_LOSS, span
-from mt.tokenizer import PAD_ID
 
 __all__ = ["SummedLoss", "linear_cross_entropy", "linear_rdrop_cross_entropy", "validation_loss"]
 

@@ -23,7 +23,7 @@ __all__ = ["StackedRecurrent"]
 
 class StackedRecurrent(nn.Module):
     def __init__(self, cell: str, input_dim: int, feed_dim: int, hidden_dim: int, layers: int = 1,
-                 dropout: float = 0.0, weight_dropout: float = 0.0):
+                 dropout: float = 0.0):
         super().__init__()
         self.cell, self.input_dim, self.feed_dim, self.hidden_dim, self.layers = cell, input_dim, feed_dim, hidden_dim, layers
         gates = GATES[cell] * hidden_dim
@@ -35,9 +35,6 @@ class StackedRecurrent(nn.Module):
             self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(gates)))
             init_recurrent(*self._params(k), GATES[cell], cell == "lstm")
         self.dropout = ByteDropout(dropout)
-        # DropConnect on W_hh (Wan et al. 2013; the weight drop of Merity et al. 2018): one mask per batch, drawn
-        # in step_weights, so every step of a sequence loses the same recurrent connections. Training only.
-        self.weight_dropout = ByteDropout(weight_dropout)
 
     def _params(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
@@ -55,12 +52,10 @@ class StackedRecurrent(nn.Module):
     def step_weights(self) -> list[torch.Tensor]:
         """Per layer, the matrix applied at every step: [W_feed | W_hh] for layer 0, [W_ih | W_hh] above.
 
-        Computed once per sequence, so that a step is one matrix multiply per layer (LSTM, RNN). In training,
-        W_hh loses the connections of this batch's weight-dropout mask."""
+        Computed once per sequence, so that a step is one matrix multiply per layer (LSTM, RNN)."""
         weights = []
         for k in range(self.layers):
-            w_ih, w_hh, _, _ = self._params(k)
-            w_hh = self.weight_dropout(w_hh)  # (G*H, H)
+            w_ih, w_hh, _, _ = self._params(k)  # w_hh: (G*H, H)
             w_in = w_ih[:, self.input_dim:] if k == 0 else w_ih  # (G*H, F) or (G*H, H)
             weights.append(w_hh if w_in.shape[1] == 0 else torch.cat([w_in, w_hh], dim=1))
         return weights

@@ -33,7 +33,7 @@ class Seq2Seq(nn.Module):
         return self.decoder(tgt_in, state, ctx)
 
     def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
-        """One search step (``mt.decoding.SearchModel``): prev (B,) -> log-probabilities (B, V), new state,
+        """One search step (``mt.decode.search.SearchModel``): prev (B,) -> log-probabilities (B, V), new state,
         attention (B, S) or None."""
         return self.decoder.step(prev, state, ctx)
 
@@ -47,13 +47,9 @@ class Seq2Seq(nn.Module):
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    src_word_dropout = cfg.word_dropout if cfg.word_dropout_sides in ("both", "source") else 0.0
-    tgt_word_dropout = cfg.word_dropout if cfg.word_dropout_sides in ("both", "target") else 0.0
-    encoder = Encoder(src_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.bidirectional, cfg.dropout,
-                      src_word_dropout, cfg.recurrent_weight_dropout)
+    encoder = Encoder(cfg, src_vocab)
     bridge = Bridge(cfg.hidden_dim, lstm=cfg.cell == "lstm")
-    decoder = Decoder(tgt_vocab, cfg.emb_dim, cfg.hidden_dim, cfg.layers, cfg.cell, cfg.attention, cfg.dropout,
-                      cfg.tie_embeddings, tgt_word_dropout, cfg.recurrent_weight_dropout)
+    decoder = Decoder(cfg, tgt_vocab)
     if cfg.share_embeddings:  # one (V, E) matrix for source, target (and, tied, the output layer)
         if src_vocab != tgt_vocab:
             raise MTError(f"model.share_embeddings needs one vocabulary for both sides, but the source has "

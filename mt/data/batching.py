@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["Batch", "TextBatch", "collate", "collate_text", "make_batches", "pad", "shifted"]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import sacrebleu
 import torch
 
-from mt.batching import collate, make_batches
 from mt.config import DecodeConfig
-from mt.decoding import Hypothesis
+from mt.data.batching import collate, make_batches
+from mt.decode.greedy import greedy_search
+from mt.decode.search import Hypothesis
 from mt.device import autocast
-from mt.greedy import greedy_search
 from mt.model import Seq2Seq
 
 __all__ = ["decode_ids", "validation_bleu"]

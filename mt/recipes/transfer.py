@@ -1,4 +1,5 @@
-"""Initialise a translator's encoder or decoder from a pre-trained language model (``mt pretrain``).
+"""Initialise a translator's encoder or decoder from a pre-trained language model (``mt pretrain``), and keep
+those weights fixed for the first epochs (``train.freeze_pretrained_epochs``, the ``FreezePretrained`` hook).
 
 Target-side LM -> decoder: embeddings, every recurrent layer, output layer. The decoder's layer 0 reads
 ``[embedding; attentional vector]`` (input feeding), so the LM's input weights fill the embedding columns and
@@ -17,16 +18,38 @@ from pathlib import Path
 
 import torch
 
-from mt.config import ModelConfig
+from mt.checkpoint import load_checkpoint
+from mt.config import ModelConfig, config_from_dict
 from mt.errors import MTError
 from mt.files import sha256_file
 from mt.model import Seq2Seq
-from mt.pretrain import load_language_model, spm_checksum
+from mt.model.lm import LanguageModel, build_language_model
+from mt.train.hooks import Hook
 
-__all__ = ["freeze_pretrained", "init_from_language_model", "pretrained_regions"]
+__all__ = ["FreezePretrained", "init_from_language_model", "load_language_model", "pretrained_regions",
+           "spm_checksum"]
 
 log = logging.getLogger("mt")
 _RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def spm_checksum(lm_meta: dict) -> str:
+    """SHA-256 of the one SentencePiece model an LM was trained with. LM runs written before the shared training
+    loop called it ``tokenizer_sha256``, the name that a translation run uses for the checksum of all its
+    tokenizer models together."""
+    return lm_meta.get("spm_sha256") or lm_meta["tokenizer_sha256"]
+
+
+def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[LanguageModel, dict]:
+    """A language-model checkpoint -> (model in eval mode, its ``lm`` metadata)."""
+    state = load_checkpoint(path, map_location=map_location)
+    if "lm" not in state:
+        raise MTError(f"{path} is not a language-model checkpoint (make one with `mt pretrain`)")
+    meta = state["lm"]
+    cfg = config_from_dict(state["config"], source=str(path), saved=True)
+    lm = build_language_model(cfg.model, meta["vocab_size"], meta["side"])
+    lm.load_state_dict(state["model"])
+    return lm.to(map_location).eval(), meta
 
 
 def _pairs(side: str, layers: int) -> list[tuple[str, str]]:
@@ -106,22 +129,30 @@ def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None
     return regions
 
 
-def freeze_pretrained(model: Seq2Seq, regions: dict[str, int | None], frozen: Callable[[], bool]) -> None:
-    """While ``frozen()`` is true, the gradients of the pre-trained regions are zero, so Adam leaves them as
-    they are (``train.freeze_pretrained_epochs``): the fresh attention and bridge learn to use them first."""
-    params = dict(model.named_parameters(remove_duplicate=False))
+class FreezePretrained(Hook):
+    """While the run is in its first ``epochs`` epochs, the gradients of the pre-trained regions
+    (``pretrained_regions``) are zero, so Adam leaves them as they are: the fresh attention and bridge learn to use
+    them first."""
 
-    def make_hook(limit: int | None):
-        def hook(grad: torch.Tensor) -> torch.Tensor:
-            if not frozen():
-                return grad
-            grad = grad.clone()
-            if limit is None:
-                grad.zero_()
-            else:
-                grad[:, :limit] = 0
+    def __init__(self, model: Seq2Seq, regions: dict[str, int | None], epochs: int):
+        self.model, self.regions, self.epochs = model, regions, epochs
+
+    def start(self, trainer) -> None:
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        frozen = lambda: trainer.progress.epoch < self.epochs  # noqa: E731
+        for name, limit in self.regions.items():
+            params[name].register_hook(_zero_gradient(limit, frozen))
+
+
+def _zero_gradient(limit: int | None, frozen: Callable[[], bool]):
+    """A gradient hook: while ``frozen()``, the gradient is zero (in its first ``limit`` columns, or all)."""
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        if not frozen():
             return grad
-        return hook
-
-    for name, limit in regions.items():
-        params[name].register_hook(make_hook(limit))
+        grad = grad.clone()
+        if limit is None:
+            grad.zero_()
+        else:
+            grad[:, :limit] = 0
+        return grad
+    return hook

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import torch
 
-from mt.batching import collate, make_batches
-from mt.beam import beam_search
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, config_from_dict
-from mt.decoding import Hypothesis
+from mt.data.batching import collate, make_batches
+from mt.data.tokenizer import Tokenizer
+from mt.decode.beam import beam_search
+from mt.decode.ensemble import Ensemble
+from mt.decode.greedy import greedy_search
+from mt.decode.search import Hypothesis
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
-from mt.ensemble import Ensemble
 from mt.errors import MTError
-from mt.greedy import greedy_search
 from mt.model import Seq2Seq, build_model
-from mt.run import RunDir
-from mt.selection import FINAL
+from mt.run import FINAL, RunDir
 from mt.text import normalize
-from mt.tokenizer import Tokenizer
 
 __all__ = ["Translation", "Translator", "format_translations"]
 
@@ -60,7 +59,7 @@ class Translator:
         """Load RUN's tokenizer and checkpoint (``best``, ``last``, another name in RUN/checkpoints or a path).
         ``quantize="int8"`` applies dynamic int8 quantisation (CPU only) to the linear layers and the encoder
         LSTM. ``ensemble``: more runs (their best checkpoint) or checkpoint files of the same prepared data,
-        decoded together with this one (``mt.ensemble``)."""
+        decoded together with this one (``mt.decode.ensemble``)."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
         dev = resolve_device(device)
@@ -81,17 +80,16 @@ class Translator:
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
                             "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
-                            "final": state.get("final")}  # the comparison that chose final.pt (mt.selection)
+                            "final": state.get("final")}  # the comparison that chose final.pt (mt.recipes.averaging)
         return translator
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
-                  return_attention: bool = False, coverage: float | None = None) -> list[Translation]:
+                  return_attention: bool = False) -> list[Translation]:
         """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation.
-        beam, alpha, coverage: None = the run's decode.* setting."""
+        beam, alpha: None = the run's decode.* setting."""
         d = self.cfg.decode
         beam = max(beam or d.beam, nbest)
         alpha = d.alpha if alpha is None else alpha
-        coverage = d.coverage if coverage is None else coverage
         sources = [normalize(t) for t in texts]
         ids = self.tokenizer.encode_src(sources)
         too_long = sum(len(x) > self.max_src_tokens for x in ids)
@@ -111,7 +109,7 @@ class Translator:
                                                         d.max_len_extra, return_attention)]
                 else:
                     found = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
-                                        d.max_len_extra, nbest, return_attention, coverage)
+                                        d.max_len_extra, nbest, return_attention)
             for i, hyps in zip(rows, found):
                 results[i] = self._translation(texts[i], sources[i], ids[i], hyps, return_attention)
         return results  # type: ignore[return-value]
@@ -166,7 +164,7 @@ def _load_model(path: Path, meta: dict, run: RunDir, device: torch.device) -> tu
     if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
         raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
                       "(another language pair, corpus or vocabulary); use a checkpoint of this run's prepared data")
-    cfg = config_from_dict(state["config"], source=str(path))
+    cfg = config_from_dict(state["config"], source=str(path), saved=True)
     src_vocab, tgt_vocab = state["vocab"]
     model = build_model(cfg.model, src_vocab, tgt_vocab)
     try:

@@ -1,8 +1,10 @@
-"""``mt train``: the translator's training task for the shared loop (``mt.trainer.Trainer``).
+"""``mt train``: the translator's training task for the shared loop (``mt.train.loop.Trainer``), and the
+recipe's hooks that it plugs in.
 
 What is particular to translation: the model (``build_model``), length-bucketed batches of sentence pairs,
 validation by teacher-forced loss and greedy BLEU, the tokenizer checksum every checkpoint carries, and the
-optional start from pre-trained language models (``model.init_*_from``, ``train.freeze_pretrained_epochs``).
+optional start from pre-trained language models (``model.init_*_from``). The recipe's hooks (``mt.recipes``):
+R-Drop's budget guard, kept checkpoints and the final-model choice, the freezing of pre-trained weights.
 """
 
 from __future__ import annotations
@@ -15,19 +17,23 @@ import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
 
-from mt.batching import Batch, collate, make_batches
 from mt.config import Config
+from mt.data.batching import Batch, collate, make_batches
 from mt.device import training_device
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
 from mt.model.loss import SummedLoss
+from mt.recipes.averaging import FinalModelChoice, KeepCheckpoints
+from mt.recipes.rdrop import RDropGuard
 from mt.run import RunDir
-from mt.selection import FINAL, choose_final_model, describe
-from mt.subword_sampling import SubwordSampler
-from mt.trainer import Trainer, TrainResult, Validation, seed_everything
-from mt.validate import validation_bleu
+from mt.tasks.validation import validation_bleu
+from mt.train.hooks import Hook
+from mt.train.loop import Trainer
+from mt.train.progress import TrainResult
+from mt.train.step import seed_everything
+from mt.train.task import Validation
 
-__all__ = ["TranslationTask", "list_lengths", "train"]
+__all__ = ["TranslationTask", "list_lengths", "recipe_hooks", "train"]
 
 
 def list_lengths(split, column: str) -> np.ndarray:
@@ -43,9 +49,6 @@ class TranslationTask:
         self.meta = run.meta()
         self.loss = SummedLoss(model, cfg.train.label_smoothing, cfg.train.rdrop_alpha)
         self.tokenizer = run.tokenizer()
-        t = cfg.train
-        self.sampler = SubwordSampler(self.tokenizer, t.subword_alpha, t.subword_nbest, cfg.data.max_tokens,
-                                      t.seed) if t.subword_alpha > 0 else None
         encoded = run.encoded()
         train, val = encoded["train"], encoded["val"]
         # the training split stays on disk (memory-mapped Arrow): only the lengths are in memory, and each batch
@@ -68,10 +71,7 @@ class TranslationTask:
 
     def batch(self, indices: list[int]) -> Batch:
         rows = self.train[indices]  # {"src_ids": [...], "tgt_ids": [...]} read from the memory-mapped split
-        src, tgt = rows["src_ids"], rows["tgt_ids"]
-        if self.sampler:  # subword regularisation: a fresh segmentation of each side (batches were cut by the
-            src, tgt = self.sampler(src, tgt)  # stored lengths; sampled ones are a few percent longer)
-        return collate(src, tgt, indices)
+        return collate(rows["src_ids"], rows["tgt_ids"], indices)
 
     def validate(self, loss: float) -> Validation:
         bleu, hyps = validation_bleu(self.model, self.val_src, self.val_refs, self.tokenizer.decode_tgt,
@@ -103,27 +103,29 @@ def _train(run: RunDir, cfg: Config, device: torch.device) -> TrainResult:
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
     task = TranslationTask(run, cfg, model, device)
-    trainer = Trainer(task, cfg, run, device)
+    trainer = Trainer(task, cfg, run, device, hooks=recipe_hooks(task, cfg))
     resumed = trainer.resume()
     if not resumed:
         _init_pretrained(model, cfg, run, meta, announce=trainer.main)
-    if cfg.train.freeze_pretrained_epochs:
-        from mt.transfer import freeze_pretrained, pretrained_regions
+    return trainer.fit(resumed)
 
-        freeze_pretrained(model, pretrained_regions(model, cfg.model),
-                          lambda: trainer.progress.epoch < cfg.train.freeze_pretrained_epochs)
-    if trainer.main and (run.checkpoint_dir / FINAL).is_file():  # training goes on: chosen again at the end
-        (run.checkpoint_dir / FINAL).unlink()
-    result = trainer.fit(resumed)
-    if (trainer.main and cfg.train.average_last >= 2 and result.stopped != "interrupted"
-            and (run.checkpoint_dir / "best.pt").is_file()):
-        print(describe(choose_final_model(run.checkpoint_dir, cfg, model, task, device)), flush=True)
-    return result
+
+def recipe_hooks(task: TranslationTask, cfg: Config) -> list[Hook]:
+    """The recipe's hooks for a translator, each configured by its ``train.*`` keys."""
+    t = cfg.train
+    hooks: list[Hook] = [RDropGuard(task.loss, t.rdrop_min_updates), KeepCheckpoints(t.keep_checkpoints),
+                         FinalModelChoice(t.average_last)]
+    if t.freeze_pretrained_epochs:
+        from mt.recipes.transfer import FreezePretrained, pretrained_regions
+
+        hooks.append(FreezePretrained(task.model, pretrained_regions(task.model, cfg.model),
+                                      t.freeze_pretrained_epochs))
+    return hooks
 
 
 def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:
     """model.init_encoder_from / init_decoder_from: copy language-model weights in before the first step."""
-    from mt.transfer import init_from_language_model
+    from mt.recipes.transfer import init_from_language_model
 
     for side, path, model_key in (("src", cfg.model.init_encoder_from, "src_model"),
                                   ("tgt", cfg.model.init_decoder_from, "tgt_model")):

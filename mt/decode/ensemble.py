@@ -2,7 +2,7 @@
 
 At each step the members' next-token distributions are averaged (in probability space: log of the mean of
 the probabilities), the usual way to ensemble NMT models (e.g. Sutskever et al. 2014; Sennrich et al. 2016).
-``Ensemble`` implements ``mt.decoding.SearchModel`` like ``Seq2Seq``, so greedy and beam search run on it
+``Ensemble`` implements ``mt.decode.search.SearchModel`` like ``Seq2Seq``, so greedy and beam search run on it
 unchanged; the attention it returns is the members' mean.
 """
 
@@ -21,7 +21,7 @@ __all__ = ["Ensemble"]
 
 @dataclass
 class _PerMember:
-    """One context or state per member; search reorders them all alike (``mt.decoding.Reorderable``)."""
+    """One context or state per member; search reorders them all alike (``mt.decode.search.Reorderable``)."""
     members: list
 
     def index_select(self, index: torch.Tensor) -> _PerMember:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from mt.config import TrainConfig
+from mt.train.progress import Progress
 
-if TYPE_CHECKING:
-    from mt.trainer import Progress
-
-__all__ = ["StopFlag", "any_rank", "epochs_in_budget", "out_of_time", "rank0_decides", "rank_values", "stop_reason"]
+__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "rank_values", "stop_reason"]
 
 
 class StopFlag:
@@ -44,15 +41,6 @@ class StopFlag:
 def out_of_time(progress: Progress, elapsed: float, budget: float) -> bool:
     """Within an epoch: stop training now so that the final validation still fits in the budget."""
     return bool(budget) and elapsed + progress.val_seconds >= budget
-
-
-def epochs_in_budget(epochs: float, elapsed: float, budget: float, earlier: tuple[float, float]) -> float:
-    """The epochs a run will have trained when ``budget`` seconds are spent, at the pace it kept since ``earlier``
-    ((epochs, elapsed seconds) then; ``epochs`` and ``elapsed`` now, fractions of an epoch included). The pace
-    of the latest stretch rather than of the whole run: the first steps can be slow for reasons that pass."""
-    then_epochs, then_elapsed = earlier
-    per_second = (epochs - then_epochs) / max(elapsed - then_elapsed, 1e-9)
-    return epochs + max(budget - elapsed, 0.0) * per_second
 
 
 def stop_reason(progress: Progress, limits: TrainConfig, elapsed: float, budget: float) -> str | None:

@@ -9,8 +9,11 @@ The LM run folder (LM_RUN) holds:
     LM_RUN/train_log.jsonl      training and validation records; LM_RUN/plots/curves.png
 
 Training text: that side of RUN's training split plus any extra monolingual files (one sentence per line);
-validation: that side of RUN's validation split. The loop is the translator's (``mt.trainer.Trainer``): the same
-resume with fall-back, checkpoints, time budget, stopping, log and curves. Re-running on the same LM_RUN resumes.
+validation: that side of RUN's validation split. The loop is the translator's (``mt.train.loop.Trainer``): the same
+resume with fall-back, checkpoints (kept ones too, ``train.keep_checkpoints``), time budget, stopping, log and
+curves. Re-running on the same LM_RUN resumes. A language model has no R-Drop and no final-model choice: its
+loss is plain cross-entropy, and best.pt (lowest validation perplexity) is what ``mt generate`` and
+``model.init_*_from`` use.
 """
 
 from __future__ import annotations
@@ -24,19 +27,23 @@ from typing import Any
 
 import torch
 
-from mt.batching import TextBatch, collate_text, make_batches
-from mt.checkpoint import load_checkpoint
 from mt.config import Config
+from mt.data.batching import TextBatch, collate_text, make_batches
 from mt.device import resolve_device, use_threads
 from mt.errors import MTError
 from mt.files import atomic_write, sha256_file
 from mt.model.lm import LanguageModel, build_language_model
 from mt.model.loss import SummedLoss
+from mt.recipes.averaging import KeepCheckpoints
+from mt.recipes.transfer import load_language_model, spm_checksum
 from mt.run import RunDir
 from mt.text import normalize, read_lines
-from mt.trainer import Trainer, TrainResult, Validation, seed_everything
+from mt.train.loop import Trainer
+from mt.train.progress import TrainResult
+from mt.train.step import seed_everything
+from mt.train.task import Validation
 
-__all__ = ["LanguageModelTask", "generate_text", "load_language_model", "pretrain", "spm_checksum"]
+__all__ = ["LanguageModelTask", "generate_text", "pretrain"]
 
 log = logging.getLogger("mt")
 SIDES = ("src", "tgt")
@@ -115,7 +122,8 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
 
     seed_everything(cfg.train.seed)
     lm = build_language_model(cfg.model, vocab, side).to(device)
-    trainer = Trainer(LanguageModelTask(cfg, lm, train_ids, val_ids, lm_meta, device), cfg, lm_run, device)
+    task = LanguageModelTask(cfg, lm, train_ids, val_ids, lm_meta, device)
+    trainer = Trainer(task, cfg, lm_run, device, hooks=[KeepCheckpoints(cfg.train.keep_checkpoints)])
     return trainer.fit(trainer.resume())
 
 
@@ -129,27 +137,6 @@ def _write_lm_folder(lm_run: RunDir, lm_meta: dict, spm_path: Path) -> None:
             raise MTError(f"{lm_run.root} holds a {old['side']}-side LM of another tokenizer; use a new LM_RUN")
     shutil.copyfile(spm_path, lm_run.root / "tokenizer.model")
     atomic_write(meta_path, json.dumps(lm_meta, indent=2) + "\n")
-
-
-def spm_checksum(lm_meta: dict) -> str:
-    """SHA-256 of the one SentencePiece model an LM was trained with. LM runs written before the shared training
-    loop called it ``tokenizer_sha256``, the name that a translation run uses for the checksum of all its
-    tokenizer models together."""
-    return lm_meta.get("spm_sha256") or lm_meta["tokenizer_sha256"]
-
-
-def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[LanguageModel, dict]:
-    """A language-model checkpoint -> (model in eval mode, its ``lm`` metadata)."""
-    from mt.config import config_from_dict
-
-    state = load_checkpoint(path, map_location=map_location)
-    if "lm" not in state:
-        raise MTError(f"{path} is not a language-model checkpoint (make one with `mt pretrain`)")
-    meta = state["lm"]
-    cfg = config_from_dict(state["config"], source=str(path))
-    lm = build_language_model(cfg.model, meta["vocab_size"], meta["side"])
-    lm.load_state_dict(state["model"])
-    return lm.to(map_location).eval(), meta
 
 
 def generate_text(lm_run: RunDir, prompt: str = "", num: int = 1, temperature: float = 1.0, top_k: int = 0,

@@ -1,4 +1,4 @@
-"""Batched greedy search: the most likely token at every step (beam search is in ``mt.beam``).
+"""Batched greedy search: the most likely token at every step (beam search is in ``mt.decode.beam``).
 
 Every sentence's result depends only on that sentence: finished rows are padded, never re-scored, and the
 maximum length is per sentence (``max_len_ratio`` x source length + ``max_len_extra``).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from mt.decoding import Hypothesis, SearchModel, max_lengths
-from mt.tokenizer import BOS_ID, EOS_ID
+from mt.data.tokenizer import BOS_ID, EOS_ID
+from mt.decode.search import Hypothesis, SearchModel, max_lengths
 
 __all__ = ["greedy_search"]
 

@@ -1,0 +1,2 @@
+"""Text to tensors: SentencePiece tokenizers (``tokenizer``) and length-bucketed token-budget batches
+(``batching``)."""
