@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
@@ -18,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mt.decode.segment import split_sentences  # noqa: E402
 from mt.decode.translator import Translation, Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
 
@@ -26,12 +26,6 @@ __all__ = ["DEFAULT_MAX_CHARS", "build_app", "model_facts", "split_sentences", "
 log = logging.getLogger("mt")
 DEFAULT_MAX_CHARS = 5000
 MAX_SENTENCES = 100  # a paste of more lines than this is cut, with a message
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Lines, each split after sentence-final punctuation followed by whitespace; blank pieces dropped."""
-    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
 
 
 def attention_figure(t: Translation) -> Figure | None:
@@ -81,8 +75,9 @@ def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int 
     return "\n".join(r.text for r in results), rows, attention_figure(results[0]), status
 
 
-def model_facts(run: RunDir, translator: Translator) -> str:
-    """Markdown: languages, size, training progress, and test scores from RUN/eval when present."""
+def model_facts(run: RunDir | None, translator: Translator) -> str:
+    """Markdown: languages, size, training progress, and test scores (RUN/eval, or those an exported model file
+    carries)."""
     f = translator.facts
     lines = [f"**Languages:** {f.get('src', '?')} → {f.get('tgt', '?')}",
              f"**Parameters:** {f.get('parameters', 0):,}"]
@@ -90,18 +85,32 @@ def model_facts(run: RunDir, translator: Translator) -> str:
         lines.append(f"**Training:** {f['train_minutes']} min, {f.get('step', '?')} updates, {f.get('epoch', '?')} epochs")
     if f.get("best_val_bleu") is not None and f["best_val_bleu"] >= 0:
         lines.append(f"**Best validation BLEU (greedy):** {f['best_val_bleu']:.2f}")
-    for report in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
+    for name, r in _evaluations(run, f).items():
         try:
-            r = json.loads(report.read_text(encoding="utf-8"))
-            lines.append(f"**{report.stem}:** BLEU {r['bleu']:.2f}, chrF {r['chrf']:.2f} (beam {r.get('beam', '?')})")
-        except (OSError, ValueError, KeyError, TypeError):
-            log.warning("skipping unreadable evaluation report %s", report)
-    lines.append(f"**Checkpoint:** `{Path(f.get('checkpoint', '?')).name}` in `{run.root}`")
+            lines.append(f"**{name}:** BLEU {r['bleu']:.2f}, chrF {r['chrf']:.2f} (beam {r.get('beam', '?')})")
+        except (KeyError, TypeError, ValueError):
+            log.warning("skipping unreadable evaluation report %s", name)
+    where = f"in `{run.root}`" if run else "(exported model file)"
+    lines.append(f"**Checkpoint:** `{Path(f.get('checkpoint', '?')).name}` {where}")
     return "  \n".join(lines)
 
 
-def _examples(run: RunDir, n: int = 6) -> list[str]:
-    """A few validation sources of moderate length (the page's clickable examples)."""
+def _evaluations(run: RunDir | None, facts: dict) -> dict:
+    if run is None:
+        return facts.get("evaluations") or {}
+    found = {}
+    for report in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
+        try:
+            found[report.stem] = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            log.warning("skipping unreadable evaluation report %s", report)
+    return found
+
+
+def _examples(run: RunDir | None, n: int = 6) -> list[str]:
+    """A few validation sources of moderate length (the page's clickable examples); none for a model file."""
+    if run is None:
+        return []
     try:
         sources = run.encoded()["val"]["src"]
     except Exception:  # noqa: BLE001 - examples are a nicety; a damaged cache must not stop the demo
@@ -111,7 +120,7 @@ def _examples(run: RunDir, n: int = 6) -> list[str]:
     return picked[::step][:n]
 
 
-def build_app(translator: Translator, run: RunDir, max_chars: int = DEFAULT_MAX_CHARS,
+def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAULT_MAX_CHARS,
               concurrency: int = 2) -> gr.Blocks:
     f = translator.facts
     title = f"Translate {f.get('src', '')} → {f.get('tgt', '')}"
@@ -149,7 +158,7 @@ def build_app(translator: Translator, run: RunDir, max_chars: int = DEFAULT_MAX_
     return app
 
 
-def serve(translator: Translator, run: RunDir, host: str = "127.0.0.1", port: int = 7860,
+def serve(translator: Translator, run: RunDir | None, host: str = "127.0.0.1", port: int = 7860,
           max_chars: int = DEFAULT_MAX_CHARS, concurrency: int = 2, block: bool = True) -> gr.Blocks:
     """Serve the app for an already loaded model (``mt demo``); ``block=False`` returns once it is up."""
     app = build_app(translator, run, max_chars, concurrency)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mt.cli import add_model_choice, add_run
+from mt.cli import add_model_choice
+from mt.cli_translate import add_model_source
 from mt.errors import MTError
 
 __all__ = ["register"]
@@ -16,8 +17,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.max_chars < 1 or args.concurrency < 1:
         raise MTError("--max-chars and --concurrency must be at least 1")
-    run = RunDir.of(args.run)
-    translator = Translator.from_run(run, checkpoint=args.checkpoint)  # a missing model fails before gradio loads
+    if args.model:  # a file from `mt export`; a missing or damaged model fails before gradio loads
+        run, translator = None, Translator.from_file(args.model)
+    else:
+        run = RunDir.of(args.run)
+        translator = Translator.from_run(run, checkpoint=args.checkpoint)
     from demo.app import serve
 
     try:
@@ -28,8 +32,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="serve the Gradio web app for RUN")
-    add_run(p)
+    p = sub.add_parser("demo", help="serve the Gradio web app for RUN (or an exported model file)")
+    add_model_source(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to serve other machines)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--max-chars", type=int, default=5000, help="longest input accepted per request")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from mt.cli import add_model_choice, add_run
+from mt.cli_translate import add_runtime, load_translator
 from mt.errors import MTError
 from mt.run import RunDir
 
@@ -14,12 +15,11 @@ __all__ = ["register_eval", "register_score"]
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.evaluate import evaluate, evaluation_jobs, result_name
-    from mt.decode.translator import Translator
 
     run = RunDir.of(args.run)
-    translator = Translator.from_run(run, checkpoint=args.checkpoint, quantize=args.quantize, ensemble=args.ensemble)
+    translator = load_translator(args)  # with --device, --threads and decode.key=value overrides
     for name, sources, references in evaluation_jobs(run, args.split, args.src, args.ref):
-        name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag)
+        name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag, args.overrides)
         report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
               f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {report['precision']}, "
@@ -52,6 +52,7 @@ def register_eval(sub) -> None:
     which.add_argument("--src", help="source file (with --ref)")
     p.add_argument("--ref", help="reference file (with --src)")
     add_model_choice(p)
+    add_runtime(p)
     p.add_argument("--tag", help="results go to RUN/eval/NAME.TAG.{hyp,json} (default: a tag naming a non-default "
                                  "checkpoint, ensemble or quantisation; none for the model training chose, final.pt)")
     p.set_defaults(func=cmd_eval)

@@ -60,11 +60,11 @@ def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = Non
 
 
 def result_name(name: str, checkpoint: str = "final", ensemble: int = 0, quantize: str | None = None,
-                tag: str | None = None) -> str:
-    """RUN/eval file stem of a result: results of other checkpoints, ensembles (``ensemble`` extra members) or
-    quantisation get their own names (``NAME.averaged``, ``NAME.ensemble2``, ``NAME.int8``), never overwriting
-    the run's own ``NAME``; ``tag`` chooses the suffix."""
+                tag: str | None = None, overrides: list[str] = ()) -> str:
+    """RUN/eval file stem of a result: results of other checkpoints, ensembles (``ensemble`` extra members),
+    quantisation or decode overrides get their own names (``NAME.averaged``, ``NAME.ensemble2``, ``NAME.int8``,
+    ``NAME.beam-8``), never overwriting the run's own ``NAME``; ``tag`` chooses the suffix."""
     tag = tag or "-".join(part for part in (checkpoint if checkpoint != "final" else "",
                                             f"ensemble{ensemble + 1}" if ensemble else "",
-                                            quantize or "") if part)
+                                            quantize or "", *(o.removeprefix("decode.") for o in overrides)) if part)
     return f"{name}.{re.sub(r'[^A-Za-z0-9_-]+', '-', tag)}" if tag else name

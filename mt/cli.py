@@ -111,24 +111,6 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_translate(args: argparse.Namespace) -> int:
-    from mt.decode.translator import Translator, format_translations
-    from mt.text import read_input
-
-    translator = Translator.from_run(args.run, checkpoint=args.checkpoint, quantize=args.quantize,
-                                     ensemble=args.ensemble)
-    results = translator.translate(read_input(args.input), beam=args.beam, nbest=args.nbest, alpha=args.alpha)
-    text = format_translations(results, args.nbest)
-    if args.output and args.output != "-":
-        from mt.files import atomic_write
-
-        atomic_write(args.output, text, what="output file")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    return 0
-
-
 def _library_commands(sub) -> None:
     p = sub.add_parser("train", help="train (or resume) the model of RUN")
     add_run(p)
@@ -161,13 +143,9 @@ def _library_commands(sub) -> None:
     p.add_argument("--output", default="averaged", help="name of the result in RUN/checkpoints (NAME.pt)")
     p.set_defaults(func=cmd_average)
 
-    p = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
-    add_run(p)
-    add_model_choice(p)
-    p.add_argument("--nbest", type=int, default=1, help="print N 'score ||| translation' lines per input")
-    p.add_argument("--input", help="input file (default: stdin)")
-    p.add_argument("--output", help="output file (default: stdout)")
-    p.set_defaults(func=cmd_translate)
+    from mt.cli_translate import register
+
+    register(sub, add_model_choice)  # translate, export
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,20 @@ class RunDir:
                           f"with `mt prepare --run {self.root} ... {now}` (or `make data RUN={self.root} "
                           f"ARGS=\"{now}\"`), or drop the override")
 
+    def model_path(self, checkpoint: str = "final") -> Path:
+        """``final`` (best.pt until training has chosen), ``best`` (last.pt before the first validation), ``last``,
+        another name in RUN/checkpoints, or a path -> the checkpoint file; a missing one is a one-line error."""
+        if checkpoint == "final" and not (self.checkpoint_dir / FINAL).is_file():
+            checkpoint = "best"  # training has not chosen (yet): its best checkpoint (or last.pt below)
+        named = self.checkpoint_dir / f"{checkpoint}.pt"
+        path = named if checkpoint in ("final", "best", "last") or named.is_file() else Path(checkpoint)
+        if checkpoint == "best" and not path.is_file() and (self.checkpoint_dir / "last.pt").is_file():
+            path = self.checkpoint_dir / "last.pt"
+        if not path.is_file():
+            raise MTError(f"no trained model in {self.root}: {path} not found (run `make train` or "
+                          f"`mt train --run {self.root}`)")
+        return path
+
     def tokenizer(self) -> Tokenizer:
         meta = self.meta()
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])

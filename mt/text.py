@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mt.errors import MTError
 
-__all__ = ["decode_lines", "file_sha256", "iter_lines", "normalize", "read_input", "read_lines", "read_text_file"]
+__all__ = ["decode_lines", "file_sha256", "iter_input", "iter_lines", "normalize", "read_input", "read_lines", "read_text_file"]
 
 
 def normalize(text: str) -> str:
@@ -90,3 +90,18 @@ def read_input(path: str | None) -> list[str]:
     if path and path != "-":
         return read_text_file(path, "input file")
     return decode_lines(sys.stdin.buffer.read(), "standard input")
+
+
+def iter_input(path: str | None) -> Iterator[str]:
+    """The lines to translate, one at a time as they come: a file (checked now), or standard input when ``path``
+    is None or "-" (strict UTF-8 either way; errors name the line)."""
+    if path and path != "-":
+        if not Path(path).is_file():
+            raise MTError(f"input file not found: {path}")
+        return iter_lines(Path(path))
+    return _stdin_lines()
+
+
+def _stdin_lines() -> Iterator[str]:
+    for number, line in enumerate(sys.stdin.buffer, start=1):  # readline: returns as soon as a line is there
+        yield _decode(line.removesuffix(b"\n"), "standard input", number)

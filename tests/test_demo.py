@@ -13,8 +13,9 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from demo.app import build_app, model_facts, split_sentences, translate_text  # noqa: E402
+from demo.app import build_app, model_facts, translate_text  # noqa: E402
 from mt.cli import main  # noqa: E402
+from mt.decode.segment import split_sentences  # noqa: E402
 from mt.decode.translator import Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
 
@@ -29,6 +30,7 @@ def translator(trained_run: Path) -> Translator:
     ("A dog runs. A cat sits!  Why? yes", ["A dog runs.", "A cat sits!", "Why?", "yes"]),
     ("line one\n\n  line two  \n", ["line one", "line two"]),
     ("3.5 apples", ["3.5 apples"]),
+    ("東京は大きい。とても。", ["東京は大きい。", "とても。"]),  # CJK full stops end a sentence without a space
     ("   \n\t", []),
 ])
 def test_split_sentences(text, sentences):
@@ -146,3 +148,12 @@ def test_real_browser_translates_and_draws_the_heatmap(server: str, translator: 
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_demo_serves_an_exported_model_file(trained_run: Path, tmp_path: Path):
+    """`mt demo --model FILE`: the page is built from the file alone (no run folder: no examples, its facts)."""
+    assert main(["export", "--run", str(trained_run), "--output", str(tmp_path / "m.mt")]) == 0
+    translator = Translator.from_file(tmp_path / "m.mt", threads=1)
+    assert "exported model file" in model_facts(None, translator) and "en → de" in model_facts(None, translator)
+    assert isinstance(build_app(translator, None), gr.Blocks)
+    assert translate_text(translator, "the dog runs", beam=2)[0] == translator.translate(["the dog runs"], beam=2)[0].text

@@ -78,6 +78,23 @@ class Tokenizer:
         self.src = self._load(self.src_model_path)
         self.tgt = self.src if self.tgt_model_path == self.src_model_path else self._load(self.tgt_model_path)
 
+    @classmethod
+    def from_bytes(cls, src_model: bytes, tgt_model: bytes | None = None, name: str = "model file") -> Tokenizer:
+        """The tokenizer of serialised SentencePiece models (``mt export`` files carry them); ``tgt_model`` None:
+        one joint model."""
+        tok = cls.__new__(cls)
+        tok.src_model_path = tok.tgt_model_path = None
+        tok.src = cls._from_proto(src_model, name)
+        tok.tgt = tok.src if tgt_model is None else cls._from_proto(tgt_model, name)
+        return tok
+
+    @staticmethod
+    def _from_proto(blob: bytes, name: str) -> spm.SentencePieceProcessor:
+        try:
+            return spm.SentencePieceProcessor(model_proto=blob)
+        except (RuntimeError, TypeError) as e:
+            raise MTError(f"cannot load the tokenizer stored in {name}: {e}") from None
+
     @staticmethod
     def _load(path: Path) -> spm.SentencePieceProcessor:
         if not path.is_file():

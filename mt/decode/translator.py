@@ -14,20 +14,22 @@ from pathlib import Path
 import torch
 
 from mt.checkpoint import load_checkpoint
-from mt.config import Config, config_from_dict
+from mt.config import Config, apply_overrides, config_from_dict
 from mt.data.batching import collate, make_batches
 from mt.data.tokenizer import Tokenizer
 from mt.decode.beam import beam_search
 from mt.decode.ensemble import Ensemble
 from mt.decode.greedy import greedy_search
 from mt.decode.search import Hypothesis
+from mt.decode.segment import split_to_fit
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
-from mt.run import FINAL, RunDir
+from mt.package import load_package, package_tokenizer
+from mt.run import RunDir
 from mt.text import normalize
 
-__all__ = ["Translation", "Translator", "format_translations"]
+__all__ = ["Translation", "Translator"]
 
 log = logging.getLogger("mt")
 
@@ -64,7 +66,7 @@ class Translator:
         meta = run.meta()
         dev = resolve_device(device)
         use_threads(dev, threads)
-        path = _checkpoint_path(run, checkpoint)
+        path = run.model_path(checkpoint)
         model, cfg, state = _load_model(path, meta, run, dev)
         n_params = model.num_parameters()
         members = [model] + [_load_model(_member_path(m), meta, run, dev)[0] for m in ensemble]
@@ -76,43 +78,103 @@ class Translator:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         progress = state.get("progress", {})
         translator.facts = {"checkpoint": str(path), "src": meta["src"], "tgt": meta["tgt"],
-                            "parameters": n_params, "ensemble": [str(m) for m in ensemble],
+                            "parameters": n_params, "ensemble": [str(m) for m in ensemble], "quantize": quantize,
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
                             "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
                             "final": state.get("final")}  # the comparison that chose final.pt (mt.recipes.averaging)
         return translator
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device: str = "auto", threads: int = 0,
+                  quantize: str | None = None) -> Translator:
+        """A model written by ``mt export`` (``mt.package``): one file, no run folder needed."""
+        package = load_package(path)
+        dev = resolve_device(device)
+        use_threads(dev, threads)
+        model, cfg = model_from_state(package, str(path))
+        n_params = model.num_parameters()
+        if quantize:
+            model = _quantize(model, quantize, dev)
+        translator = cls(model.to(dev), package_tokenizer(package, str(path)), cfg, dev)
+        if quantize:
+            translator.precision = "fp32"  # int8 layers take fp32 inputs
+        translator.facts = {**package["languages"], **package["training"], "checkpoint": str(path),
+                            "parameters": n_params, "ensemble": [], "quantize": quantize,
+                            "evaluations": package["evaluations"]}
+        return translator
+
+    def set_decoding(self, overrides: list[str]) -> None:
+        """``decode.key=value`` overrides (``decode.batch_tokens=8000``, ``decode.max_len_ratio=2`` ...) for this
+        translator; any other section is refused: the model and its data are fixed by the checkpoint."""
+        other = [o for o in overrides if not o.strip().startswith("decode.")]
+        if other:
+            raise MTError(f"override '{other[0]}': only decode.* keys apply when translating (the model, its data "
+                          "and its training are fixed by the checkpoint)")
+        self.cfg = apply_overrides(self.cfg, overrides)
+        if any(o.strip().startswith("decode.precision=") for o in overrides) and not self.facts.get("quantize"):
+            self.precision = resolve_precision(self.cfg.decode.precision, self.device)[0]
+
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
                   return_attention: bool = False) -> list[Translation]:
-        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation.
-        beam, alpha: None = the run's decode.* setting."""
+        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation. A line
+        over ``data.max_tokens`` subwords is translated in parts (``mt.decode.segment``) and their translations
+        joined by spaces; it then has one n-best entry and no attention. beam, alpha: None = the run's decode.*."""
         d = self.cfg.decode
         beam = max(beam or d.beam, nbest)
         alpha = d.alpha if alpha is None else alpha
         sources = [normalize(t) for t in texts]
+        owner, parts, ids = self._parts(sources)  # part k belongs to line owner[k]
+        found = self._search(ids, beam, nbest, alpha, return_attention)
+        results: list[Translation] = []
+        for i, text in enumerate(texts):
+            mine = list(range(owner.start(i), owner.stop(i)))
+            if not mine or not ids[mine[0]]:  # blank: the empty translation is the only one
+                results.append(Translation(text, "", 0.0, [(0.0, "")]))
+            elif len(mine) == 1:
+                results.append(self._translation(text, sources[i], ids[mine[0]], found[mine[0]], return_attention))
+            else:
+                joined = " ".join(self.tokenizer.decode_tgt([found[k][0].tokens for k in mine]))
+                score = sum(found[k][0].score for k in mine) / len(mine)
+                results.append(Translation(text, joined, score, [(score, joined)]))
+        return results
+
+    def _parts(self, sources: list[str]) -> tuple[_Owners, list[str], list[list[int]]]:
+        """Lines -> (which line each part belongs to, the parts, their subword ids): a line within the limit is
+        one part, a longer one several (``split_to_fit``)."""
+        limit = self.max_src_tokens
         ids = self.tokenizer.encode_src(sources)
-        too_long = sum(len(x) > self.max_src_tokens for x in ids)
-        if too_long:
-            log.warning("%d input line(s) longer than %d subword tokens were truncated", too_long, self.max_src_tokens)
-            ids = [x[: self.max_src_tokens] for x in ids]
-        results: list[Translation | None] = [None] * len(texts)
+        long_lines = [i for i, x in enumerate(ids) if len(x) > limit]
+        if not long_lines:
+            return _Owners([1] * len(sources)), sources, ids
+        count = lambda texts: [len(x) for x in self.tokenizer.encode_src(texts)]  # noqa: E731
+        split = {i: split_to_fit(sources[i], count, limit) for i in long_lines}
+        log.info("%d input line(s) longer than %d subword tokens: translated in %d parts", len(split), limit,
+                 sum(map(len, split.values())))
+        parts = [p for i, s in enumerate(sources) for p in split.get(i, [s])]
+        part_ids = [x[:limit] for x in self.tokenizer.encode_src(parts)]  # the cut never bites: parts fit
+        return _Owners([len(split.get(i, [s])) for i, s in enumerate(sources)]), parts, part_ids
+
+    def _search(self, ids: list[list[int]], beam: int, nbest: int, alpha: float,
+                return_attention: bool) -> list[list[Hypothesis]]:
+        """Subword ids of sentences -> their best ``nbest`` hypotheses each (none for an empty one), searched in
+        length-sorted batches of ``decode.batch_tokens`` source tokens."""
+        d = self.cfg.decode
+        found: list[list[Hypothesis]] = [[] for _ in ids]
         todo = [i for i, x in enumerate(ids) if x]
-        for i in set(range(len(texts))) - set(todo):
-            results[i] = Translation(texts[i], "", 0.0, [(0.0, "")])  # the empty translation is the only one
         for batch_idx in make_batches([len(ids[i]) for i in todo], None, d.batch_tokens):
             rows = [todo[j] for j in batch_idx]
             b = collate([ids[i] for i in rows], None, rows).to(self.device)
             with torch.inference_mode(), autocast(self.device, self.precision):
                 if beam == 1:
-                    found = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
-                                                        d.max_len_extra, return_attention)]
+                    hyps = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
+                                                       d.max_len_extra, return_attention)]
                 else:
-                    found = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
-                                        d.max_len_extra, nbest, return_attention)
-            for i, hyps in zip(rows, found):
-                results[i] = self._translation(texts[i], sources[i], ids[i], hyps, return_attention)
-        return results  # type: ignore[return-value]
+                    hyps = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
+                                       d.max_len_extra, nbest, return_attention)
+            for i, h in zip(rows, hyps):
+                found[i] = h
+        return found
 
     def _translation(self, raw: str, source: str, src_ids: list[int], hyps: list[Hypothesis],
                      with_pieces: bool) -> Translation:
@@ -128,31 +190,26 @@ class Translator:
         return out
 
 
-def format_translations(results: list[Translation], nbest: int = 1) -> str:
-    """What ``mt translate`` writes: one line per input; with ``nbest`` > 1 each input's best N (or fewer)
-    ``score ||| translation`` lines, best first, then one empty line (an empty input: ``0.0000 ||| ``)."""
-    if nbest > 1:
-        return "".join("".join(f"{sc:.4f} ||| {text}\n" for sc, text in r.nbest) + "\n" for r in results)
-    return "".join(r.text + "\n" for r in results)
+class _Owners:
+    """Line i owns parts start(i) .. stop(i)-1 of the flat list of parts."""
 
+    def __init__(self, counts: list[int]):
+        self.starts = [0]
+        for n in counts:
+            self.starts.append(self.starts[-1] + n)
 
-def _checkpoint_path(run: RunDir, checkpoint: str) -> Path:
-    if checkpoint == "final" and not (run.checkpoint_dir / FINAL).is_file():
-        checkpoint = "best"  # training has not chosen (yet): its best checkpoint (or last.pt below)
-    named = run.checkpoint_dir / f"{checkpoint}.pt"
-    path = named if checkpoint in ("final", "best", "last") or named.is_file() else Path(checkpoint)
-    if checkpoint == "best" and not path.is_file() and (run.checkpoint_dir / "last.pt").is_file():
-        path = run.checkpoint_dir / "last.pt"
-    if not path.is_file():
-        raise MTError(f"no trained model in {run.root}: {path} not found (run `make train` or `mt train --run {run.root}`)")
-    return path
+    def start(self, i: int) -> int:
+        return self.starts[i]
+
+    def stop(self, i: int) -> int:
+        return self.starts[i + 1]
 
 
 def _member_path(member: str) -> Path:
     """An ensemble member: a RUN folder (its best checkpoint, else last) or a checkpoint file."""
     path = Path(member)
     if path.is_dir():
-        return _checkpoint_path(RunDir.of(path), "final")
+        return RunDir.of(path).model_path("final")
     if not path.is_file():
         raise MTError(f"ensemble member not found: {member} (give a run folder or a checkpoint file)")
     return path
@@ -164,14 +221,21 @@ def _load_model(path: Path, meta: dict, run: RunDir, device: torch.device) -> tu
     if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
         raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
                       "(another language pair, corpus or vocabulary); use a checkpoint of this run's prepared data")
-    cfg = config_from_dict(state["config"], source=str(path), saved=True)
+    model, cfg = model_from_state(state, str(path))
+    return model.to(device).eval(), cfg, state
+
+
+def model_from_state(state: dict, source: str) -> tuple[Seq2Seq, Config]:
+    """A checkpoint's (or exported file's) ``config``, ``vocab`` and ``model`` -> the model in eval mode, its
+    config. ``source`` names the file in errors."""
+    cfg = config_from_dict(state["config"], source=source, saved=True)
     src_vocab, tgt_vocab = state["vocab"]
     model = build_model(cfg.model, src_vocab, tgt_vocab)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise MTError(f"checkpoint {path} does not match its own model config: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), cfg, state
+        raise MTError(f"{source} does not match its own model config: {str(e).splitlines()[0]}") from None
+    return model.eval(), cfg
 
 
 def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:

@@ -1,0 +1,147 @@
+"""`mt translate` and `mt export`: the command-line side of using a trained model (mt.decode.stream does the work).
+
+    mt translate --run RUN < in.txt > out.txt            # a filter: answers line by line in a pipe
+    mt translate --model model.mt --input in.txt --output out.txt --format jsonl --alignment
+    mt translate --run RUN --input src.txt --score-reference ref.txt
+    mt export --run RUN --output model.mt [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mt.errors import MTError
+
+__all__ = ["cmd_export", "cmd_translate", "load_translator", "register"]
+
+
+def register(sub, add_model_choice) -> None:
+    p = sub.add_parser("translate", help="translate lines (stdin to stdout by default), as a stream")
+    add_model_source(p)
+    add_model_choice(p)
+    p.add_argument("--nbest", type=int, default=1, help="print 'i ||| translation ||| score' lines, N per input")
+    p.add_argument("--input", help="input file (default: stdin, read as it comes)")
+    p.add_argument("--output", help="output file, replaced only when complete (default: stdout, flushed per chunk)")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text",
+                   help="text (default), or jsonl: one JSON object per line with source, translation, score, n-best")
+    p.add_argument("--alignment", action="store_true",
+                   help="add hard subword alignments 's-t' from attention ('translation ||| 0-0 1-2 ...' in text)")
+    p.add_argument("--score-reference", metavar="FILE",
+                   help="instead of translating: print each line of FILE's log-probability as the translation of "
+                        "the input line ('sum<TAB>per-token<TAB>tokens')")
+    p.add_argument("--chunk-lines", type=int, default=1000,
+                   help="lines translated together (sorted by length into batches); bounds memory")
+    add_runtime(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("export", help="write a run's model as one self-contained file (mt translate --model FILE)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
+    p.add_argument("--checkpoint", default="final", help="final (default), best, last, a name or a path")
+    p.add_argument("--output", required=True, help="the file to write, e.g. en-de.mt")
+    p.add_argument("--int8", action="store_true", help="store the weight matrices as int8 (about a quarter the size)")
+    p.set_defaults(func=cmd_export)
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", "--run-dir", dest="run", help="run directory (its final model, tokenizer and config)")
+    which.add_argument("--model", help="a model file written by `mt export`")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to decode (default auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("overrides", nargs="*", metavar="decode.key=value",
+                   help="decoding overrides, e.g. decode.batch_tokens=8000 decode.max_len_ratio=2")
+
+
+def load_translator(args: argparse.Namespace):
+    """--run or --model, with --checkpoint, --quantize, --ensemble, --device, --threads and decode overrides."""
+    from mt.decode.translator import Translator
+
+    if getattr(args, "model", None):
+        if args.ensemble or args.checkpoint != "final":
+            raise MTError("--model FILE is one model: --ensemble and --checkpoint apply to --run only")
+        translator = Translator.from_file(args.model, device=args.device, threads=args.threads, quantize=args.quantize)
+    else:
+        translator = Translator.from_run(args.run, checkpoint=args.checkpoint, device=args.device,
+                                         threads=args.threads, quantize=args.quantize, ensemble=args.ensemble)
+    translator.set_decoding(args.overrides)
+    return translator
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from mt.decode.stream import read_chunks, translate_stream
+    from mt.text import iter_input
+
+    if args.nbest < 1 or args.chunk_lines < 1:
+        raise MTError("--nbest and --chunk-lines must be at least 1")
+    translator = load_translator(args)
+    if args.score_reference:
+        return _score_reference(translator, args)
+    lines = iter_input(args.input)
+    bar = _progress(args.input)
+
+    def run(write) -> None:
+        translate_stream(translator, read_chunks(lines, args.chunk_lines), write, beam=args.beam, alpha=args.alpha,
+                         nbest=args.nbest, fmt=args.format, with_alignment=args.alignment, done=bar.update)
+
+    try:
+        _write_output(args.output, run)
+    finally:
+        bar.close()
+    return 0
+
+
+def _write_output(output: str | None, run) -> None:
+    """stdout: each chunk written and flushed as it is done; a file: written beside it and moved in place when
+    complete, so an earlier file survives a crash or Ctrl-C."""
+    if output and output != "-":
+        from mt.files import atomic_write
+
+        atomic_write(output, lambda f: run(lambda text: (f.write(text.encode("utf-8")), f.flush())),
+                     what="output file")
+    else:
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        run(write)
+
+
+def _progress(path: str | None):
+    """A lines/s bar on a terminal's stderr for an input file (with ETA: its lines are counted first); none for
+    stdin (a filter) or when stderr is a file or pipe (a script's log)."""
+    from tqdm import tqdm
+
+    if not path or path == "-" or not sys.stderr.isatty():
+        return tqdm(disable=True)
+    total = None
+    if not path.endswith(".gz") and Path(path).is_file():
+        with open(path, "rb") as f:
+            total = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    return tqdm(total=total, unit=" lines", desc="translating", file=sys.stderr, dynamic_ncols=True)
+
+
+def _score_reference(translator, args: argparse.Namespace) -> int:
+    from mt.decode.force import score_references
+    from mt.text import read_input, read_text_file
+
+    if args.nbest > 1 or args.alignment or args.format != "text":
+        raise MTError("--score-reference prints scores: drop --nbest, --alignment and --format")
+    scores = score_references(translator, read_input(args.input), read_text_file(args.score_reference, "reference file"))
+    text = "".join(f"{s.log_prob:.4f}\t{s.per_token:.4f}\t{s.tokens}\n" for s in scores)
+    _write_output(args.output, lambda write: write(text))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mt.package import export_model
+    from mt.run import RunDir
+
+    info = export_model(RunDir.of(args.run), args.output, args.checkpoint, args.int8)
+    print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['parameters']:,} parameters"
+          f"{' (int8 weights)' if info['int8'] else ''}; use it with `mt translate --model {info['path']}`")
+    return 0

@@ -1,0 +1,49 @@
+"""What `mt translate` writes for one input line, in each of its formats.
+
+- ``text``: the translation; with ``alignment``, ``translation ||| 0-0 1-2 ...`` (Marian's layout).
+- n-best (``nbest`` > 1): ``i ||| translation ||| score`` for each of the line's best N, best first (Moses and
+  Marian; ``i`` counts input lines from 0), no blank lines.
+- ``jsonl``: one JSON object per input line: ``i``, ``source``, ``translation``, ``score``, ``nbest`` (a list of
+  ``{"translation", "score"}``), ``alignment`` when asked for.
+
+Scores are the search's: the log-probability divided by the length penalty in beam search, the plain
+log-probability in greedy search. Alignments are hard alignments of subword positions, ``s-t`` with ``s`` the
+source subword and ``t`` the target subword (0-based; SentencePiece pieces as ``mt.data.tokenizer`` makes them,
+EOS excluded), each target subword aligned to the source subword it attends to most. A line translated in parts
+(longer than ``data.max_tokens``) has no alignment.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mt.decode.translator import Translation
+from mt.errors import MTError
+
+__all__ = ["FORMATS", "alignment", "format_line"]
+
+FORMATS = ("text", "jsonl")
+
+
+def alignment(t: Translation) -> str:
+    """``s-t`` pairs from the best hypothesis' attention; empty without attention."""
+    if t.attention is None or not t.src_pieces:
+        return ""
+    steps = len(t.tgt_pieces) - (1 if t.tgt_pieces and t.tgt_pieces[-1] == "</s>" else 0)
+    best = t.attention[:steps, : len(t.src_pieces)].argmax(dim=1).tolist()  # (steps,) source position per target
+    return " ".join(f"{s}-{j}" for j, s in enumerate(best))
+
+
+def format_line(i: int, t: Translation, fmt: str = "text", nbest: int = 1, with_alignment: bool = False) -> str:
+    """Input line ``i``'s translation ``t`` as the text to write, newline(s) included."""
+    if fmt == "jsonl":
+        record = {"i": i, "source": t.source, "translation": t.text, "score": round(t.score, 4),
+                  "nbest": [{"translation": text, "score": round(score, 4)} for score, text in t.nbest[:nbest]]}
+        if with_alignment:
+            record["alignment"] = alignment(t)
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    if fmt != "text":
+        raise MTError(f"unknown output format '{fmt}'; valid: {', '.join(FORMATS)}")
+    if nbest > 1:
+        return "".join(f"{i} ||| {text} ||| {score:.4f}\n" for score, text in t.nbest[:nbest])
+    return f"{t.text} ||| {alignment(t)}\n" if with_alignment else t.text + "\n"

@@ -1,0 +1,123 @@
+"""One file per model: ``mt export`` writes a trained model with everything needed to translate with it, so it can
+be copied to another machine or attached to a release; ``mt translate --model FILE``, ``mt demo --model FILE`` and
+``Translator.from_file(FILE)`` use it without the run folder or its data.
+
+The file is a ``torch.save`` dict of tensors and plain data (it loads with ``weights_only=True``):
+
+    format        "mt-model/1"
+    model         the weights (``int8``: 2-D float matrices as int8 rows plus one fp32 scale per row)
+    config, vocab the model's config and vocabulary sizes (as in a checkpoint)
+    languages     {"src", "tgt"}
+    tokenizer     {"src": bytes, "tgt": bytes or None (one joint model), "names"}: the SentencePiece models
+    checksums     SHA-256 of the tokenizer models (as ``meta.json``'s ``tokenizer_sha256``) and of the weights
+    training      step, epoch, minutes, best validation BLEU, how ``final.pt`` was chosen, the checkpoint's name
+    evaluations   RUN/eval/*.json as ``mt eval`` wrote them (BLEU, chrF, their signatures), by name
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mt.checkpoint import load_checkpoint
+from mt.data.tokenizer import Tokenizer
+from mt.errors import MTError
+from mt.files import atomic_write
+from mt.run import RunDir
+
+__all__ = ["FORMAT", "export_model", "load_package", "package_tokenizer"]
+
+FORMAT = "mt-model/1"
+
+
+def export_model(run: RunDir, output: str | Path, checkpoint: str = "final", int8: bool = False) -> dict[str, Any]:
+    """RUN's model (``checkpoint`` as in ``mt translate``) -> one file at ``output``; returns what was written
+    (path, bytes, parameters)."""
+    meta, path = run.meta(), run.model_path(checkpoint)
+    state = load_checkpoint(path)
+    names = [meta["src_model"], meta["tgt_model"]]
+    blobs = [(run.data_dir / n).read_bytes() for n in names]
+    weights = dict(state["model"])
+    if int8:  # a tensor under several names (tied or shared embeddings) is quantised once and stored once
+        done: dict[int, dict[str, torch.Tensor]] = {}
+        weights = {k: done.setdefault(v.data_ptr(), _to_int8(v)) if _quantizable(v) else v for k, v in weights.items()}
+    progress = state.get("progress", {})
+    package = {
+        "format": FORMAT, "model": weights, "int8": int8, "config": state["config"], "vocab": list(state["vocab"]),
+        "languages": {"src": meta["src"], "tgt": meta["tgt"]},
+        "tokenizer": {"src": blobs[0], "tgt": None if names[0] == names[1] else blobs[1], "names": names},
+        "checksums": {"tokenizer_sha256": meta["tokenizer_sha256"], "weights_sha256": _weights_sha256(weights)},
+        "training": {"checkpoint": path.name, "step": progress.get("step"), "epoch": progress.get("epoch"),
+                     "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
+                     "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
+                     "final": state.get("final")},
+        "evaluations": _evaluations(run),
+    }
+    atomic_write(output, lambda f: torch.save(package, f), what="model file")
+    n_params = sum({v.data_ptr(): v.numel() for v in state["model"].values()}.values())
+    return {"path": str(output), "bytes": Path(output).stat().st_size, "parameters": n_params, "int8": int8}
+
+
+def load_package(path: str | Path) -> dict[str, Any]:
+    """An exported file -> its dict with fp32 weights, checked against its checksums (one-line errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MTError(f"model file not found: {path}")
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or damaged file: one line for the user
+        raise MTError(f"{path} is damaged or not a model file from `mt export` ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(package, dict) or package.get("format") != FORMAT:
+        raise MTError(f"{path} is not a model file from `mt export` (format {FORMAT}); a checkpoint of a run "
+                      "is used with --run RUN --checkpoint PATH")
+    if _weights_sha256(package["model"]) != package["checksums"]["weights_sha256"]:
+        raise MTError(f"{path}: the weights do not match their checksum (a damaged copy?)")
+    tok = package["tokenizer"]
+    by_name = dict(zip(tok["names"], (tok["src"], tok["tgt"] if tok["tgt"] is not None else tok["src"])))
+    digest = hashlib.sha256(b"".join(by_name[n] for n in sorted(by_name)))  # as data_prep's tokenizer checksum
+    if digest.hexdigest() != package["checksums"]["tokenizer_sha256"]:
+        raise MTError(f"{path}: the tokenizer does not match its checksum (a damaged copy?)")
+    if package["int8"]:
+        package["model"] = {k: _from_int8(v) if isinstance(v, dict) else v for k, v in package["model"].items()}
+    return package
+
+
+def package_tokenizer(package: dict[str, Any], name: str) -> Tokenizer:
+    return Tokenizer.from_bytes(package["tokenizer"]["src"], package["tokenizer"]["tgt"], name)
+
+
+def _quantizable(t: torch.Tensor) -> bool:
+    return t.is_floating_point() and t.dim() == 2
+
+
+def _to_int8(t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(R, C) float -> int8 rows and one fp32 scale per row (symmetric, round to nearest)."""
+    scale = t.float().abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # (R, 1)
+    return {"int8": torch.round(t.float() / scale).to(torch.int8), "scale": scale}
+
+
+def _from_int8(q: dict[str, torch.Tensor]) -> torch.Tensor:
+    return q["int8"].float() * q["scale"]
+
+
+def _weights_sha256(weights: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        for t in (weights[name].values() if isinstance(weights[name], dict) else [weights[name]]):
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _evaluations(run: RunDir) -> dict[str, Any]:
+    found = {}
+    for report in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
+        try:
+            found[report.stem] = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged report is left out, not fatal
+    return found
