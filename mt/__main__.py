@@ -1,3 +1,3 @@
-from mt.cli import main
+from mt.cli import run
 
-raise SystemExit(main())
+run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,7 +20,7 @@ from mt.config import Config, apply_overrides, load_config, save_config
 from mt.errors import MTError
 from mt.run import RunDir
 
-__all__ = ["add_config", "add_model_choice", "add_run", "main", "resolve_config"]
+__all__ = ["add_config", "add_model_choice", "add_run", "main", "resolve_config", "run"]
 
 log = logging.getLogger("mt")
 
@@ -159,8 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def run() -> None:
+    """The `mt` console script and `python -m mt`: ``main``, then the process ends. A command that leaves nothing
+    behind it (``quick_exit``: translate) ends without Python's shutdown, which with torch loaded costs about
+    0.25 s of every `mt translate` call (2-core Xeon, 2026-12-06); its output is complete and flushed by then."""
+    args = build_parser().parse_args()
+    code = _dispatch(args)
+    if getattr(args, "quick_exit", False):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader that went away, a closed stream: nothing left to save
+                pass
+        logging.shutdown()
+        os._exit(code)
+    raise SystemExit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
     )
@@ -177,4 +197,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

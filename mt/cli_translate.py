@@ -34,7 +34,7 @@ def register(sub, add_model_choice) -> None:
     p.add_argument("--chunk-lines", type=int, default=1000,
                    help="lines translated together (sorted by length into batches); bounds memory")
     add_runtime(p)
-    p.set_defaults(func=cmd_translate)
+    p.set_defaults(func=cmd_translate, quick_exit=True)
 
     p = sub.add_parser("export", help="write a run's model as one self-contained file (mt translate --model FILE)")
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")

@@ -10,6 +10,7 @@ from mt.data.tokenizer import PAD_ID
 from mt.decode.beam import beam_search
 from mt.decode.greedy import greedy_search
 from mt.model import build_model
+from mt.model.top_tokens import top_log_probs
 
 V = 19
 
@@ -76,11 +77,11 @@ def test_max_length_is_respected_and_attention_shapes():
     model = trained_ish_model(5)
     step = model.step
 
-    def no_eos(*args):  # EOS never wins, so hypotheses run to their maximum length
-        log_probs, state, weights = step(*args)
-        return log_probs.index_fill(1, torch.tensor([3]), -1e9), state, weights
+    def no_eos(prev, state, ctx, n):  # EOS never wins, so hypotheses run to their maximum length
+        log_probs, state, weights = step(prev, state, ctx)
+        return (*log_probs.index_fill(1, torch.tensor([3]), -1e9).topk(n, dim=1), state, weights)
 
-    model.step = no_eos
+    model.step_top = no_eos
     src, lens = batch_of(SENTENCES)
     for hyps, n in zip(beam_search(model, src, lens, 3, 1.0, 1.0, 2, return_attention=True), lens.tolist()):
         h = hyps[0]
@@ -89,3 +90,19 @@ def test_max_length_is_respected_and_attention_shapes():
         assert torch.allclose(h.attention.sum(-1), torch.ones(n + 2), atol=1e-5)
     for h, n in zip(greedy_search(model, src, lens, 1.0, 2, return_attention=True), lens.tolist()):
         assert len(h.tokens) == n + 2 and h.attention.shape == (n + 2, n)
+
+
+@pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])
+def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
+    """The search's output layer (mt.model.top_tokens) gives each row's n best log-probabilities and ids as the
+    plain route does, whatever the block size; bf16 inputs are taken in fp32."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(rows, 16) * 2, torch.randn(50, 16)
+    values, ids = top_log_probs(x, weight, 6, block_rows=block)
+    want_values, want_ids = torch.log_softmax(x @ weight.t(), dim=-1).topk(6, dim=1)
+    assert values.shape == ids.shape == (rows, 6) and torch.equal(ids, want_ids)
+    torch.testing.assert_close(values, want_values, rtol=0, atol=1e-5)
+    low_values, _ = top_log_probs(x.bfloat16(), weight, 6, block_rows=block)
+    torch.testing.assert_close(low_values, torch.log_softmax(x.bfloat16().float() @ weight.t(), -1).topk(6)[0],
+                               rtol=0, atol=1e-5)
+    assert top_log_probs(x, weight, 80)[0].shape == (rows, 50)  # n beyond the vocabulary: all of it

@@ -25,7 +25,8 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 class _Beams:
-    """The live rows of a search: K per active sentence, everything indexed by row (R*K)."""
+    """The live rows of a search: K per active sentence, everything indexed by row (R*K) but the context, which
+    has one row per active sentence, shared by its K hypotheses (``mt.model.attention``)."""
 
     def __init__(self, ctx, state, k: int, batch: int, device):
         self.ctx, self.state, self.k = ctx, state, k
@@ -54,7 +55,7 @@ class _Beams:
         self.scores = self.scores.index_select(0, index)
         self.tokens, self.prev = self.tokens.index_select(0, rows), self.prev.index_select(0, rows)
         self.attn = None if self.attn is None else self.attn.index_select(0, rows)
-        self.state, self.ctx = self.state.index_select(rows), self.ctx.index_select(rows)
+        self.state, self.ctx = self.state.index_select(rows), self.ctx.index_select(index)
 
 
 class _Finished:
@@ -92,13 +93,14 @@ def beam_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor, b
     nbest = min(nbest, k)
     ctx, state = model.encode(src, src_lens)
     expand = torch.arange(batch, device=src.device).repeat_interleave(k)  # (B*K,)
-    beams = _Beams(ctx.index_select(expand), state.index_select(expand), k, batch, src.device)
+    beams = _Beams(ctx, state.index_select(expand), k, batch, src.device)  # ctx: one per sentence, not per row
     limits = max_lengths(src_lens, max_len_ratio, max_len_extra).tolist()
     finished = _Finished(batch, k, nbest, alpha, limits, src_lens.tolist())
     t = 0
     while beams.sentence:
-        log_probs, beams.state, weights = model.step(beams.prev, beams.state, beams.ctx)  # (R*K, V)
-        _advance(beams, finished, log_probs, weights if return_attention else None, t)
+        # each row's 2K best continuations hold its sentence's 2K best among all K x V
+        values, ids, beams.state, weights = model.step_top(beams.prev, beams.state, beams.ctx, 2 * k)  # (R*K, 2K)
+        _advance(beams, finished, values, ids, weights if return_attention else None, t)
         t += 1
         still = [a for a, s in enumerate(beams.sentence) if not _ends_here(beams, finished, a, s, t)]
         if len(still) < len(beams.sentence):
@@ -108,16 +110,17 @@ def beam_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor, b
     return [hyps[:nbest] for hyps in finished.hyps]
 
 
-def _advance(beams: _Beams, finished: _Finished, log_probs: torch.Tensor, step_attn: torch.Tensor | None,
-             t: int) -> None:
+def _advance(beams: _Beams, finished: _Finished, values: torch.Tensor, ids: torch.Tensor,
+             step_attn: torch.Tensor | None, t: int) -> None:
     """One step of every live row: finish the EOS continuations among each sentence's top K, keep the K best
-    others. log_probs: (R*K, V); step_attn: (R*K, S) or None."""
+    others. values, ids: (R*K, C) each row's C best continuations (log-probabilities, token ids); step_attn:
+    (R*K, S) or None."""
     active, k = len(beams.sentence), beams.k
-    vocab = log_probs.shape[1]
-    cand = (beams.scores.view(-1, 1) + log_probs).view(active, k * vocab)  # (R, K*V)
-    top_scores, top_index = cand.topk(min(2 * k, k * vocab), dim=1)  # (R, 2K)
-    token = top_index % vocab  # (R, 2K)
-    row_of = top_index // vocab + torch.arange(active, device=cand.device).unsqueeze(1) * k  # (R, 2K)
+    per_row = values.shape[1]
+    cand = (beams.scores.view(-1, 1) + values).view(active, k * per_row)  # (R, K*C)
+    top_scores, top_index = cand.topk(min(2 * k, k * per_row), dim=1)  # (R, 2K)
+    token = ids.view(active, k * per_row).gather(1, top_index)  # (R, 2K)
+    row_of = top_index // per_row + torch.arange(active, device=cand.device).unsqueeze(1) * k  # (R, 2K)
     is_eos = token == EOS_ID
     for a, j in (is_eos[:, :k] & (top_scores[:, :k] > NEG_INF)).nonzero().tolist():
         row = int(row_of[a, j])

@@ -53,5 +53,11 @@ class Ensemble(nn.Module):
         attention = torch.stack(weights).mean(dim=0) if weights else None  # (B, S)
         return mixed, _PerMember(states), attention
 
+    def step_top(self, prev: torch.Tensor, state: _PerMember, ctx: _PerMember, n: int):
+        """prev: (B,) -> the n best continuations of the averaged distribution: log-probabilities (B, n), ids
+        (B, n), new states, mean attention (B, S) or None."""
+        mixed, states, attention = self.step(prev, state, ctx)
+        return (*mixed.topk(min(n, mixed.shape[1]), dim=1), states, attention)
+
     def num_parameters(self) -> int:
         return sum(m.num_parameters() for m in self.models)

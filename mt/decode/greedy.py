@@ -26,8 +26,8 @@ def greedy_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor,
     tokens, scores, attentions = [], torch.zeros(batch, device=src.device), []
     steps_taken = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,) steps until done, EOS included
     for t in range(int(limits.max())):
-        log_probs, state, weights = model.step(prev, state, ctx)  # (B, V)
-        best, prev = log_probs.max(dim=-1)  # (B,), (B,)
+        best, prev, state, weights = model.step_top(prev, state, ctx, 1)  # (B, 1) each
+        best, prev = best.squeeze(1), prev.squeeze(1)  # (B,)
         scores += best.masked_fill(done, 0.0)
         tokens.append(prev.masked_fill(done, EOS_ID))
         if return_attention and weights is not None:

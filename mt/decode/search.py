@@ -1,8 +1,8 @@
 """What greedy and beam search need from a model, declared once, and what they return.
 
-``Seq2Seq`` and ``Ensemble`` implement ``SearchModel``: ``encode`` once per batch, then ``step`` once per output
-token. Search only ever reorders or drops sentences of the batch (``index_select``) and never looks inside the
-context or the state, so each model keeps its own structures (``mt.model.decoder.StepContext`` and
+``Seq2Seq`` and ``Ensemble`` implement ``SearchModel``: ``encode`` once per batch, then ``step_top`` once per
+output token (``step``, the full distribution, serves ensembles). Search only ever reorders or drops sentences of
+the batch (``index_select``) and never looks inside the context or the state, so each model keeps its own structures (``mt.model.decoder.StepContext`` and
 ``DecoderState``; an ensemble's lists of its members').
 """
 
@@ -32,7 +32,15 @@ class SearchModel(Protocol):
 
     def step(self, prev: torch.Tensor, state: Reorderable,
              ctx: Reorderable) -> tuple[torch.Tensor, Reorderable, torch.Tensor | None]:
-        """prev (B,) the last tokens -> log-probabilities (B, V), the new state, attention (B, S) or None."""
+        """prev (B*K,) the last tokens -> log-probabilities (B*K, V), the new state, attention (B*K, S) or None.
+        ``prev`` and ``state`` have K consecutive rows per sentence of ``ctx`` (beam search's hypotheses; K = 1
+        in greedy search): the context is never copied per hypothesis."""
+        ...
+
+    def step_top(self, prev: torch.Tensor, state: Reorderable, ctx: Reorderable,
+                 n: int) -> tuple[torch.Tensor, torch.Tensor, Reorderable, torch.Tensor | None]:
+        """``step`` for search: only each row's n most likely tokens -> their log-probabilities (B, n) and ids
+        (B, n), best first, the new state, attention (B, S) or None."""
         ...
 
 

@@ -25,6 +25,7 @@ from mt.decode.segment import split_to_fit
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import Seq2Seq, build_model
+from mt.model.init import weights_to_be_loaded
 from mt.package import load_package, package_tokenizer
 from mt.run import RunDir
 from mt.text import normalize
@@ -230,7 +231,8 @@ def model_from_state(state: dict, source: str) -> tuple[Seq2Seq, Config]:
     config. ``source`` names the file in errors."""
     cfg = config_from_dict(state["config"], source=source, saved=True)
     src_vocab, tgt_vocab = state["vocab"]
-    model = build_model(cfg.model, src_vocab, tgt_vocab)
+    with weights_to_be_loaded():
+        model = build_model(cfg.model, src_vocab, tgt_vocab)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

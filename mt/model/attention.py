@@ -1,7 +1,9 @@
 """Attention over the encoder states, with source padding masked out.
 
 Each module has two calls: ``keys(states)`` once per sentence (work that does not depend on the decoder
-step), then ``forward(query, keys, states, mask)`` at every step.
+step), then ``forward(query, keys, states, mask)`` at every step. The query may hold K rows per sentence (beam
+search's K hypotheses, consecutive): keys, states and mask stay one per sentence and are shared by its K rows,
+never copied per hypothesis.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ class BahdanauAttention(nn.Module):
         return self.key_layer(states)  # (B, S, A): projected once per sentence
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, states: torch.Tensor, mask: torch.Tensor):
-        """query (B, H), keys (B, S, A), states (B, S, H), mask (B, S) -> context (B, H), weights (B, S)."""
-        energy = keys + self.query_layer(query).unsqueeze(1)  # (B, S, A)
+        """query (B*K, H), keys (B, S, A), states (B, S, H), mask (B, S) -> context (B*K, H), weights (B*K, S)."""
+        batch, src_len, att_dim = keys.shape
+        q = self.query_layer(query).view(batch, -1, 1, att_dim)  # (B, K, 1, A)
+        energy = keys.unsqueeze(1) + q  # (B, K, S, A)
         energy = tanh(energy) if torch.is_grad_enabled() else tanh_(energy)  # in place where autograd is off
-        weights = _masked_softmax(self.energy(energy).squeeze(2), mask)  # (B, S)
-        context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
-        return context, weights
+        weights = _masked_softmax(self.energy(energy).squeeze(3), mask.unsqueeze(1))  # (B, K, S)
+        context = torch.bmm(weights, states)  # (B, K, H)
+        return context.flatten(0, 1), weights.flatten(0, 1)
 
 
 class LuongAttention(nn.Module):
@@ -57,10 +61,12 @@ class LuongAttention(nn.Module):
         return states  # (B, S, H)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, states: torch.Tensor, mask: torch.Tensor):
-        scores = torch.bmm(keys, self.query_layer(query).unsqueeze(2)).squeeze(2)  # (B, S)
-        weights = _masked_softmax(scores, mask)  # (B, S)
-        context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
-        return context, weights
+        """query (B*K, H), keys and states (B, S, H), mask (B, S) -> context (B*K, H), weights (B*K, S)."""
+        q = self.query_layer(query).view(keys.shape[0], -1, keys.shape[2])  # (B, K, H)
+        scores = torch.bmm(q, keys.transpose(1, 2))  # (B, K, S)
+        weights = _masked_softmax(scores, mask.unsqueeze(1))  # (B, K, S)
+        context = torch.bmm(weights, states)  # (B, K, H)
+        return context.flatten(0, 1), weights.flatten(0, 1)
 
 
 class NoAttention(nn.Module):

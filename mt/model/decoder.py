@@ -7,7 +7,7 @@ a_t = tanh(W_c [h_t; c_t]), fed to the output layer and to the next step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
+from mt.model.top_tokens import top_log_probs
 from mt.model.tying import init_output_layers, output_layers
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
@@ -73,19 +74,27 @@ class Decoder(nn.Module):
         init_output_layers(self.readout, self.output, self.embed)
 
     def context(self, enc: EncoderOutput) -> StepContext:
-        return StepContext(enc, self.attention.keys(enc.states), self.rnn.step_weights())
+        keys = self.attention.keys(enc.states)  # (B, S, A)
+        device = enc.states.device.type
+        if not torch.is_grad_enabled() and torch.is_autocast_enabled(device):
+            # search: every step's attention multiplies the states in the autocast dtype; cast them once here,
+            # not once per step (the same numbers: a cast is a cast)
+            enc = replace(enc, states=enc.states.to(torch.get_autocast_dtype(device)))
+        return StepContext(enc, keys, self.rnn.step_weights())
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
-        drop: an optional dropout mask (B, 2H) for [h; context]."""
+        drop: an optional dropout mask (B, 2H) for [h; context]. The rows may be K per sentence of ``ctx``
+        (beam search's hypotheses, consecutive), which share its encoder states."""
         with span(DECODER_LSTM):
             h, c = self.rnn.step(x_proj, state.feed, state.h, state.c, ctx.weights)
         top = h[-1]  # (B, H)
         with span(ATTENTION):
             if isinstance(self.attention, NoAttention):
-                context, weights = ctx.enc.final_h[-1], None  # (B, H): the sentence vector at every step
+                sentence = ctx.enc.final_h[-1]  # (B, H): the sentence vector at every step, for its K rows
+                context, weights = sentence.repeat_interleave(top.shape[0] // sentence.shape[0], 0), None
             else:
-                context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B, H), (B, S)
+                context, weights = self.attention(top, ctx.keys, ctx.enc.states, ctx.enc.mask)  # (B*K, H), (B*K, S)
             joined = torch.cat([top, context], dim=1)  # (B, 2H)
             feed = tanh(self.combine(joined if drop is None else joined * drop))  # (B, H)
         return DecoderState(h, c, feed), weights
@@ -117,13 +126,28 @@ class Decoder(nn.Module):
         return (self.fused and self.cell == "lstm" and self.rnn.layers == 1 and torch.is_grad_enabled()
                 and isinstance(self.attention, BahdanauAttention))
 
-    def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
-        """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
+    def _step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """prev: (B,) last tokens -> the output layer's inputs (B, H or E), new state, attention (B, S) or None."""
         x_proj = self.rnn.project_input(self.embed(prev).unsqueeze(1)).squeeze(1)  # (B, G*H)
         state, weights = self._advance(x_proj, state, ctx)
-        vectors = self.readout(state.feed)  # (B, H or E), bf16 under bf16 autocast
+        return self.readout(state.feed), state, weights  # bf16 under bf16 autocast
+
+    def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
+        vectors, state, weights = self._step_vectors(prev, state, ctx)
         # The logits in fp32 whatever the decoding precision: a bf16 logit keeps 8 bits (~0.06 at 10), which cost
         # 0.1-0.2 BLEU on Multi30k validation (docs/results.md, "Decoding precision")
         with torch.autocast(vectors.device.type, enabled=False):
             logits = self.output(vectors.float())  # (B, V)
         return torch.log_softmax(logits, dim=-1), state, weights
+
+    def step_top(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext, n: int):
+        """Search step for the n best continuations. prev: (B,) -> log-probabilities (B, n) and ids (B, n) of each
+        row's n most likely tokens, new state, attention (B, S) or None."""
+        if type(self.output) is not nn.Linear:  # e.g. a dynamically quantised layer: the plain route
+            log_probs, state, weights = self.step(prev, state, ctx)
+            return (*log_probs.topk(min(n, log_probs.shape[1]), dim=1), state, weights)
+        vectors, state, weights = self._step_vectors(prev, state, ctx)
+        with torch.autocast(vectors.device.type, enabled=False):
+            values, ids = top_log_probs(vectors, self.output.weight, n)  # fp32 logits, block by block
+        return values, ids, state, weights

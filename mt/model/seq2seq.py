@@ -37,6 +37,11 @@ class Seq2Seq(nn.Module):
         attention (B, S) or None."""
         return self.decoder.step(prev, state, ctx)
 
+    def step_top(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext, n: int):
+        """One search step for the n best continuations of each row: log-probabilities (B, n), ids (B, n), new
+        state, attention (B, S) or None."""
+        return self.decoder.step_top(prev, state, ctx, n)
+
     @property
     def output_layer(self) -> nn.Linear:
         """(H or E) -> V: turns the vectors of ``forward`` into logits."""
