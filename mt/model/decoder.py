@@ -75,12 +75,16 @@ class Decoder(nn.Module):
 
     def context(self, enc: EncoderOutput) -> StepContext:
         keys = self.attention.keys(enc.states)  # (B, S, A)
+        weights = self.rnn.step_weights()
         device = enc.states.device.type
         if not torch.is_grad_enabled() and torch.is_autocast_enabled(device):
-            # search: every step's attention multiplies the states in the autocast dtype; cast them once here,
-            # not once per step (the same numbers: a cast is a cast)
-            enc = replace(enc, states=enc.states.to(torch.get_autocast_dtype(device)))
-        return StepContext(enc, keys, self.rnn.step_weights())
+            # search: every step multiplies the states and the step weights (a concatenation, which autocast's
+            # weight cache does not hold) in the autocast dtype; cast them once here, not once per step (the
+            # same numbers: a cast is a cast)
+            low = torch.get_autocast_dtype(device)
+            enc = replace(enc, states=enc.states.to(low))
+            weights = [w.to(low) for w in weights]
+        return StepContext(enc, keys, weights)
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
