@@ -31,6 +31,12 @@ def register(sub, add_model_choice) -> None:
     p.add_argument("--score-reference", metavar="FILE",
                    help="instead of translating: print each line of FILE's log-probability as the translation of "
                         "the input line ('sum<TAB>per-token<TAB>tokens')")
+    p.add_argument("--sample", action="store_true",
+                   help="draw each translation from the model instead of searching (back-translation's synthetic "
+                        "sources); the same --seed gives the same output")
+    p.add_argument("--temperature", type=float, default=1.0, help="with --sample: < 1 sharper, > 1 flatter (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="with --sample: draw among the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=int, default=1, help="with --sample: the random seed (default 1)")
     p.add_argument("--chunk-lines", type=int, default=1000,
                    help="lines translated together (sorted by length into batches); bounds memory")
     add_runtime(p)
@@ -78,6 +84,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if args.nbest < 1 or args.chunk_lines < 1:
         raise MTError("--nbest and --chunk-lines must be at least 1")
+    sampling = _sampling(args)
     translator = load_translator(args)
     if args.score_reference:
         return _score_reference(translator, args)
@@ -86,13 +93,27 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     def run(write) -> None:
         translate_stream(translator, read_chunks(lines, args.chunk_lines), write, beam=args.beam, alpha=args.alpha,
-                         nbest=args.nbest, fmt=args.format, with_alignment=args.alignment, done=bar.update)
+                         nbest=args.nbest, fmt=args.format, with_alignment=args.alignment, done=bar.update,
+                         sampling=sampling)
 
     try:
         _write_output(args.output, run)
     finally:
         bar.close()
     return 0
+
+
+def _sampling(args: argparse.Namespace):
+    """--sample with its --temperature, --top-k and --seed, or None; those options without --sample are refused."""
+    from mt.decode.sampling import Sampling
+
+    if not args.sample:
+        if args.temperature != 1.0 or args.top_k or args.seed != 1:
+            raise MTError("--temperature, --top-k and --seed apply to --sample only")
+        return None
+    if args.beam not in (None, 1) or args.nbest > 1 or args.score_reference:
+        raise MTError("--sample draws one translation per line: drop --beam, --nbest and --score-reference")
+    return Sampling(args.temperature, args.top_k, args.seed)
 
 
 def _write_output(output: str | None, run) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from mt.data.tokenizer import BOS_ID, EOS_ID
-from mt.decode.search import Hypothesis, SearchModel, max_lengths
+from mt.decode.search import Hypothesis, SearchModel, max_lengths, step_hypotheses
 
 __all__ = ["greedy_search"]
 
@@ -36,14 +36,4 @@ def greedy_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor,
         done |= (prev == EOS_ID) | (t + 1 >= limits)
         if bool(done.all()):
             break
-    steps = torch.stack(tokens, dim=1).tolist()  # (B, steps)
-    att = torch.stack(attentions, dim=1) if attentions else None  # (B, steps, S)
-    results = []
-    for i, (row, taken) in enumerate(zip(steps, steps_taken.tolist())):
-        row = row[:taken]
-        if row and row[-1] == EOS_ID:
-            row = row[:-1]
-        score = float(scores[i])
-        attention = None if att is None else att[i, :taken, : int(src_lens[i])].cpu()
-        results.append(Hypothesis(row, score, score, attention))
-    return results
+    return step_hypotheses(tokens, steps_taken, scores, attentions, src_lens)

@@ -13,7 +13,9 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 
-__all__ = ["Hypothesis", "Reorderable", "SearchModel", "max_lengths"]
+from mt.data.tokenizer import EOS_ID
+
+__all__ = ["Hypothesis", "Reorderable", "SearchModel", "max_lengths", "step_hypotheses"]
 
 R = TypeVar("R", bound="Reorderable")
 
@@ -55,3 +57,21 @@ class Hypothesis:
 def max_lengths(src_lens: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
     """(B,) -> (B,) maximum number of generated tokens per sentence, EOS included."""
     return (src_lens.float() * ratio).long() + extra
+
+
+def step_hypotheses(tokens: list[torch.Tensor], steps_taken: torch.Tensor, scores: torch.Tensor,
+                    attentions: list[torch.Tensor], src_lens: torch.Tensor) -> list[Hypothesis]:
+    """What a one-hypothesis-per-sentence search (greedy, sampling) collected step by step -> one hypothesis per
+    sentence. tokens: one (B,) tensor per step; steps_taken (B,): steps until done, EOS included; scores (B,);
+    attentions: one (B, S) tensor per step, or none."""
+    rows = torch.stack(tokens, dim=1).tolist()  # (B, steps)
+    att = torch.stack(attentions, dim=1) if attentions else None  # (B, steps, S)
+    results = []
+    for i, (row, taken) in enumerate(zip(rows, steps_taken.tolist())):
+        row = row[:taken]
+        if row and row[-1] == EOS_ID:
+            row = row[:-1]
+        score = float(scores[i])
+        attention = None if att is None else att[i, :taken, : int(src_lens[i])].cpu()
+        results.append(Hypothesis(row, score, score, attention))
+    return results

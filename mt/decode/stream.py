@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from mt.decode.formats import format_line
+from mt.decode.sampling import Sampling
 from mt.decode.translator import Translator
 
 __all__ = ["read_chunks", "translate_stream"]
@@ -57,12 +58,14 @@ def read_chunks(lines: Iterable[str], chunk_lines: int = 1000, wait: float = 0.0
 
 def translate_stream(translator: Translator, chunks: Iterable[list[str]], write: Callable[[str], None],
                      beam: int | None = None, alpha: float | None = None, nbest: int = 1, fmt: str = "text",
-                     with_alignment: bool = False, done: Callable[[int], None] = lambda n: None) -> int:
+                     with_alignment: bool = False, done: Callable[[int], None] = lambda n: None,
+                     sampling: Sampling | None = None) -> int:
     """Translate each chunk and ``write`` its formatted lines (one call per chunk); ``done(n)`` after each chunk
     of n lines (a progress bar). Returns the number of lines translated."""
     total = 0
     for chunk in chunks:
-        results = translator.translate(chunk, beam=beam, nbest=nbest, alpha=alpha, return_attention=with_alignment)
+        results = translator.translate(chunk, beam=beam, nbest=nbest, alpha=alpha, return_attention=with_alignment,
+                                       sampling=sampling, first_line=total)
         write("".join(format_line(total + k, t, fmt, nbest, with_alignment) for k, t in enumerate(results)))
         total += len(chunk)
         done(len(chunk))

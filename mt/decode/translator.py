@@ -20,6 +20,7 @@ from mt.data.tokenizer import Tokenizer
 from mt.decode.beam import beam_search
 from mt.decode.ensemble import Ensemble
 from mt.decode.greedy import greedy_search
+from mt.decode.sampling import Sampling, sample_search
 from mt.decode.search import Hypothesis
 from mt.decode.segment import split_to_fit
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
@@ -117,16 +118,24 @@ class Translator:
             self.precision = resolve_precision(self.cfg.decode.precision, self.device)[0]
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
-                  return_attention: bool = False) -> list[Translation]:
+                  return_attention: bool = False, sampling: Sampling | None = None,
+                  first_line: int = 0) -> list[Translation]:
         """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation. A line
         over ``data.max_tokens`` subwords is translated in parts (``mt.decode.segment``) and their translations
-        joined by spaces; it then has one n-best entry and no attention. beam, alpha: None = the run's decode.*."""
+        joined by spaces; it then has one n-best entry and no attention. beam, alpha: None = the run's decode.*.
+        ``sampling``: draw each translation instead of searching (``mt.decode.sampling``; beam and nbest do not
+        apply); texts[i] is line ``first_line + i`` of the input, which names its random stream."""
         d = self.cfg.decode
         beam = max(beam or d.beam, nbest)
         alpha = d.alpha if alpha is None else alpha
+        if sampling is not None and nbest > 1:
+            raise MTError("sampling draws one translation per line: n-best lists come from beam search")
         sources = [normalize(t) for t in texts]
         owner, parts, ids = self._parts(sources)  # part k belongs to line owner[k]
-        found = self._search(ids, beam, nbest, alpha, return_attention)
+        if sampling is None:
+            found = self._search(ids, beam, nbest, alpha, return_attention)
+        else:
+            found = self._search(ids, 1, 1, alpha, return_attention, sampling, owner.keys(first_line))
         results: list[Translation] = []
         for i, text in enumerate(texts):
             mine = list(range(owner.start(i), owner.stop(i)))
@@ -156,10 +165,11 @@ class Translator:
         part_ids = [x[:limit] for x in self.tokenizer.encode_src(parts)]  # the cut never bites: parts fit
         return _Owners([len(split.get(i, [s])) for i, s in enumerate(sources)]), parts, part_ids
 
-    def _search(self, ids: list[list[int]], beam: int, nbest: int, alpha: float,
-                return_attention: bool) -> list[list[Hypothesis]]:
+    def _search(self, ids: list[list[int]], beam: int, nbest: int, alpha: float, return_attention: bool,
+                sampling: Sampling | None = None, keys: list[tuple[int, int]] = ()) -> list[list[Hypothesis]]:
         """Subword ids of sentences -> their best ``nbest`` hypotheses each (none for an empty one), searched in
-        length-sorted batches of ``decode.batch_tokens`` source tokens."""
+        length-sorted batches of ``decode.batch_tokens`` source tokens; with ``sampling``, one sample each, drawn
+        from the random stream of ``keys[i]``."""
         d = self.cfg.decode
         found: list[list[Hypothesis]] = [[] for _ in ids]
         todo = [i for i, x in enumerate(ids) if x]
@@ -167,7 +177,11 @@ class Translator:
             rows = [todo[j] for j in batch_idx]
             b = collate([ids[i] for i in rows], None, rows).to(self.device)
             with torch.inference_mode(), autocast(self.device, self.precision):
-                if beam == 1:
+                if sampling is not None:
+                    hyps = [[h] for h in sample_search(self.model, b.src, b.src_lens, sampling,
+                                                       [keys[i] for i in rows], d.max_len_ratio, d.max_len_extra,
+                                                       return_attention)]
+                elif beam == 1:
                     hyps = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
                                                        d.max_len_extra, return_attention)]
                 else:
@@ -204,6 +218,10 @@ class _Owners:
 
     def stop(self, i: int) -> int:
         return self.starts[i + 1]
+
+    def keys(self, first_line: int) -> list[tuple[int, int]]:
+        """(line in the input, part within the line) of every part: what names a sampled part's random stream."""
+        return [(first_line + i, k) for i in range(len(self.starts) - 1) for k in range(self.stop(i) - self.start(i))]
 
 
 def _member_path(member: str) -> Path:
