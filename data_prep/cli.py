@@ -15,14 +15,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from data_prep.prepare import prepare, summary
 
     run = RunDir.of(args.run)
-    overrides = [f"data.src={args.src}", f"data.tgt={args.tgt}", *args.overrides]
+    reuse = RunDir.of(args.tokenizer_from) if args.tokenizer_from else None
+    overrides = [f"data.src={args.src}", f"data.tgt={args.tgt}", *_tokenizer_settings(reuse), *args.overrides]
     if args.vocab_size is not None:
         overrides.append(f"data.vocab_size={args.vocab_size}")
     cfg = resolve_config(run, args.config, overrides)
-    stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config)
+    stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config,
+                    tokenizer_from=reuse)
     save_config(cfg, run.config_path)
     print(summary(stats, run))
     return 0
+
+
+def _tokenizer_settings(reuse: RunDir | None) -> list[str]:
+    """--tokenizer-from RUN: RUN's tokenizer settings (joint or not, size, type) as overrides, so the new run's
+    config says what its tokenizer is; the user's own overrides come after them (a contradiction is refused)."""
+    if reuse is None:
+        return []
+    meta = reuse.meta()
+    joint = meta["src_model"] == meta["tgt_model"]
+    data = meta.get("data", {})
+    settings = [f"data.joint_vocab={str(joint).lower()}", f"data.vocab_size={data.get('vocab_size', meta['src_vocab_size'])}"]
+    settings += [f"data.{key}={data[key]}" for key in ("spm_model_type", "character_coverage") if key in data]
+    return settings + ([] if joint else ["model.share_embeddings=false"])
 
 
 def register(sub) -> None:
@@ -35,5 +50,8 @@ def register(sub) -> None:
     p.add_argument("--src", required=True, help="source language code, e.g. en")
     p.add_argument("--tgt", required=True, help="target language code, e.g. de")
     p.add_argument("--vocab-size", type=int, help="SentencePiece vocabulary size (data.vocab_size)")
+    p.add_argument("--tokenizer-from", metavar="RUN",
+                   help="encode with the SentencePiece model(s) of this prepared run instead of training new ones "
+                        "(a shared vocabulary for fine-tuning, transfer and back-translation)")
     add_config(p, default="RUN/config.yaml, else the package defaults")
     p.set_defaults(func=cmd_prepare)

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
 from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, config_to_dict
-from mt.data.tokenizer import Tokenizer, train_sentencepiece
+from mt.data.tokenizer import UNK_ID, Tokenizer, train_sentencepiece
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
@@ -52,9 +52,11 @@ def _mean(total: int, count: int) -> float:
 
 
 def prepare(
-    run: RunDir, cfg: Config, data_dir: str | None = None, hf_dataset: str | None = None, hf_config: str | None = None
+    run: RunDir, cfg: Config, data_dir: str | None = None, hf_dataset: str | None = None, hf_config: str | None = None,
+    tokenizer_from: RunDir | None = None,
 ) -> dict[str, Any]:
-    """Prepare RUN/data and return its statistics (also saved as RUN/data/stats.json)."""
+    """Prepare RUN/data and return its statistics (also saved as RUN/data/stats.json). ``tokenizer_from``: encode
+    with that prepared run's SentencePiece model(s), copied byte for byte, instead of training new ones."""
     started = time.perf_counter()
     src, tgt = cfg.data.src, cfg.data.tgt
     if data_dir:
@@ -65,7 +67,8 @@ def prepare(
         origin = f"hub:{hf_dataset}" + (f":{hf_config}" if hf_config else "")
     else:
         raise MTError("give --data-dir DIR or --hf-dataset NAME")
-    key = _cache_key(fingerprint, cfg)
+    reused = ReusedTokenizer.of(tokenizer_from, cfg.data) if tokenizer_from else None
+    key = _cache_key(fingerprint + (f":tokenizer={reused.sha256}" if reused else ""), cfg)
     data_settings = config_to_dict(cfg)["data"]  # kept in meta.json: `mt train` refuses a config that differs
     if run.meta_path.is_file() and run.stats_path.is_file():
         try:
@@ -83,7 +86,7 @@ def prepare(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        stats = _build(tmp, splits, cfg, origin)
+        stats = _build(tmp, splits, cfg, origin, reused)
         stats["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
         meta = {
@@ -125,10 +128,11 @@ TRAIN_SCHEMA = datasets.Features({**_TEXT, **_IDS}).arrow_schema
 EVAL_SCHEMA = datasets.Features({**_TEXT, "ref": datasets.Value("string"), **_IDS}).arrow_schema
 
 
-def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str) -> dict[str, Any]:
+def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
+           reused: ReusedTokenizer | None) -> dict[str, Any]:
     """Three passes over the training split, each chunk by chunk: clean (normalise, drop empty sides, hash for
-    duplicates), train SentencePiece on a sample of the cleaned text, encode and filter by length. Then the
-    evaluation splits, line for line. Everything lands in ``out/encoded/SPLIT.arrow``."""
+    duplicates), train SentencePiece on a sample of the cleaned text (or copy ``reused``), encode and filter by
+    length. Then the evaluation splits, line for line. Everything lands in ``out/encoded/SPLIT.arrow``."""
     d = cfg.data
     counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
     cleaned = out / "train.cleaned.arrow"
@@ -138,8 +142,14 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str) -
     if not len(keep):
         raise MTError(f"the training split of {origin} has no pair with both sides non-empty")
 
-    src_name, tgt_name, sizes = _train_tokenizers(out, cleaned, keep, d)
+    if reused:
+        src_name, tgt_name, sizes = reused.copy_to(out)
+    else:
+        src_name, tgt_name, sizes = _train_tokenizers(out, cleaned, keep, d)
     tok = Tokenizer(out / src_name, out / tgt_name)
+    if reused:
+        sample = _sample(int(keep.sum()), 1000, seed=3)
+        reused.check_coverage(tok, *(_CleanedText(cleaned, keep, (side,), sample) for side in ("src", "tgt")))
     (out / "encoded").mkdir()
     split_stats = {"train": _encode_train(cleaned, keep, tok, d, counts, out / "encoded" / "train.arrow")}
     cleaned.unlink()
@@ -148,7 +158,62 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str) -
     for name, source in splits.items():
         if name != "train":
             split_stats[name] = _encode_eval(source, tok, out / "encoded" / f"{name}.arrow")
-    return _stats(out, origin, d, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
+    stats = _stats(out, origin, d, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
+    if reused:
+        stats["tokenizer"]["reused_from"] = str(reused.run.root.resolve())
+    return stats
+
+
+class ReusedTokenizer:
+    """The SentencePiece model(s) of a prepared run, for a new run (``mt prepare --tokenizer-from RUN``): a
+    joint model serves any language pair whose text it covers; separate models are one per language, so each of
+    the new pair's languages needs RUN's model of that language (a reverse model reuses both)."""
+
+    MAX_UNKNOWN = 0.01  # more unknown pieces than this in the new text: the tokenizer was made for other scripts
+
+    def __init__(self, run: RunDir, meta: dict, joint: bool, names: tuple[str, str]):
+        self.run, self.meta, self.joint, self.names = run, meta, joint, names
+        self.sha256 = meta["tokenizer_sha256"]
+
+    @classmethod
+    def of(cls, run: RunDir, d) -> ReusedTokenizer:
+        meta = run.meta()
+        joint = meta["src_model"] == meta["tgt_model"]
+        where = f"--tokenizer-from {run.root}"
+        if joint != d.joint_vocab:
+            raise MTError(f"{where}: its tokenizer is {'joint' if joint else 'one model per language'} but "
+                          f"data.joint_vocab is {str(d.joint_vocab).lower()}; set data.joint_vocab="
+                          f"{str(joint).lower()}{'' if joint else ' model.share_embeddings=false'}")
+        if joint:
+            new = {d.src, d.tgt} - {meta["src"], meta["tgt"]}
+            if new:
+                log.warning("%s: its joint tokenizer was trained on %s and %s text, not %s: checking it covers "
+                            "the new text", where, meta["src"], meta["tgt"], " and ".join(sorted(new)))
+            return cls(run, meta, joint, (meta["src_model"], meta["src_model"]))
+        models = {meta["src"]: meta["src_model"], meta["tgt"]: meta["tgt_model"]}
+        missing = [lang for lang in (d.src, d.tgt) if lang not in models]
+        if missing:
+            raise MTError(f"{where}: it has SentencePiece models for {meta['src']} and {meta['tgt']}, none for "
+                          f"{' and '.join(missing)}")
+        return cls(run, meta, joint, (models[d.src], models[d.tgt]))
+
+    def copy_to(self, out: Path) -> tuple[str, str, tuple[int, int]]:
+        """Copy the model file(s) into ``out`` -> file names and vocabulary sizes (as ``_train_tokenizers``)."""
+        for name in set(self.names):
+            shutil.copyfile(self.run.data_dir / name, out / name)
+        size = {self.meta["src_model"]: self.meta["src_vocab_size"], self.meta["tgt_model"]: self.meta["tgt_vocab_size"]}
+        log.info("reusing the SentencePiece model(s) of %s: %s", self.run.root, ", ".join(sorted(set(self.names))))
+        return self.names[0], self.names[1], (size[self.names[0]], size[self.names[1]])
+
+    def check_coverage(self, tok: Tokenizer, src_sample: Iterable[str], tgt_sample: Iterable[str]) -> None:
+        """Refuse a tokenizer that maps more than ``MAX_UNKNOWN`` of a sample of either side's text to <unk>."""
+        for side, encode, sample in (("source", tok.encode_src, src_sample), ("target", tok.encode_tgt, tgt_sample)):
+            ids = [x for row in encode(list(sample)) for x in row]
+            unknown = sum(x == UNK_ID for x in ids) / max(len(ids), 1)
+            if unknown > self.MAX_UNKNOWN:
+                raise MTError(f"--tokenizer-from {self.run.root}: {unknown:.1%} of the new corpus's {side} subwords "
+                              f"are unknown to its tokenizer (made for {self.meta['src']}-{self.meta['tgt']} text); "
+                              "prepare without --tokenizer-from")
 
 
 def _bar(desc: str, total: int | None) -> tqdm:

@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run = RunDir.of(args.run)
     run.require_prepared()
-    cfg = resolve_config(run, args.config, args.overrides)
+    cfg = resolve_config(run, args.config, args.overrides + ([f"model.init_from={args.init_from}"] if args.init_from else []))
     run.require_data_matches(cfg)  # before RUN/config.yaml records settings the data does not have
     save_config(cfg, run.config_path)
     return _exit_code(train(run, cfg).stopped)
@@ -116,6 +116,10 @@ def _library_commands(sub) -> None:
     p = sub.add_parser("train", help="train (or resume) the model of RUN")
     add_run(p)
     add_config(p)
+    p.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT",
+                   help="start from this translator's weights (a run: its final model) with a fresh optimizer, "
+                        "schedule and progress (model.init_from); the run must share its tokenizer (mt prepare "
+                        "--tokenizer-from). Resuming RUN later ignores it")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pretrain", help="pre-train a language model for one side of a prepared RUN")

@@ -73,6 +73,8 @@ class ModelConfig:
     share_embeddings: bool = _key(True, "source embeddings = target embeddings (needs data.joint_vocab)")
     init_encoder_from: str = _key("", "language-model checkpoint (mt pretrain) for the encoder (source side)")
     init_decoder_from: str = _key("", "language-model checkpoint (mt pretrain) for the decoder (target side)")
+    init_from: str = _key("", "a translation run (its final model) or checkpoint to start from, with a fresh "
+                               "optimizer and schedule: fine-tuning, parent->child transfer (mt train --init-from)")
 
 
 @dataclass
@@ -177,6 +179,9 @@ class Config:
             raise MTError("config key 'model.share_embeddings' with both 'model.init_encoder_from' and "
                           "'model.init_decoder_from': the two language models' embeddings would overwrite each "
                           "other; initialise one side only or set model.share_embeddings=false")
+        if m.init_from and (m.init_encoder_from or m.init_decoder_from):
+            raise MTError("config key 'model.init_from' (a whole translator) with 'model.init_encoder_from' or "
+                          "'model.init_decoder_from' (language models): start from one or the other")
         if self.data.src == self.data.tgt:
             raise MTError(f"config keys 'data.src' and 'data.tgt' must differ, both are '{self.data.src}'")
         return self

@@ -3,12 +3,17 @@ another translator's weights, synthetic pairs added to a prepared run."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mt.cli import main
 from mt.decode.sampling import Sampling
 from mt.decode.translator import Translator
-from tests.conftest import synthetic_pairs
+from mt.errors import MTError
+from mt.run import RunDir
+from tests.conftest import TINY_OVERRIDES, synthetic_pairs, write_split
 
 LINES = [src for src, _ in synthetic_pairs(24, seed=7)]
 
@@ -61,3 +66,108 @@ def test_sample_cli_is_a_stream_with_its_own_checks(trained_run, tmp_path, capsy
     assert "drop --beam" in capsys.readouterr().err
     assert main([*args[:-2], "--top-k", "-1"]) == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+def _prepare(run: Path, corpus: Path, *args: str, src: str = "en", tgt: str = "de") -> int:
+    """mt prepare of the tiny config; ``args``: options first, then key=value overrides."""
+    return main(["prepare", "--run", str(run), "--data-dir", str(corpus), "--src", src, "--tgt", tgt,
+                 "--config", "configs/tiny.yaml", *args[:2], *TINY_OVERRIDES, *args[2:]] if args[:1] == ("--tokenizer-from",)
+                else ["prepare", "--run", str(run), "--data-dir", str(corpus), "--src", src, "--tgt", tgt,
+                      "--config", "configs/tiny.yaml", *TINY_OVERRIDES, *args])
+
+
+def _corpus(folder: Path, seed: int, src: str = "en", tgt: str = "de", pairs: list | None = None) -> Path:
+    folder.mkdir()
+    write_split(folder, "train", pairs or synthetic_pairs(300, seed=seed), src, tgt)
+    write_split(folder, "val", synthetic_pairs(20, seed=seed + 1), src, tgt)
+    return folder
+
+
+def test_a_reused_tokenizer_is_byte_identical(prepared_tiny, tmp_path, capsys):
+    corpus = _corpus(tmp_path / "other", seed=40)
+    run = tmp_path / "new"
+    assert _prepare(run, corpus, "--tokenizer-from", str(prepared_tiny)) == 0
+    meta, parent = RunDir.of(run).meta(), RunDir.of(prepared_tiny).meta()
+    assert (run / "data" / meta["src_model"]).read_bytes() == (prepared_tiny / "data" / parent["src_model"]).read_bytes()
+    assert meta["tokenizer_sha256"] == parent["tokenizer_sha256"]
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    assert stats["tokenizer"]["reused_from"] == str(prepared_tiny.resolve())
+    tok = RunDir.of(run).tokenizer()
+    first = RunDir.of(run).encoded()["val"][0]
+    assert first["src_ids"] == tok.encode_src([first["src"]])[0]
+    # the joint/separate choice must fit: one line naming the fix
+    capsys.readouterr()
+    assert _prepare(tmp_path / "separate", corpus, "--tokenizer-from", str(prepared_tiny), "data.joint_vocab=false",
+                    "model.share_embeddings=false") == 2
+    assert "set data.joint_vocab=true" in capsys.readouterr().err
+
+
+def test_separate_tokenizers_serve_the_reverse_pair_and_no_other_language(tmp_path, capsys):
+    corpus = _corpus(tmp_path / "corpus", seed=50)
+    forward = tmp_path / "en-de"
+    assert _prepare(forward, corpus, "data.joint_vocab=false", "model.share_embeddings=false") == 0
+    reverse = tmp_path / "de-en"
+    assert _prepare(reverse, corpus, "--tokenizer-from", str(forward), src="de", tgt="en") == 0
+    meta = RunDir.of(reverse).meta()
+    assert (meta["src_model"], meta["tgt_model"]) == ("spm.de.model", "spm.en.model")
+    assert (reverse / "data" / "spm.de.model").read_bytes() == (forward / "data" / "spm.de.model").read_bytes()
+    capsys.readouterr()
+    fr = _corpus(tmp_path / "fr", seed=50, tgt="fr")
+    assert _prepare(tmp_path / "en-fr", fr, "--tokenizer-from", str(forward), tgt="fr") == 2
+    assert capsys.readouterr().err.strip().endswith("none for fr")
+
+
+def test_a_tokenizer_for_another_script_is_refused(prepared_tiny, tmp_path, capsys):
+    greek = [(src, "".join(chr(0x3b1 + (ord(c) % 24)) if c != " " else c for c in tgt))
+             for src, tgt in synthetic_pairs(300, seed=60)]
+    corpus = _corpus(tmp_path / "greek", seed=60, tgt="el", pairs=greek)
+    assert _prepare(tmp_path / "en-el", corpus, "--tokenizer-from", str(prepared_tiny), tgt="el") == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: --tokenizer-from") and "target subwords are unknown to its tokenizer" in last
+
+
+def _val_loss(run: Path, model) -> float:
+    from mt.data.batching import collate, make_batches
+    from mt.model.loss import validation_loss
+
+    val = RunDir.of(run).encoded()["val"]
+    src, tgt = val["src_ids"], val["tgt_ids"]
+    batches = [collate([src[i] for i in idx], [tgt[i] for i in idx], idx)
+               for idx in make_batches([len(s) for s in src], [len(t) for t in tgt], 400)]
+    return validation_loss(model.eval(), batches)[0]
+
+
+def test_fine_tuning_starts_from_the_parents_weights(trained_run, prepared_tiny, tmp_path, capsys):
+    from mt.checkpoint import load_checkpoint
+    from mt.config import apply_overrides
+    from mt.model import build_model
+    from mt.recipes.transfer import init_from_translator
+
+    child = tmp_path / "child"
+    assert _prepare(child, _corpus(tmp_path / "domain", seed=70), "--tokenizer-from", str(prepared_tiny)) == 0
+    meta, cfg = RunDir.of(child).meta(), RunDir.of(child).config()
+    fresh = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"])
+    fresh_loss = _val_loss(child, fresh)
+    used = init_from_translator(fresh, cfg.model, trained_run, meta["tokenizer_sha256"], child / "data")
+    parent = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"])
+    parent.load_state_dict(load_checkpoint(used)["model"])
+    assert _val_loss(child, fresh) == pytest.approx(_val_loss(child, parent), abs=1e-5)
+    assert _val_loss(child, fresh) < 0.5 * fresh_loss
+    # end to end: a fresh optimizer and progress, then resuming keeps working
+    assert main(["train", "--run", str(child), *TINY_OVERRIDES, "train.max_epochs=1", "--init-from",
+                 str(trained_run)]) == 0
+    assert "initialised all" in capsys.readouterr().out
+    assert load_checkpoint(child / "checkpoints" / "last.pt")["progress"]["epoch"] == 1
+    assert main(["train", "--run", str(child), "train.max_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "initialised" not in out and load_checkpoint(child / "checkpoints" / "last.pt")["progress"]["epoch"] == 2
+    # another tokenizer or another shape: one line naming both
+    other = tmp_path / "other"
+    assert _prepare(other, _corpus(tmp_path / "c2", seed=80)) == 0
+    with pytest.raises(MTError, match="was trained with tokenizer .* but .* has"):
+        init_from_translator(fresh, cfg.model, trained_run, RunDir.of(other).meta()["tokenizer_sha256"], other)
+    wide = apply_overrides(cfg, ["model.hidden_dim=96"]).model
+    with pytest.raises(MTError, match="model.hidden_dim differ.*model.hidden_dim=64"):
+        init_from_translator(build_model(wide, meta["src_vocab_size"], meta["tgt_vocab_size"]), wide, trained_run,
+                             meta["tokenizer_sha256"], child / "data")

@@ -26,8 +26,8 @@ from mt.model import Seq2Seq
 from mt.model.lm import LanguageModel, build_language_model
 from mt.train.hooks import Hook
 
-__all__ = ["FreezePretrained", "init_from_language_model", "load_language_model", "pretrained_regions",
-           "spm_checksum"]
+__all__ = ["FreezePretrained", "init_from_language_model", "init_from_translator", "load_language_model",
+           "pretrained_regions", "spm_checksum", "translator_checkpoint"]
 
 log = logging.getLogger("mt")
 _RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -104,6 +104,49 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
                               f"{tuple(target.shape)}; pre-train the LM with this translator's model config")
             copied.append(dst_name)
     return copied
+
+
+# model.* keys that decide the shapes of a translator's weights: a child must have its parent's
+_SHAPE_KEYS = ("emb_dim", "hidden_dim", "layers", "bidirectional", "tie_embeddings", "share_embeddings", "attention",
+               "cell")
+
+
+def translator_checkpoint(path: str | Path) -> Path:
+    """``model.init_from``: a run folder (its final model) or a checkpoint file -> the checkpoint file."""
+    from mt.run import RunDir
+
+    path = Path(path)
+    if path.is_dir():
+        return RunDir.of(path).model_path("final")
+    if not path.is_file():
+        raise MTError(f"model.init_from: {path} not found (give a trained run folder or a checkpoint file)")
+    return path
+
+
+def init_from_translator(model: Seq2Seq, cfg: ModelConfig, path: str | Path, tokenizer_sha256: str,
+                         data_dir: Path) -> Path:
+    """Copy every weight of the translator checkpoint at ``path`` (a run: its final model) into ``model``, whose
+    run's tokenizer checksum is ``tokenizer_sha256``. Returns the checkpoint file used."""
+    file = translator_checkpoint(path)
+    state = load_checkpoint(file)
+    if "lm" in state:
+        raise MTError(f"model.init_from: {file} is a language model; start from it with model.init_decoder_from "
+                      "or model.init_encoder_from")
+    theirs = state.get("tokenizer_sha256", "")
+    if theirs != tokenizer_sha256:
+        raise MTError(f"model.init_from: {file} was trained with tokenizer {theirs[:12]} but {data_dir} has "
+                      f"{tokenizer_sha256[:12]}; prepare this run with `mt prepare --tokenizer-from` its run")
+    parent = config_from_dict(state["config"], source=str(file), saved=True).model
+    differ = [k for k in _SHAPE_KEYS if hasattr(cfg, k) and getattr(cfg, k) != getattr(parent, k)]
+    if differ:
+        fix = " ".join(f"model.{k}={getattr(parent, k)}" for k in differ)
+        raise MTError(f"model.init_from: {file} has another model shape ({', '.join(f'model.{k}' for k in differ)}"
+                      f" differ); train this run with {fix}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise MTError(f"model.init_from: {file} does not fit this model: {str(e).splitlines()[0]}") from None
+    return file
 
 
 def pretrained_regions(model: Seq2Seq, cfg: ModelConfig) -> dict[str, int | None]:

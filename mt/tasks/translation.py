@@ -124,8 +124,14 @@ def recipe_hooks(task: TranslationTask, cfg: Config) -> list[Hook]:
 
 
 def _init_pretrained(model: Seq2Seq, cfg: Config, run: RunDir, meta: dict, announce: bool) -> None:
-    """model.init_encoder_from / init_decoder_from: copy language-model weights in before the first step."""
-    from mt.recipes.transfer import init_from_language_model
+    """model.init_from (a translator) or init_encoder_from / init_decoder_from (language models): copy their
+    weights in before the first step."""
+    from mt.recipes.transfer import init_from_language_model, init_from_translator
+
+    if cfg.model.init_from:
+        used = init_from_translator(model, cfg.model, cfg.model.init_from, meta["tokenizer_sha256"], run.data_dir)
+        if announce:
+            print(f"initialised all {len(model.state_dict())} tensors from {used}", flush=True)
 
     for side, path, model_key in (("src", cfg.model.init_encoder_from, "src_model"),
                                   ("tgt", cfg.model.init_decoder_from, "tgt_model")):
