@@ -299,7 +299,7 @@ def _train_tokenizers(out: Path, cleaned: Path, keep: np.ndarray, d) -> tuple[st
              "joint" if d.joint_vocab else "separate", d.vocab_size,
              f"a sample of up to {d.spm_sample_size:,} sentences" if d.spm_sample_size else "all sentences")
     train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage,
-                      threads=os.cpu_count() or 1)
+                      threads=os.cpu_count() or 1, byte_fallback=d.byte_fallback)
     started = time.perf_counter()
     if d.joint_vocab:
         text = _CleanedText(cleaned, keep, ("src", "tgt"), _sample(2 * pairs, d.spm_sample_size, seed=1))

@@ -52,6 +52,8 @@ class DataConfig:
                                    "also model.share_embeddings=false)")
     spm_model_type: Literal["unigram", "bpe", "char", "word"] = _key("unigram", "SentencePiece model type")
     character_coverage: float = _key(1.0, "share of characters the subword model covers (0.9995 for CJK scripts)")
+    byte_fallback: bool = _key(True, "a character the tokenizer lacks becomes its UTF-8 bytes (256 pieces of the "
+                                     "vocabulary), never <unk>: the model sees what it is given")
     max_tokens: int = _key(100, "training pairs with a side longer than this many subwords are dropped")
     max_ratio: float = _key(3.0, "training pairs whose longer side has over max_ratio x the other's tokens...")
     ratio_min_tokens: int = _key(10, "...are dropped, once the longer side has at least this many tokens")

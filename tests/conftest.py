@@ -44,7 +44,7 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
-TINY_OVERRIDES = ["data.vocab_size=60", "model.emb_dim=32", "model.hidden_dim=64", "model.dropout=0.0",
+TINY_OVERRIDES = ["data.vocab_size=60", "data.byte_fallback=false", "model.emb_dim=32", "model.hidden_dim=64", "model.dropout=0.0",
                   "train.batch_tokens=400", "train.lr=0.01", "train.max_minutes=0", "train.log_every=5",
                   "train.patience=50", "decode.beam=3", "train.threads=1"]
 

@@ -23,9 +23,11 @@ from mt.text import normalize
 
 
 def small_cfg(**data) -> Config:
-    """The recipe with these data.* settings (a vocabulary per side also needs separate embeddings)."""
+    """The recipe with these data.* settings (a vocabulary per side also needs separate embeddings; a tiny one,
+    no byte fallback)."""
     model = ["model.share_embeddings=false"] if data.get("joint_vocab") == "false" else []
-    return apply_overrides(Config(), [f"data.{k}={v}" for k, v in {"vocab_size": 60, **data}.items()] + model)
+    data = {"vocab_size": 60, "byte_fallback": "false", **data}
+    return apply_overrides(Config(), [f"data.{k}={v}" for k, v in data.items()] + model)
 
 
 def test_round_trip_and_splits(corpus, tmp_path):
@@ -294,7 +296,7 @@ def test_sentencepiece_sample_is_the_same_in_every_process(tmp_path):
     for name, sample in (("a", 150), ("b", 150), ("all", 0)):
         run = tmp_path / name
         subprocess.run([sys.executable, "-m", "mt", "prepare", "--run", str(run), "--data-dir", str(folder), "--src",
-                        "en", "--tgt", "de", "data.vocab_size=80", f"data.spm_sample_size={sample}"],
+                        "en", "--tgt", "de", "data.vocab_size=80", "data.byte_fallback=false", f"data.spm_sample_size={sample}"],
                        check=True, capture_output=True)
         models.append((run / "data" / "spm.model").read_bytes())
     assert models[0] == models[1]
@@ -341,7 +343,8 @@ def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
     model = tmp_path / "reference"
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(src + tgt), model_prefix=str(model), vocab_size=8000, model_type="unigram",
-        character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_piece="<pad>",
+        character_coverage=1.0, byte_fallback=True, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_piece="<pad>",
         unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", input_sentence_size=0, num_threads=os.cpu_count() or 1,
         max_sentence_length=1 << 16, minloglevel=2)
     reference = spm.SentencePieceProcessor(model_file=f"{model}.model")
@@ -369,7 +372,7 @@ def test_wmt14_recipe_on_a_local_stand_in(monkeypatch, tmp_path, capsys):
     _hub(monkeypatch, datasets.DatasetDict(train=split(300, 1), validation=split(20, 2), test=split(10, 3)))
     run = str(tmp_path / "wmt14")
     assert main(["prepare", "--run", run, "--hf-dataset", "wmt/wmt14", "--hf-config", "de-en", "--src", "en",
-                 "--tgt", "de", "--config", "configs/wmt14_en_de.yaml", "data.vocab_size=60"]) == 0
+                 "--tgt", "de", "--config", "configs/wmt14_en_de.yaml", "data.vocab_size=60", "data.byte_fallback=false"]) == 0
     cfg = RunDir.of(run).config()
     assert (cfg.model.layers, cfg.model.hidden_dim, cfg.train.validate_every) == (2, 1000, 5000)
     assert main(["train", "--run", run, "train.max_epochs=1", "train.threads=1", "train.batch_tokens=6000",

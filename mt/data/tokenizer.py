@@ -29,6 +29,7 @@ def train_sentencepiece(
     character_coverage: float = 1.0,
     threads: int = 2,
     seed_sentencepiece_size: int = 1_000_000,
+    byte_fallback: bool = False,
 ) -> int:
     """Train a SentencePiece model on all of ``sentences`` and write it to ``path``; return the vocabulary size.
 
@@ -48,6 +49,7 @@ def train_sentencepiece(
                 vocab_size=size,
                 model_type=model_type,
                 character_coverage=character_coverage,
+                byte_fallback=byte_fallback,
                 pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                 pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
                 input_sentence_size=0,  # all: SentencePiece's own sample differs from one process to the next
@@ -65,6 +67,10 @@ def train_sentencepiece(
                 log.warning("vocabulary size %d is too large for this corpus (%s): using %d", size, path.name, lower)
                 size = lower
                 continue
+            small = re.search(r"smaller than required_chars\. *\d+ vs (\d+)", str(e))
+            if small and byte_fallback:
+                raise MTError(f"data.vocab_size {size} is too small for {path.name} with byte fallback (256 byte "
+                              f"pieces): give at least {small.group(1)} or data.byte_fallback=false") from None
             raise MTError(f"SentencePiece training failed for {path.name}: {e}") from None
     path.write_bytes(model.getvalue())
     return size
@@ -127,7 +133,8 @@ class Tokenizer:
         return [self.tgt.id_to_piece(i) for i in ids]
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
-        return self.tgt.decode(ids)
+        """Target ids -> text, without <unk> (SentencePiece writes it as " ⁇ "): a translation never shows it."""
+        return self.tgt.decode([[i for i in row if i != UNK_ID] for row in ids])
 
     def decode_src(self, ids: list[list[int]]) -> list[str]:
         return self.src.decode(ids)
