@@ -6,13 +6,14 @@ import argparse
 
 from mt.cli import add_config, add_run, resolve_config
 from mt.config import save_config
+from mt.errors import MTError
 from mt.run import RunDir
 
 __all__ = ["register"]
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from data_prep.prepare import prepare, summary
+    from data_prep.prepare import BackTranslations, prepare, summary
 
     run = RunDir.of(args.run)
     reuse = RunDir.of(args.tokenizer_from) if args.tokenizer_from else None
@@ -20,8 +21,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.vocab_size is not None:
         overrides.append(f"data.vocab_size={args.vocab_size}")
     cfg = resolve_config(run, args.config, overrides)
+    back = BackTranslations(*args.back_translations, tag=args.tag_back_translations) if args.back_translations else None
+    if args.tag_back_translations and not back:
+        raise MTError("--tag-back-translations marks the pairs of --back-translations SRC_FILE TGT_FILE: give them")
     stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config,
-                    tokenizer_from=reuse)
+                    tokenizer_from=reuse, back_translations=back)
     save_config(cfg, run.config_path)
     print(summary(stats, run))
     return 0
@@ -53,5 +57,11 @@ def register(sub) -> None:
     p.add_argument("--tokenizer-from", metavar="RUN",
                    help="encode with the SentencePiece model(s) of this prepared run instead of training new ones "
                         "(a shared vocabulary for fine-tuning, transfer and back-translation)")
+    p.add_argument("--back-translations", nargs=2, metavar=("SRC_FILE", "TGT_FILE"),
+                   help="synthetic pairs added to the training split, cleaned and filtered like it and counted apart "
+                        "(TGT_FILE: target-language text; SRC_FILE: its translation by a reverse model, "
+                        "`mt translate --sample`)")
+    p.add_argument("--tag-back-translations", action="store_true",
+                   help="start every synthetic source with the <s> tag, so the model can tell them apart")
     add_config(p, default="RUN/config.yaml, else the package defaults")
     p.set_defaults(func=cmd_prepare)

@@ -28,13 +28,13 @@ from tqdm import tqdm
 from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
 from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, config_to_dict
-from mt.data.tokenizer import UNK_ID, Tokenizer, train_sentencepiece
+from mt.data.tokenizer import BOS_ID, UNK_ID, Tokenizer, train_sentencepiece
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import normalize
 
-__all__ = ["PREP_VERSION", "prepare", "summary"]
+__all__ = ["PREP_VERSION", "BackTranslations", "prepare", "summary"]
 
 datasets.disable_progress_bars()
 
@@ -53,10 +53,11 @@ def _mean(total: int, count: int) -> float:
 
 def prepare(
     run: RunDir, cfg: Config, data_dir: str | None = None, hf_dataset: str | None = None, hf_config: str | None = None,
-    tokenizer_from: RunDir | None = None,
+    tokenizer_from: RunDir | None = None, back_translations: BackTranslations | None = None,
 ) -> dict[str, Any]:
     """Prepare RUN/data and return its statistics (also saved as RUN/data/stats.json). ``tokenizer_from``: encode
-    with that prepared run's SentencePiece model(s), copied byte for byte, instead of training new ones."""
+    with that prepared run's SentencePiece model(s), copied byte for byte, instead of training new ones.
+    ``back_translations``: synthetic pairs added to the training split (``BackTranslations``)."""
     started = time.perf_counter()
     src, tgt = cfg.data.src, cfg.data.tgt
     if data_dir:
@@ -68,7 +69,8 @@ def prepare(
     else:
         raise MTError("give --data-dir DIR or --hf-dataset NAME")
     reused = ReusedTokenizer.of(tokenizer_from, cfg.data) if tokenizer_from else None
-    key = _cache_key(fingerprint + (f":tokenizer={reused.sha256}" if reused else ""), cfg)
+    key = _cache_key(fingerprint + (f":tokenizer={reused.sha256}" if reused else "")
+                     + (f":synthetic={back_translations.fingerprint()}" if back_translations else ""), cfg)
     data_settings = config_to_dict(cfg)["data"]  # kept in meta.json: `mt train` refuses a config that differs
     if run.meta_path.is_file() and run.stats_path.is_file():
         try:
@@ -86,7 +88,7 @@ def prepare(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        stats = _build(tmp, splits, cfg, origin, reused)
+        stats = _build(tmp, splits, cfg, origin, reused, back_translations)
         stats["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
         meta = {
@@ -115,6 +117,10 @@ def summary(stats: dict[str, Any], run: RunDir) -> str:
     lines = [f"train: kept {f['kept_pairs']} of {f['input_pairs']} pairs (removed: {removed})",
              f"vocabulary: {tok['type']}, {'joint' if tok['joint'] else 'separate'}, "
              f"src {tok['src_vocab_size']}, tgt {tok['tgt_vocab_size']}"]
+    if "back_translations" in stats:
+        b = stats["back_translations"]
+        lines.insert(1, f"back-translations{' (tagged)' if b['tagged'] else ''}: kept {b['kept_pairs']} of "
+                        f"{b['input_pairs']} pairs (removed: {', '.join(f'{k} {b[k]}' for k in FILTER_REASONS)})")
     lines += [f"{name}: {s['sentences']} sentences, mean tokens src {s['src_tokens_mean']} tgt {s['tgt_tokens_mean']}"
               for name, s in stats["splits"].items()]
     return "\n".join([*lines, f"prepared {run.data_dir} in {stats['seconds']} s"])
@@ -129,7 +135,7 @@ EVAL_SCHEMA = datasets.Features({**_TEXT, "ref": datasets.Value("string"), **_ID
 
 
 def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
-           reused: ReusedTokenizer | None) -> dict[str, Any]:
+           reused: ReusedTokenizer | None, back: BackTranslations | None) -> dict[str, Any]:
     """Three passes over the training split, each chunk by chunk: clean (normalise, drop empty sides, hash for
     duplicates), train SentencePiece on a sample of the cleaned text (or copy ``reused``), encode and filter by
     length. Then the evaluation splits, line for line. Everything lands in ``out/encoded/SPLIT.arrow``."""
@@ -151,14 +157,19 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
         sample = _sample(int(keep.sum()), 1000, seed=3)
         reused.check_coverage(tok, *(_CleanedText(cleaned, keep, (side,), sample) for side in ("src", "tgt")))
     (out / "encoded").mkdir()
-    split_stats = {"train": _encode_train(cleaned, keep, tok, d, counts, out / "encoded" / "train.arrow")}
+    with _arrow_writer(out / "encoded" / "train.arrow", TRAIN_SCHEMA) as writer:
+        split_stats = {"train": _encode_train(cleaned, keep, tok, d, counts, writer)}
+        if not split_stats["train"]["sentences"]:
+            raise MTError(f"every training pair of {origin} was filtered out: {dict(counts)}")
+        synthetic = back.add(out, hashes, tok, d, writer, split_stats["train"]) if back else None
     cleaned.unlink()
-    if not split_stats["train"]["sentences"]:
-        raise MTError(f"every training pair of {origin} was filtered out: {dict(counts)}")
     for name, source in splits.items():
         if name != "train":
             split_stats[name] = _encode_eval(source, tok, out / "encoded" / f"{name}.arrow")
     stats = _stats(out, origin, d, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
+    if synthetic:  # "filtered" counts the genuine pairs, the train split holds both
+        stats["filtered"]["kept_pairs"] -= synthetic["kept_pairs"]
+        stats["back_translations"] = synthetic
     if reused:
         stats["tokenizer"]["reused_from"] = str(reused.run.root.resolve())
     return stats
@@ -216,6 +227,46 @@ class ReusedTokenizer:
                               "prepare without --tokenizer-from")
 
 
+class BackTranslations:
+    """Synthetic pairs added to the training split (``mt prepare --back-translations SRC_FILE TGT_FILE``): usually
+    target-side monolingual text (TGT_FILE) and its translation by a reverse model (SRC_FILE, ``mt translate
+    --sample``). They go through the same cleaning and length filters as the genuine pairs (a synthetic copy of a
+    genuine pair is a duplicate), are counted apart in ``stats.json`` ("back_translations"), and the tokenizer is
+    trained on the genuine pairs only. ``tag``: every synthetic source starts with the id of ``<s>``, which a
+    source never holds otherwise, so the model can tell them apart (Caswell et al. 2019)."""
+
+    def __init__(self, src_file: str | Path, tgt_file: str | Path, tag: bool = False):
+        from data_prep.sources import text_file_pairs
+
+        self.files, self.tag = (Path(src_file), Path(tgt_file)), tag
+        for path in self.files:
+            if not path.is_file():
+                raise MTError(f"--back-translations: {path} not found")
+        self.source = text_file_pairs("back-translations", *self.files)
+
+    def fingerprint(self) -> str:
+        from mt.text import file_sha256
+
+        return hashlib.sha256(b"".join(file_sha256(p) for p in self.files) + bytes([self.tag])).hexdigest()
+
+    def add(self, out: Path, genuine_hashes: np.ndarray, tok: Tokenizer, d, writer, train: dict) -> dict:
+        """Clean, filter and encode the synthetic pairs into ``writer`` after the genuine ones; add them to the
+        ``train`` totals -> their own counts."""
+        counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
+        cleaned = out / "synthetic.cleaned.arrow"
+        input_pairs, hashes = _clean_train(self.source, cleaned, counts, d.dedup, what="back-translations")
+        keep = (first_occurrences(np.concatenate([genuine_hashes, hashes]))[len(genuine_hashes):] if d.dedup
+                else np.ones(len(hashes), dtype=bool))
+        counts["duplicate"] = int(len(keep) - keep.sum())
+        totals = _encode_train(cleaned, keep, tok, d, counts, writer, BOS_ID if self.tag else None, "back-translations")
+        cleaned.unlink()
+        for key in totals:
+            train[key] += totals[key]
+        return {"source_file": str(self.files[0].resolve()), "target_file": str(self.files[1].resolve()),
+                "tagged": self.tag, "input_pairs": input_pairs, "kept_pairs": totals["sentences"],
+                **{reason: counts[reason] for reason in FILTER_REASONS}}
+
+
 def _bar(desc: str, total: int | None) -> tqdm:
     return tqdm(total=total, desc=desc, unit=" pairs", unit_scale=True, mininterval=1.0, dynamic_ncols=True)
 
@@ -232,12 +283,13 @@ def _lengths(ids: list[list[int]]) -> np.ndarray:
     return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
 
-def _clean_train(source: PairSource, path: Path, counts: Counter, dedup: bool) -> tuple[int, np.ndarray]:
+def _clean_train(source: PairSource, path: Path, counts: Counter, dedup: bool,
+                 what: str = "train") -> tuple[int, np.ndarray]:
     """Pass 1: normalise the training pairs, drop those with an empty side, write the rest to ``path`` (Arrow)
     -> the number of input pairs and the (N,) uint64 hash of each written pair (zeros without ``dedup``)."""
     schema = datasets.Features(_TEXT).arrow_schema
     input_pairs, hashes = 0, []
-    with _arrow_writer(path, schema) as writer, _bar("cleaning train", source.rows) as bar:
+    with _arrow_writer(path, schema) as writer, _bar(f"cleaning {what}", source.rows) as bar:
         for raw_src, raw_tgt in source.chunks(CHUNK):
             src, tgt = normalize_chunk(raw_src, raw_tgt, counts)
             input_pairs += len(raw_src)
@@ -323,12 +375,16 @@ def _int32_lists(rows: list[list[int]], lengths: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Counter, path: Path) -> dict:
-    """Pass 3: encode the cleaned pairs, drop those too long or with an extreme length ratio, write the rest."""
+def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Counter,
+                  writer: pa.ipc.RecordBatchStreamWriter, tag: int | None = None, what: str = "train") -> dict:
+    """Pass 3: encode the cleaned pairs, drop those too long or with an extreme length ratio, write the rest;
+    ``tag``: an id put before every source (the mark of synthetic pairs)."""
     totals = {"sentences": 0, "src_tokens": 0, "tgt_tokens": 0}
-    with _arrow_writer(path, TRAIN_SCHEMA) as writer, _bar("encoding train", int(keep.sum())) as bar:
+    with _bar(f"encoding {what}", int(keep.sum())) as bar:
         for batch in _kept_batches(cleaned, keep):
             src_ids = tok.encode_src(batch.column("src").to_pylist())
+            if tag is not None:
+                src_ids = [[tag, *ids] for ids in src_ids]
             tgt_ids = tok.encode_tgt(batch.column("tgt").to_pylist())
             src_len, tgt_len = _lengths(src_ids), _lengths(tgt_ids)
             ok = length_filter(src_len, tgt_len, d.max_tokens, d.max_ratio, d.ratio_min_tokens, counts)

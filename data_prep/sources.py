@@ -25,7 +25,7 @@ import datasets
 from mt.errors import MTError
 from mt.text import file_sha256, iter_lines, read_lines
 
-__all__ = ["VAL_NAMES", "PairSource", "load_hub", "load_local"]
+__all__ = ["VAL_NAMES", "PairSource", "load_hub", "load_local", "text_file_pairs"]
 
 log = logging.getLogger("mt")
 VAL_NAMES = ("val", "valid", "dev", "validation")
@@ -59,7 +59,7 @@ def _in_memory(src: list[str], tgt: list[str]) -> PairSource:
     return PairSource(chunks, len(src))
 
 
-def _text_files(name: str, src_path: Path, tgt_path: Path) -> PairSource:
+def text_file_pairs(name: str, src_path: Path, tgt_path: Path) -> PairSource:
     """A split streamed from two line-aligned text files; a length mismatch is reported with both line counts."""
 
     def chunks(size: int) -> Chunks:
@@ -121,7 +121,7 @@ def load_local(folder: str | Path, src: str, tgt: str) -> tuple[dict[str, PairSo
             continue
         if split == "train":  # streamed while it is prepared: only its checksum is read now
             hasher.update(f"{split}:".encode() + file_sha256(sides[src]) + file_sha256(sides[tgt]))
-            splits[split] = _text_files(name, sides[src], sides[tgt])
+            splits[split] = text_file_pairs(name, sides[src], sides[tgt])
             continue
         src_lines, src_digest = read_lines(sides[src])
         tgt_lines, tgt_digest = read_lines(sides[tgt])

@@ -171,3 +171,46 @@ def test_fine_tuning_starts_from_the_parents_weights(trained_run, prepared_tiny,
     with pytest.raises(MTError, match="model.hidden_dim differ.*model.hidden_dim=64"):
         init_from_translator(build_model(wide, meta["src_vocab_size"], meta["tgt_vocab_size"]), wide, trained_run,
                              meta["tokenizer_sha256"], child / "data")
+
+
+def test_back_translations_are_cleaned_tagged_and_counted_apart(prepared_tiny, tmp_path, capsys):
+    from mt.data.tokenizer import BOS_ID
+
+    corpus = _corpus(tmp_path / "corpus", seed=90)
+    genuine = synthetic_pairs(300, seed=90)
+    synthetic = synthetic_pairs(50, seed=91) + [("", "der hund"), genuine[0]]  # an empty side, a genuine pair
+    (tmp_path / "bt.en").write_text("".join(s + "\n" for s, _ in synthetic))
+    (tmp_path / "bt.de").write_text("".join(t + "\n" for _, t in synthetic))
+    run = tmp_path / "bt"
+    assert main(["prepare", "--run", str(run), "--data-dir", str(corpus), "--src", "en", "--tgt", "de",
+                 "--config", "configs/tiny.yaml", "--tokenizer-from", str(prepared_tiny), "--back-translations",
+                 str(tmp_path / "bt.en"), str(tmp_path / "bt.de"), "--tag-back-translations", *TINY_OVERRIDES]) == 0
+    assert "back-translations (tagged): kept" in capsys.readouterr().out
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    bt, genuine_kept = stats["back_translations"], stats["filtered"]["kept_pairs"]
+    assert (bt["input_pairs"], bt["empty"], bt["tagged"]) == (52, 1, True) and bt["duplicate"] >= 1
+    assert bt["kept_pairs"] + sum(bt[k] for k in ("empty", "duplicate", "too_long", "length_ratio")) == 52
+    assert genuine_kept + bt["kept_pairs"] == stats["splits"]["train"]["sentences"]
+    train = RunDir.of(run).encoded()["train"]
+    starts = [ids[0] == BOS_ID for ids in train["src_ids"]]
+    assert starts == [False] * genuine_kept + [True] * bt["kept_pairs"]
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=1"]) == 0  # trains as any run
+    assert main(["prepare", "--run", str(tmp_path / "x"), "--data-dir", str(corpus), "--src", "en", "--tgt", "de",
+                 "--tag-back-translations"]) == 2
+    assert "give them" in capsys.readouterr().err
+
+
+def test_unseen_characters_never_become_unknown_or_print_it(trained_run, tmp_path):
+    from mt.data.tokenizer import UNK_ID, train_sentencepiece
+
+    names = "Zoë, Łódź, Ørjan, São Paulo, 東京 🐶"
+    text = [s for pair in synthetic_pairs(300, seed=95) for s in pair]
+    train_sentencepiece(text, tmp_path / "bytes.model", 300, byte_fallback=True)
+    tok = Translator.from_run(trained_run).tokenizer.__class__(tmp_path / "bytes.model", tmp_path / "bytes.model")
+    ids = tok.encode_src([names])[0]
+    assert UNK_ID not in ids and tok.decode_tgt([ids]) == [names]
+    # a tokenizer without byte fallback maps them to <unk>; the translation never shows it
+    translator = Translator.from_run(trained_run)
+    assert UNK_ID in translator.tokenizer.encode_src([names])[0]
+    assert all("⁇" not in t.text for t in translator.translate([names, f"the dog {names} runs"], beam=1))
+    assert translator.tokenizer.decode_tgt([[UNK_ID, 5, UNK_ID]]) == [translator.tokenizer.tgt.decode([5])]
