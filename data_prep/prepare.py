@@ -217,14 +217,23 @@ class ReusedTokenizer:
         return self.names[0], self.names[1], (size[self.names[0]], size[self.names[1]])
 
     def check_coverage(self, tok: Tokenizer, src_sample: Iterable[str], tgt_sample: Iterable[str]) -> None:
-        """Refuse a tokenizer that maps more than ``MAX_UNKNOWN`` of a sample of either side's text to <unk>."""
-        for side, encode, sample in (("source", tok.encode_src, src_sample), ("target", tok.encode_tgt, tgt_sample)):
-            ids = [x for row in encode(list(sample)) for x in row]
-            unknown = sum(x == UNK_ID for x in ids) / max(len(ids), 1)
+        """Refuse a tokenizer that maps more than ``MAX_UNKNOWN`` of a sample of either side's text to <unk>; warn
+        when as much of it falls back to byte pieces (characters its training text lacked: it still encodes them,
+        but in pieces the parent model has hardly seen)."""
+        for side, proc, sample in (("source", tok.src, src_sample), ("target", tok.tgt, tgt_sample)):
+            ids = [x for row in proc.encode(list(sample)) for x in row]
+            total = max(len(ids), 1)
+            unknown = sum(x == UNK_ID for x in ids) / total
+            where = f"--tokenizer-from {self.run.root}"
+            made_for = f"made for {self.meta['src']}-{self.meta['tgt']} text"
             if unknown > self.MAX_UNKNOWN:
-                raise MTError(f"--tokenizer-from {self.run.root}: {unknown:.1%} of the new corpus's {side} subwords "
-                              f"are unknown to its tokenizer (made for {self.meta['src']}-{self.meta['tgt']} text); "
-                              "prepare without --tokenizer-from")
+                raise MTError(f"{where}: {unknown:.1%} of the new corpus's {side} subwords are unknown to its "
+                              f"tokenizer ({made_for}); prepare without --tokenizer-from")
+            as_bytes = sum(proc.is_byte(x) for x in ids) / total
+            if as_bytes > self.MAX_UNKNOWN:
+                log.warning("%s: %.1f%% of the new corpus's %s subwords are byte pieces, characters its tokenizer "
+                            "(%s) never saw; a model trained with it learns them from this corpus alone",
+                            where, 100 * as_bytes, side, made_for)
 
 
 class BackTranslations:

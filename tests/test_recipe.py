@@ -56,12 +56,20 @@ def test_the_multi30k_config_only_names_the_language_pair():
     assert raw == {"data": {"src": "en", "tgt": "de"}}
 
 
-def test_the_readme_commands_are_valid_command_lines():
-    """Every `mt ...` line of the README's code blocks parses with the `mt` command's own parser."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = [re.split(r" [<>] ", line.split("#")[0].split("|")[-1])[0].strip()  # no comments, pipes, redirections
-             for block in re.findall(r"```bash\n(.*?)```", readme, re.S) for line in block.splitlines()]
-    commands = [shlex.split(line)[1:] for line in lines if line.startswith(".venv/bin/mt ")]
+def mt_command_lines(markdown: Path) -> list[list[str]]:
+    """The arguments of every `mt ...` (or `.venv/bin/mt ...`) line of a page's bash blocks, continuation lines
+    joined, comments, pipes and redirections left out."""
+    text = markdown.read_text(encoding="utf-8")
+    blocks = [block.replace("\\\n", " ") for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+    lines = [re.split(r" [<>] ", line.split("#")[0].split("|")[-1])[0].strip()
+             for block in blocks for line in block.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if re.match(r"(\.venv/bin/)?mt ", line)]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/usage.md"])
+def test_the_documented_commands_are_valid_command_lines(page):
+    """Every `mt ...` line of the page's code blocks parses with the `mt` command's own parser."""
+    commands = mt_command_lines(ROOT / page)
     assert len(commands) >= 8
     parser = build_parser()
     for argv in commands:

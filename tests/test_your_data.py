@@ -117,7 +117,7 @@ def test_separate_tokenizers_serve_the_reverse_pair_and_no_other_language(tmp_pa
     assert capsys.readouterr().err.strip().endswith("none for fr")
 
 
-def test_a_tokenizer_for_another_script_is_refused(prepared_tiny, tmp_path, capsys):
+def test_a_tokenizer_for_another_script_is_refused(prepared_tiny, tmp_path, capsys, caplog):
     greek = [(src, "".join(chr(0x3b1 + (ord(c) % 24)) if c != " " else c for c in tgt))
              for src, tgt in synthetic_pairs(300, seed=60)]
     corpus = _corpus(tmp_path / "greek", seed=60, tgt="el", pairs=greek)
@@ -125,6 +125,12 @@ def test_a_tokenizer_for_another_script_is_refused(prepared_tiny, tmp_path, caps
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: --tokenizer-from") and "target subwords are unknown to its tokenizer" in last
+    # with byte fallback nothing is unknown: the new script is encoded as bytes, with a warning saying so
+    bytes_run = tmp_path / "en-de-bytes"
+    assert _prepare(bytes_run, _corpus(tmp_path / "de", seed=61), "data.byte_fallback=true", "data.vocab_size=300") == 0
+    capsys.readouterr()
+    assert _prepare(tmp_path / "en-el-bytes", corpus, "--tokenizer-from", str(bytes_run), tgt="el") == 0
+    assert "target subwords are byte pieces" in caplog.text
 
 
 def _val_loss(run: Path, model) -> float:
@@ -209,6 +215,10 @@ def test_unseen_characters_never_become_unknown_or_print_it(trained_run, tmp_pat
     tok = Translator.from_run(trained_run).tokenizer.__class__(tmp_path / "bytes.model", tmp_path / "bytes.model")
     ids = tok.encode_src([names])[0]
     assert UNK_ID not in ids and tok.decode_tgt([ids]) == [names]
+    # byte pieces can spell line breaks and control characters: an output line never holds one
+    newline, tab, escape = (tok.tgt.piece_to_id(f"<0x{b:02X}>") for b in (0x0A, 0x09, 0x1B))
+    dog = tok.encode_src(["the dog"])[0]
+    assert tok.decode_tgt([[*dog, newline, *dog], [tab, *dog, escape, escape]]) == ["the dog the dog", "the dog"]
     # a tokenizer without byte fallback maps them to <unk>; the translation never shows it
     translator = Translator.from_run(trained_run)
     assert UNK_ID in translator.tokenizer.encode_src([names])[0]
