@@ -97,10 +97,11 @@ def fresh_copy(prepared: Path, run: Path) -> Path:
 
 
 def train_and_score(run: Path, settings: list[str], split: str, *options: str) -> dict:
-    """mt train (resumes, or returns at once when done) and mt eval on the test split -> the arm's figures."""
-    _mt("train", "--run", str(run), *options, *settings)
+    """mt train (resumes an interrupted run) and mt eval on the test split -> the arm's figures. An arm already
+    scored is not trained again: a run stopped by its minutes resumes into the room it kept for a last validation."""
     report_path = run / "eval" / f"{split}.json"
     if not report_path.is_file():
+        _mt("train", "--run", str(run), *options, *settings)
         _mt("eval", "--run", str(run), "--split", split)
     report = json.loads(report_path.read_text())
     valid = read_jsonl(run / "train_log.jsonl", "valid")
@@ -157,7 +158,8 @@ def parent_model(args: argparse.Namespace, root: Path, vocab: Path, settings: li
         _mt("prepare", "--run", str(parent), "--data-dir", args.data_dir, "--src", args.src, "--tgt",
             args.parent_tgt, "--tokenizer-from", str(vocab))
     limit = [x for x in settings if not x.startswith(("train.max_minutes", "train.max_epochs", "train.patience"))]
-    _mt("train", "--run", str(parent), *limit, f"train.max_minutes={args.parent_minutes}")
+    if not (parent / "checkpoints" / "final.pt").is_file():
+        _mt("train", "--run", str(parent), *limit, f"train.max_minutes={args.parent_minutes:g}")
     return parent
 
 
@@ -179,9 +181,9 @@ def backtrans_arm(args: argparse.Namespace, out: Path, prepared: Path, settings:
     if not (reverse / "data" / "meta.json").is_file():
         _mt("prepare", "--run", str(reverse), "--data-dir", str(out / "corpus"), "--src", args.tgt, "--tgt",
             args.src, "--tokenizer-from", str(prepared))
-    _mt("train", "--run", str(reverse), *settings)
     synthetic = out / f"backtrans.{args.src}"
     if not synthetic.is_file():
+        _mt("train", "--run", str(reverse), *settings)
         _mt("translate", "--run", str(reverse), "--input", str(out / f"mono.{args.tgt}"), "--output", str(synthetic),
             "--sample", "--seed", str(args.seed), *([f"--threads={args.threads}"] if args.threads else []))
     run = out / "backtrans"
