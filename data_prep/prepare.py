@@ -220,12 +220,12 @@ class ReusedTokenizer:
         """Refuse a tokenizer that maps more than ``MAX_UNKNOWN`` of a sample of either side's text to <unk>; warn
         when as much of it falls back to byte pieces (characters its training text lacked: it still encodes them,
         but in pieces the parent model has hardly seen)."""
+        where = f"--tokenizer-from {self.run.root}"
+        made_for = f"made for {self.meta['src']}-{self.meta['tgt']} text"
         for side, proc, sample in (("source", tok.src, src_sample), ("target", tok.tgt, tgt_sample)):
             ids = [x for row in proc.encode(list(sample)) for x in row]
             total = max(len(ids), 1)
             unknown = sum(x == UNK_ID for x in ids) / total
-            where = f"--tokenizer-from {self.run.root}"
-            made_for = f"made for {self.meta['src']}-{self.meta['tgt']} text"
             if unknown > self.MAX_UNKNOWN:
                 raise MTError(f"{where}: {unknown:.1%} of the new corpus's {side} subwords are unknown to its "
                               f"tokenizer ({made_for}); prepare without --tokenizer-from")

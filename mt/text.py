@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -15,12 +16,22 @@ from pathlib import Path
 
 from mt.errors import MTError
 
-__all__ = ["decode_lines", "file_sha256", "iter_input", "iter_lines", "normalize", "read_input", "read_lines", "read_text_file"]
+__all__ = ["decode_lines", "file_sha256", "iter_input", "iter_lines", "normalize", "one_line", "read_input", "read_lines",
+           "read_text_file"]
 
 
 def normalize(text: str) -> str:
     """Unicode NFC, every run of whitespace (any Unicode space, tabs, newlines) turned into one space, trimmed."""
     return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+_CONTROL = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")  # line breaks, tabs and other control characters
+
+
+def one_line(text: str) -> str:
+    """Text fit for one output line: each run of control characters (line breaks, tabs, escapes ...) with the
+    spaces around it becomes one space, trimmed; text without any is returned as it is."""
+    return _CONTROL.sub(" ", text).strip() if _CONTROL.search(text) else text
 
 
 def decode_lines(data: bytes, name: str) -> list[str]:

@@ -104,16 +104,20 @@ def train_and_score(run: Path, settings: list[str], split: str, *options: str) -
         _mt("train", "--run", str(run), *options, *settings)
         _mt("eval", "--run", str(run), "--split", split)
     report = json.loads(report_path.read_text())
-    valid = read_jsonl(run / "train_log.jsonl", "valid")
+    valid = validations(run)
     return {"test_bleu": report["bleu"], "test_chrf": report["chrf"],
             "best_val_bleu": max(r["val_bleu"] for r in valid),
             "val_bleu_curve": [[round(r["minutes"], 2), r["epoch"], round(r["val_bleu"], 2)] for r in valid],
-            "train_minutes": round(valid[-1]["minutes"], 1), "signature": report["signature"]["bleu"]}
+            "train_minutes": minutes_of(valid), "signature": report["signature"]["bleu"]}
 
 
-def minutes_of(run: Path) -> float:
-    valid = read_jsonl(run / "train_log.jsonl", "valid")
+def minutes_of(valid: list[dict]) -> float:
+    """A run's training minutes from its validation records."""
     return round(valid[-1]["minutes"], 1) if valid else 0.0
+
+
+def validations(run: Path) -> list[dict]:
+    return read_jsonl(run / "train_log.jsonl", "valid")
 
 
 def pretrained_arm(args: argparse.Namespace, out: Path, prepared: Path, settings: list[str]) -> dict:
@@ -127,10 +131,10 @@ def pretrained_arm(args: argparse.Namespace, out: Path, prepared: Path, settings
     run = fresh_copy(prepared, out / "pretrained")
     result = train_and_score(run, [*settings, f"model.init_encoder_from={lms['src']}",
                                    f"model.init_decoder_from={lms['tgt']}"], args.split)
-    for side in ("src", "tgt"):
-        valid = read_jsonl(out / f"lm-{side}" / "train_log.jsonl", "valid")
+    lm_logs = {side: validations(out / f"lm-{side}") for side in ("src", "tgt")}
+    for side, valid in lm_logs.items():
         result[f"lm_{side}_val_ppl"] = round(min(r["val_ppl"] for r in valid), 2)
-    result["extra_minutes"] = round(sum(minutes_of(out / f"lm-{side}") for side in ("src", "tgt")), 1)
+    result["extra_minutes"] = round(sum(minutes_of(valid) for valid in lm_logs.values()), 1)
     return result
 
 
@@ -172,7 +176,7 @@ def parent_arm(args: argparse.Namespace, out: Path, settings: list[str]) -> dict
         _mt("prepare", "--run", str(run), "--data-dir", str(out / "corpus"), "--src", args.src, "--tgt", args.tgt,
             "--tokenizer-from", str(vocab))
     result = train_and_score(run, settings, args.split, "--init-from", str(parent))
-    result["extra_minutes"] = minutes_of(parent)
+    result["extra_minutes"] = minutes_of(validations(parent))
     return result
 
 
@@ -194,7 +198,7 @@ def backtrans_arm(args: argparse.Namespace, out: Path, prepared: Path, settings:
     result = train_and_score(run, settings, args.split)
     stats = json.loads((run / "data" / "stats.json").read_text())
     result["synthetic_pairs"] = stats["back_translations"]["kept_pairs"]
-    result["extra_minutes"] = minutes_of(reverse)
+    result["extra_minutes"] = minutes_of(validations(reverse))
     return result
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import sentencepiece as spm
 
 from mt.errors import MTError
+from mt.text import one_line
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Tokenizer", "train_sentencepiece"]
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 log = logging.getLogger("mt")
-_CONTROL = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")  # line breaks, tabs and other control characters
 
 
 def train_sentencepiece(
@@ -137,8 +137,7 @@ class Tokenizer:
         """Target ids -> text, without <unk> (SentencePiece writes it as " ⁇ "): a translation never shows it. Nor
         does it hold a line break or another control character (byte pieces can spell any, e.g. sampled from a
         barely trained model): each run of them becomes one space, so line i of the output stays line i's."""
-        texts = self.tgt.decode([[i for i in row if i != UNK_ID] for row in ids])
-        return [_CONTROL.sub(" ", t).strip() if _CONTROL.search(t) else t for t in texts]
+        return [one_line(t) for t in self.tgt.decode([[i for i in row if i != UNK_ID] for row in ids])]
 
     def decode_src(self, ids: list[list[int]]) -> list[str]:
         return self.src.decode(ids)
