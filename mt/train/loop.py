@@ -38,13 +38,21 @@ from mt.device import autocast, resolve_precision
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
 from mt.model.loss import validation_loss
-from mt.plots import plot_curves
+from mt.plots import LiveCurves
 from mt.run import RunDir
 from mt.train.hooks import Hook
 from mt.train.progress import Progress, TrainResult
 from mt.train.schedule import LRSchedule, improves
 from mt.train.step import make_optimizer, train_step
-from mt.train.stopping import StopFlag, any_rank, out_of_time, rank0_decides, rank_values, stop_reason
+from mt.train.stopping import (
+    StopFlag,
+    any_rank,
+    out_of_time,
+    rank0_decides,
+    same_resumed_step,
+    same_weights,
+    stop_reason,
+)
 from mt.train.task import TrainingTask, Validation
 
 __all__ = ["Trainer"]
@@ -65,8 +73,7 @@ class Trainer:
         self.budget = self.limits.max_minutes * 60.0  # seconds; 0: no time budget
         self.stop = StopFlag()
         self._started = time.perf_counter()  # the run's clock, counting earlier sessions' time once resumed
-        self._last_checkpoint = time.perf_counter()
-        self._last_validation = time.perf_counter()  # train.validate_minutes counts from here
+        self._last_checkpoint = self._last_validation = time.perf_counter()  # validate_minutes counts from the latter
         self._validation_by_time = False  # train.validate_minutes passed (the ranks agreed on it)
         self.epoch_length = 1  # batches of the current epoch on this rank
         self.session_steps, self.step_seconds = 0, 0.0  # this session's updates and their time, validation apart
@@ -185,10 +192,7 @@ class Trainer:
     def _start_session(self) -> None:
         """What every session sets up before its first update: DDP, precision, clocks, the hooks."""
         self._step_module = self.task.loss
-        resumed_steps = rank_values(self.device, self.progress.step)
-        if len(set(resumed_steps)) > 1:  # e.g. two machines that do not share RUN: rank 0 alone writes checkpoints
-            raise MTError(f"the processes resumed at different steps ({', '.join(f'{s:.0f}' for s in resumed_steps)}"
-                          f" by rank): every machine must see the same {self.run.root} (a shared filesystem)")
+        same_resumed_step(self.device, self.progress.step, self.run.root)
         if self.world > 1:
             ids = [self.device] if self.device.type == "cuda" else None
             self._step_module = nn.parallel.DistributedDataParallel(self.task.loss, device_ids=ids)
@@ -198,6 +202,7 @@ class Trainer:
         self._precision = autocast(self.device, precision)
         self._started = time.perf_counter() - self.progress.train_seconds
         self._last_checkpoint = self._last_validation = time.perf_counter()
+        self.curves = LiveCurves(self.run.log_path, self.run.plot_dir / "curves.png")
         for hook in self.hooks:
             hook.start(self)
 
@@ -208,12 +213,11 @@ class Trainer:
         p = self.progress
         rate = self._tokens / max(self.step_seconds, 1e-9)
         if self.world > 1:  # DDP keeps the replicas identical; a checksum per rank shows it did
-            checksum = sum(float(w.double().sum()) for w in self.task.model.state_dict().values())
-            if len(set(rank_values(self.device, checksum))) > 1:
-                raise MTError("the processes ended with different weights: please report this as a bug")
+            checksum = same_weights(self.device, self.task.model)
             if self.main:
                 print(f"the weights of all {self.world} processes are identical (checksum {checksum:.6f})", flush=True)
         if self.main:
+            self.curves.flush()
             print(f"stopped ({stopped}) at step {p.step}, epoch {p.epoch}; {self.task.describe_best(p.best_score)}; "
                   f"{rate:.0f} target tokens/s; checkpoints in {self.run.checkpoint_dir}", flush=True)
         if self.world > 1:
@@ -340,7 +344,7 @@ class Trainer:
         for hook in self.hooks:
             hook.after_validation(self)
         if self.main:
-            plot_curves(self.run.log_path, self.run.plot_dir / "curves.png")
+            self.curves.validated()
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()
         self._validation_by_time = False

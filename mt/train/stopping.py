@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from mt.config import TrainConfig
+from mt.errors import MTError
 from mt.train.progress import Progress
 
-__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "rank_values", "stop_reason"]
+__all__ = ["StopFlag", "any_rank", "out_of_time", "rank0_decides", "rank_values", "same_resumed_step",
+           "same_weights", "stop_reason"]
 
 
 class StopFlag:
@@ -74,6 +77,23 @@ def rank_values(device: torch.device, value: float) -> list[float]:
     values = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(dist.get_world_size())]
     dist.all_gather(values, torch.tensor([value], dtype=torch.float64, device=device))
     return [v.item() for v in values]
+
+
+def same_resumed_step(device: torch.device, step: int, root: Path) -> None:
+    """Every rank resumed ``root`` at the same step, or an error that says why: e.g. two machines that do not
+    share RUN, where rank 0 alone writes checkpoints and another machine's copy never sees them."""
+    steps = rank_values(device, step)
+    if len(set(steps)) > 1:
+        raise MTError(f"the processes resumed at different steps ({', '.join(f'{s:.0f}' for s in steps)} by rank): "
+                      f"every machine must see the same {root} (a shared filesystem)")
+
+
+def same_weights(device: torch.device, model: torch.nn.Module) -> float:
+    """The weights' checksum, the same on every rank (DDP keeps the replicas identical), or an error."""
+    checksum = sum(float(w.double().sum()) for w in model.state_dict().values())
+    if len(set(rank_values(device, checksum))) > 1:
+        raise MTError("the processes ended with different weights: please report this as a bug")
+    return checksum
 
 
 def rank0_decides(value):
