@@ -106,3 +106,20 @@ def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
     torch.testing.assert_close(low_values, torch.log_softmax(x.bfloat16().float() @ weight.t(), -1).topk(6)[0],
                                rtol=0, atol=1e-5)
     assert top_log_probs(x, weight, 80)[0].shape == (rows, 50)  # n beyond the vocabulary: all of it
+
+
+@pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])
+def test_a_bf16_shortlist_keeps_the_fp32_choices_and_scores(rows, block):
+    """bf16 decoding shortlists each row's candidates with a bf16 multiply and rescores them in fp32: the same
+    tokens as the fp32 route, their logits exact, the normaliser off by the tail's bf16 rounding only."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(rows, 16) * 2, torch.randn(300, 16)
+    want_values, want_ids = torch.log_softmax(x @ weight.t(), dim=-1).topk(6, dim=1)
+    values, ids = top_log_probs(x, weight, 6, block_rows=block, low_weight=weight.bfloat16())
+    assert torch.equal(ids, want_ids)
+    torch.testing.assert_close(values, want_values, rtol=0, atol=2e-3)  # a bf16 logit alone is off by up to 0.16 here
+    gaps = values[:, :1] - values  # between candidates: fp32 logits, exactly
+    torch.testing.assert_close(gaps, want_values[:, :1] - want_values, rtol=0, atol=1e-5)
+    full, _ = top_log_probs(x, weight, 300, low_weight=weight.bfloat16())  # the whole vocabulary: fp32 route
+    torch.testing.assert_close(full, torch.log_softmax(x @ weight.t(), dim=-1).sort(descending=True)[0],
+                               rtol=0, atol=1e-5)

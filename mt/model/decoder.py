@@ -45,9 +45,11 @@ class StepContext:
     enc: EncoderOutput
     keys: torch.Tensor  # (B, S, A)
     weights: list[torch.Tensor]
+    output_low: torch.Tensor | None = None  # (V, E) the output layer's weight in bf16: bf16 search shortlists
 
     def index_select(self, index: torch.Tensor) -> StepContext:
-        return StepContext(self.enc.index_select(index), self.keys.index_select(0, index), self.weights)
+        return StepContext(self.enc.index_select(index), self.keys.index_select(0, index), self.weights,
+                           self.output_low)
 
 
 class Decoder(nn.Module):
@@ -75,16 +77,18 @@ class Decoder(nn.Module):
 
     def context(self, enc: EncoderOutput) -> StepContext:
         keys = self.attention.keys(enc.states)  # (B, S, A)
-        weights = self.rnn.step_weights()
+        weights, output_low = self.rnn.step_weights(), None
         device = enc.states.device.type
         if not torch.is_grad_enabled() and torch.is_autocast_enabled(device):
             # search: every step multiplies the states and the step weights (a concatenation, which autocast's
             # weight cache does not hold) in the autocast dtype; cast them once here, not once per step (the
-            # same numbers: a cast is a cast)
+            # same numbers: a cast is a cast). The output layer shortlists its candidates in bf16 (top_tokens).
             low = torch.get_autocast_dtype(device)
             enc = replace(enc, states=enc.states.to(low))
             weights = [w.to(low) for w in weights]
-        return StepContext(enc, keys, weights)
+            if low == torch.bfloat16 and type(self.output) is nn.Linear:
+                output_low = self.output.weight.to(low)
+        return StepContext(enc, keys, weights, output_low)
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
@@ -153,5 +157,6 @@ class Decoder(nn.Module):
             return (*log_probs.topk(min(n, log_probs.shape[1]), dim=1), state, weights)
         vectors, state, weights = self._step_vectors(prev, state, ctx)
         with torch.autocast(vectors.device.type, enabled=False):
-            values, ids = top_log_probs(vectors, self.output.weight, n)  # fp32 logits, block by block
+            # fp32 scores, block by block (bf16 shortlists when ctx has the bf16 weight)
+            values, ids = top_log_probs(vectors, self.output.weight, n, low_weight=ctx.output_low)
         return values, ids, state, weights
