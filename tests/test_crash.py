@@ -30,26 +30,30 @@ def wait_for_new_checkpoint(path, old_mtime: int, timeout: float = 120.0) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_killed_training_resumes_from_its_checkpoint(tmp_path, sig, train_tiny, capsys):
-    run = train_tiny(1)  # a prepared run with one finished epoch
-    last = run / "checkpoints" / "last.pt"
-    before = load_checkpoint(last)["progress"]["step"]
-    proc = start_training(run, epochs=40)
-    wait_for_new_checkpoint(last, last.stat().st_mtime_ns)  # training is under way
-    time.sleep(random.random())  # then a random point
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    if sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and SIGTERM: checkpoint saved, then exit 130
-        assert proc.returncode == 130 and "stopped (interrupted)" in out
-    else:
-        assert proc.returncode == -signal.SIGKILL
-    state = load_checkpoint(last)  # intact, loadable
-    killed_at = state["progress"]["step"]
-    assert killed_at > before
-    capsys.readouterr()
-    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0  # resumed, in-process
-    assert not list((run / "checkpoints").glob(".*tmp*"))  # a write cut short by the kill is cleaned up
-    match = re.search(r"resuming from last.pt: step (\d+)", capsys.readouterr().out)
-    assert match and int(match.group(1)) == killed_at
-    assert load_checkpoint(last)["progress"]["step"] >= killed_at
+def test_killed_training_resumes_from_its_checkpoint(train_tiny, capsys):
+    """SIGKILL, SIGTERM and Ctrl-C (SIGINT), each at a random point of its own training run (the three run at once:
+    each process's start-up takes longer than its training until the kill): the last checkpoint is intact, and
+    re-running resumes from exactly it."""
+    signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]
+    runs = {sig: train_tiny(1, name=sig.name) for sig in signals}  # prepared runs with one finished epoch
+    lasts = {sig: run / "checkpoints" / "last.pt" for sig, run in runs.items()}
+    before = {sig: (load_checkpoint(last)["progress"]["step"], last.stat().st_mtime_ns) for sig, last in lasts.items()}
+    procs = {sig: start_training(run, epochs=40) for sig, run in runs.items()}
+    for sig, proc in procs.items():
+        wait_for_new_checkpoint(lasts[sig], before[sig][1])  # training is under way
+        time.sleep(random.random())  # then a random point
+        proc.send_signal(sig)
+    for sig, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        if sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C and SIGTERM: checkpoint saved, then exit 130
+            assert proc.returncode == 130 and "stopped (interrupted)" in out, (sig.name, err[-2000:])
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        killed_at = load_checkpoint(lasts[sig])["progress"]["step"]  # intact, loadable
+        assert killed_at > before[sig][0], sig.name
+        capsys.readouterr()
+        assert main(["train", "--run", str(runs[sig]), *TINY_OVERRIDES, "train.max_epochs=2"]) == 0  # in-process
+        assert not list((runs[sig] / "checkpoints").glob(".*tmp*"))  # a write cut short by the kill is cleaned up
+        match = re.search(r"resuming from last.pt: step (\d+)", capsys.readouterr().out)
+        assert match and int(match.group(1)) == killed_at, sig.name
+        assert load_checkpoint(lasts[sig])["progress"]["step"] >= killed_at
