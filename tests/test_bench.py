@@ -68,6 +68,18 @@ def test_bench_decoding(trained_run, capsys):
     (greedy,) = _lines(capsys)
     assert greedy["precision"] == "fp32" and greedy["default"]
 
+    # the output layer's bf16 shortlist against its fp32 multiply, alternately; fp32 decoding never shortlists
+    assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "2",
+                 "--compare", "shortlist"]) == 0
+    results = _lines(capsys)
+    assert [(r["precision"], r["shortlist"]) for r in results] == [
+        ("bf16", True), ("bf16", False), ("bf16", False), ("bf16", True)] + [("fp32", False)] * 4
+    assert all(r["bleu"] > 20 for r in results)
+    from mt.model import top_tokens
+    assert top_tokens.BF16_SHORTLIST  # the default is back
+    assert main(["--run", str(trained_run), "--compare", "shortlist"]) == 2  # training: nothing to compare
+    assert capsys.readouterr().err.strip() == "error: --compare shortlist compares decoding only: add --what decode"
+
 
 def test_scale_bench_corpus_joins_unique_pairs(tmp_path):
     """`make scale-bench`'s synthetic corpus: N pairs, each two different real pairs joined side by side, no

@@ -24,7 +24,7 @@ from mt.config import apply_overrides
 from mt.data.batching import collate, make_batches
 from mt.device import autocast, bf16_units, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
-from mt.model import activations, build_model
+from mt.model import activations, build_model, top_tokens
 from mt.model.loss import SummedLoss
 from mt.profiling import ATTENTION, CLIP, DECODER_LSTM, ENCODER, OPTIMIZER, OUTPUT_LOSS
 from mt.run import RunDir
@@ -169,23 +169,29 @@ def bench_training(run: RunDir, overrides: list[str], steps: int, warmup: int, b
     return result
 
 
-class _TanhForm:
-    """A context (autocast, or nullcontext) with tanh computed through sigmoid (mt.model.activations) or by
-    torch.tanh; the previous form is restored on leaving. Reusable: entered once per training step."""
+class _Switch:
+    """A context (autocast, or nullcontext) with a module's switch set, e.g. tanh through sigmoid
+    (``mt.model.activations.VIA_SIGMOID``) or by torch.tanh; the previous value is restored on leaving. Reusable:
+    entered once per training step."""
 
-    def __init__(self, context, via_sigmoid: bool):
-        self.context, self.via_sigmoid = context, via_sigmoid
+    def __init__(self, context, module, flag: str, value: bool):
+        self.context, self.module, self.flag, self.value = context, module, flag, value
 
     def __enter__(self):
-        self.saved, activations.VIA_SIGMOID = activations.VIA_SIGMOID, self.via_sigmoid
+        self.saved = getattr(self.module, self.flag)
+        setattr(self.module, self.flag, self.value)
         return self.context.__enter__()
 
     def __exit__(self, *exc):
-        activations.VIA_SIGMOID = self.saved
+        setattr(self.module, self.flag, self.saved)
         return self.context.__exit__(*exc)
 
 
-_ARMS = {"paths": ["fused", "generic"], "precision": ["bf16", "fp32"], "tanh": ["tanh via sigmoid", "torch.tanh"]}
+WARMUP_SENTENCES = 500  # decoded untimed before the first timed decode of each kind: a full batch of short lines
+# what `--compare tanh|shortlist` switches: on (the default) and off
+_SWITCHES = {"tanh": (activations, "VIA_SIGMOID"), "shortlist": (top_tokens, "BF16_SHORTLIST")}
+_ARMS = {"paths": ["fused", "generic"], "precision": ["bf16", "fp32"], "tanh": ["tanh via sigmoid", "torch.tanh"],
+         "shortlist": ["bf16 shortlist", "fp32 output multiply"]}  # shortlist: decoding only
 
 
 def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, against: str = "paths") -> dict:
@@ -204,7 +210,7 @@ def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, ag
         second.encoder.chunked = second.decoder.fused = False
         contexts = [setup.autocast, setup.autocast]
     elif against == "tanh":
-        contexts = [_TanhForm(setup.autocast, True), _TanhForm(setup.autocast, False)]
+        contexts = [_Switch(setup.autocast, activations, "VIA_SIGMOID", v) for v in (True, False)]
     else:
         contexts = [autocast(device, "bf16"), autocast(device, "fp32")]
     arms = [(SummedLoss(m, t.label_smoothing, t.rdrop_alpha), make_optimizer(m.parameters(), t.lr, t.weight_decay), context)
@@ -250,29 +256,37 @@ def bench_training_precisions(run: RunDir, overrides: list[str], steps: int, war
 
 
 def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str] | None = None,
-                   tanh_forms: tuple[bool, ...] = (True,)) -> list[dict]:
+                   alternate: str | None = None) -> list[dict]:
     """Greedy/beam decoding of ``split`` for each beam size, in each of ``precisions`` (None: the configured
-    decode.precision only); ``default`` marks what `mt translate` would use. ``tanh_forms``: one decode per entry,
-    tanh through sigmoid (True) or torch.tanh (False)."""
+    decode.precision only); ``default`` marks what `mt translate` would use. ``alternate`` ("tanh" or
+    "shortlist"): four decodes each, that switch on, off, off, on (tanh through sigmoid or torch.tanh; bf16
+    decoding's output layer shortlisting in bf16, or multiplying in fp32)."""
     from eval.evaluate import split_texts
     from eval.scoring import score
     from mt.decode.translator import Translator
 
     sources, references = split_texts(run, split)
-    results = []
+    results, warm = [], {}
     for beam in beams:
-        for precision, via_sigmoid in [(p, f) for p in precisions or [None] for f in tanh_forms]:
+        module, flag = _SWITCHES[alternate or "tanh"]
+        values = (True, False, False, True) if alternate else (getattr(module, flag),)
+        for precision, value in [(p, v) for p in precisions or [None] for v in values]:
             start = time.perf_counter()
             translator = Translator.from_run(run)
             default = translator.precision
             translator.precision = precision or default
             loaded = time.perf_counter()
-            with _TanhForm(contextlib.nullcontext(), via_sigmoid):
+            with _Switch(contextlib.nullcontext(), module, flag, value):
+                if not warm.get((beam, precision, value)):  # a process's first decode of a kind runs slower
+                    translator.translate(sources[:WARMUP_SENTENCES], beam=beam)  # (kernels and memory set up)
+                    warm[beam, precision, value] = True
+                    start, loaded = start + time.perf_counter() - loaded, time.perf_counter()  # untimed
                 hyps = [t.text for t in translator.translate(sources, beam=beam)]
+                switches = {"tanh": "via sigmoid" if activations.VIA_SIGMOID else "torch.tanh",
+                            "shortlist": top_tokens.BF16_SHORTLIST and translator.precision == "bf16"}
             done = time.perf_counter()
             results.append({
-                "what": "decode", "split": split, "beam": beam, "precision": translator.precision,
-                "tanh": "via sigmoid" if via_sigmoid else "torch.tanh",
+                "what": "decode", "split": split, "beam": beam, "precision": translator.precision, **switches,
                 "default": translator.precision == default, "sentences": len(sources),
                 "sentences_per_s": round(len(sources) / (done - loaded), 1), "seconds": round(done - loaded, 2),
                 "seconds_with_loading": round(done - start, 2), "bleu": score(hyps, references)["bleu"],
@@ -295,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="train two copies side by side, alternating batch by batch, and report both rates (robust "
                         "to a machine whose speed drifts): the fused vs the generic paths (paths, the default), "
                         "bf16 vs fp32 (precision), or tanh through sigmoid vs torch.tanh (tanh; with --what "
-                        "decode, decodes alternately with each)")
+                        "decode, decodes alternately with each); shortlist (--what decode only): bf16 decoding "
+                        "with the output layer's bf16 shortlist vs its fp32 multiply, alternately")
     p.add_argument("--profile", action="store_true",
                    help="run the timed training steps under torch.profiler and report where the time goes "
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
@@ -308,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
     try:
+        if args.compare == "shortlist" and "train" in args.what:
+            raise MTError("--compare shortlist compares decoding only: add --what decode")
         if args.compare and "train" in args.what:
             print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup, args.compare)), flush=True)
         elif "train" in args.what and args.precision == "both" and not (args.baseline or args.profile):
@@ -315,14 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         elif "train" in args.what:
             print(json.dumps(bench_training(run, args.overrides, args.steps, args.warmup, args.baseline,
                                             args.profile)), flush=True)
-        if "decode" in args.what and args.compare in (None, "tanh"):
+        if "decode" in args.what and args.compare in (None, "tanh", "shortlist"):
             if not (run.checkpoint_dir / "best.pt").is_file():
                 print(json.dumps({"what": "decode", "skipped": f"no trained model in {run.root} (make train)"}))
             else:
                 precisions = ["bf16", "fp32"] if args.precision == "both" else None
-                forms = (True, False, False, True) if args.compare == "tanh" else (True,)
+                alternate = args.compare if args.compare in _SWITCHES else None
                 for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")], precisions,
-                                             forms):
+                                             alternate):
                     print(json.dumps(result), flush=True)
     except MTError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ from torch import nn
 
 from mt.config import ModelConfig
 from mt.data.tokenizer import PAD_ID
+from mt.model import top_tokens
 from mt.model.activations import tanh
 from mt.model.attention import BahdanauAttention, NoAttention, build_attention
 from mt.model.dropout import ByteDropout
@@ -86,7 +87,7 @@ class Decoder(nn.Module):
             low = torch.get_autocast_dtype(device)
             enc = replace(enc, states=enc.states.to(low))
             weights = [w.to(low) for w in weights]
-            if low == torch.bfloat16 and type(self.output) is nn.Linear:
+            if low == torch.bfloat16 and top_tokens.BF16_SHORTLIST and type(self.output) is nn.Linear:
                 output_low = self.output.weight.to(low)
         return StepContext(enc, keys, weights, output_low)
 
