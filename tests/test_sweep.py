@@ -36,6 +36,11 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
     setting = out / "dropout-0.2_vocab-size-50"
     assert json.loads((setting / "data" / "meta.json").read_text())["tgt_vocab_size"] == 50
     assert "dropout: 0.2" in (setting / "config.yaml").read_text()
+    # the baseline changes no data.* key: it trains on a copy of the base run's prepared data, not a new one
+    said = capfd.readouterr().out
+    assert said.count("+ mt prepare") == 1 and said.count("a copy of") == 1
+    assert (out / "baseline" / "data" / "meta.json").read_bytes() == (trained_run / "data" / "meta.json").read_bytes()
+    assert not (out / "baseline" / ".data.partial").exists()
     table = (out / "sweep.md").read_text()
     assert table.count("\n| ") == 4 and "**" in table  # header, rule, two rows; the best one in bold
     assert (out / "sweep.png").stat().st_size > 0

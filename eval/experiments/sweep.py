@@ -1,9 +1,9 @@
 """Which settings train best within a fixed time? (``make sweep``) The experiment table, on validation only.
 
 Each setting is a group of config overrides, e.g. ``"model.dropout=0.4 train.label_smoothing=0.2"``. Next to
-the baseline (the BASE run's config unchanged), every setting gets its own run folder OUT/NAME, prepared from
-the same corpus as BASE (``data.*`` settings, e.g. a vocabulary size, re-train the tokenizer) and trained for the
-same wall-clock budget. Settings are compared by their best greedy validation BLEU: test splits play no part.
+the baseline (the BASE run's config unchanged), every setting gets its own run folder OUT/NAME, trained for the
+same wall-clock budget on a copy of BASE's prepared data, or, for a setting that changes ``data.*`` keys (e.g. a
+vocabulary size, which re-trains the tokenizer), on the same corpus prepared again. Settings are compared by their best greedy validation BLEU: test splits play no part.
 
     python -m eval.experiments.sweep --base runs/multi30k-en-de --minutes 15 --out runs/sweep \\
         "model.dropout=0.2" "model.dropout=0.4" "train.label_smoothing=0" "data.vocab_size=16000"
@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from mt.config import apply_overrides
+from mt.config import Config, apply_overrides, config_to_dict, save_config
 from mt.errors import MTError
 from mt.files import atomic_write, read_jsonl
 from mt.plots import save_figure
@@ -54,6 +55,26 @@ def _mt(*args: str) -> int:
             return 130 if interrupted else code
         except KeyboardInterrupt:
             interrupted = True
+
+
+def _prepare(base: RunDir, base_cfg: Config, meta: dict, run: Path, overrides: list[str]) -> int:
+    """Prepare RUN for a setting -> an exit status. A setting that changes no data.* key trains on a copy of the
+    base run's prepared data (preparing a large corpus again would cost as much as a short training); one that
+    does is prepared from the same corpus by `mt prepare`."""
+    cfg = apply_overrides(base_cfg, overrides)
+    if config_to_dict(cfg)["data"] != config_to_dict(base_cfg)["data"]:
+        return _mt("prepare", "--run", str(run), "--config", str(base.config_path), "--src", meta["src"],
+                   "--tgt", meta["tgt"], *_source_args(meta), *overrides)
+    target = RunDir.of(run)
+    if not target.data_dir.is_dir():
+        partial = run / ".data.partial"  # renamed when complete: an interrupted copy is never taken for data
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(base.data_dir, partial)
+        partial.rename(target.data_dir)
+        print(f"+ {target.data_dir}: a copy of {base.data_dir} (the setting changes no data.* key)", flush=True)
+    if not target.config_path.is_file():
+        save_config(cfg, target.config_path)
+    return 0
 
 
 def _source_args(meta: dict) -> list[str]:
@@ -167,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         name = setting_name(overrides)
         run = out / name
         extra = common + overrides
-        code = _mt("prepare", "--run", str(run), "--config", str(base.config_path), "--src", meta["src"],
-                   "--tgt", meta["tgt"], *_source_args(meta), *extra)
+        code = _prepare(base, base_cfg, meta, run, extra)
         if code == 0:
             code = _mt("train", "--run", str(run), *extra)
         row = {"setting": " ".join(overrides) or BASELINE, "run": str(run), **summarise(run)}
