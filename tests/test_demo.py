@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -105,11 +104,9 @@ def test_concurrent_requests_are_all_answered(server: str, translator: Translato
     sentences = [" ".join(["the", "red", "dog", "runs", "near", "a", "cat"][: 2 + i % 6]) for i in range(20)]
     expected = [t.text for t in translator.translate(sentences)]
 
-    def ask(sentence: str) -> str:
-        return Client(server, verbose=False).predict(sentence, api_name="/translate")[0]
-
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(ask, sentences))
+    client = Client(server, verbose=False)
+    jobs = [client.submit(sentence, api_name="/translate") for sentence in sentences]  # 20 requests in flight
+    answers = [job.result(timeout=120)[0] for job in jobs]
     assert answers == expected
 
 
