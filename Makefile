@@ -13,6 +13,7 @@ SHARED_DATA := ../shared/data/multi30k
 DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 HF_DATASET ?= bentrevett/multi30k
 SPLIT ?= test_2016_flickr
+JOEY ?=
 ARGS ?=
 
 .PHONY: install data train eval demo test bench scale-bench demo-bench transfer-experiment sweep compare lint clean
@@ -45,8 +46,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# JOEY=DIR (made by ../shared/reference/run_joeynmt.sh DIR SECONDS): Joey NMT's decoding timed beside ours
 bench: data
-	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(ARGS)
+	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(if $(JOEY),--joey $(JOEY)) $(ARGS)
 
 # mt prepare + a short mt train on synthetic corpora of N unique pairs: time, peak memory, tokens/s per N
 scale-bench: $(STAMP)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from eval.bench.speed import main
 
 
@@ -115,3 +117,39 @@ def test_precision_trajectory_trains_three_arms_on_the_same_batches(trained_run,
     assert abs(losses["bf16-fused"][0] - losses["fp32"][0]) < 0.05  # the first step: same weights, same batch
     assert trajectory_main(["--run", str(trained_run), "--steps", "1", "train.threads=1"]) == 0
     assert "bf16-fused: mean loss minus fp32's" in capsys.readouterr().out
+
+
+FAKE_JOEY = """#!/usr/bin/env bash
+# stands in for Joey NMT 2.3: `python -m joeynmt test CONFIG -o PREFIX` writes its source lines as the output
+test=$(sed -n 's/^  test: //p' "$4")
+cp "$test.en" "$6.test"
+"""
+
+
+def test_bench_against_a_joey_folder(trained_run, tiny_corpus, tmp_path, capsys):
+    """`--joey DIR`: both toolkits decode DIR's test split as whole processes, alternating; each output scored
+    against the same references (here a stand-in for Joey NMT that copies the source)."""
+    joey = tmp_path / "joey"
+    (joey / "venv" / "bin").mkdir(parents=True)
+    (joey / "model").mkdir()
+    (joey / "model" / "57.ckpt").write_bytes(b"")
+    (joey / "data").mkdir()
+    for lang in ("en", "de"):
+        (joey / "data" / f"test_toy.{lang}").write_bytes((tiny_corpus / f"test_toy.{lang}").read_bytes())
+    (joey / "train.yaml").write_text(yaml.safe_dump({"data": {
+        "test": str(joey / "data" / "test_toy"), "dev": "unused", "src": {"lang": "en"}, "trg": {"lang": "de"}},
+        "testing": {"beam_size": 5}}), encoding="utf-8")
+    python = joey / "venv" / "bin" / "python"
+    python.write_text(FAKE_JOEY)
+    python.chmod(0o755)
+    assert main(["--run", str(trained_run), "--what", "decode", "--precision", "config", "--beams", "2",
+                 "--split", "test_toy", "--joey", str(joey)]) == 0
+    _, record = _lines(capsys)
+    assert record["what"] == "decode-vs-joey" and record["beam"] == 2 and record["sentences"] == 30
+    assert len(record["seconds"]) == len(record["joey_seconds"]) == 2 and record["joey_over_ours"] > 0
+    assert record["bleu"] > 20 and record["joey_bleu"] < 5  # the model translates; the stand-in copies English
+    written = yaml.safe_load((trained_run / "eval" / "bench-joey" / "joey-beam2.yaml").read_text())
+    assert written["testing"]["beam_size"] == 2 and "dev" not in written["data"]
+    assert written["testing"]["load_model"].endswith("57.ckpt")
+    assert main(["--run", str(trained_run), "--what", "decode", "--joey", str(tmp_path)]) == 2  # checked first
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}/venv/bin/python not found")

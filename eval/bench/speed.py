@@ -17,9 +17,11 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
+from eval.bench.joey import JoeyFolder, bench_against_joey
 from mt.config import apply_overrides
 from mt.data.batching import collate, make_batches
 from mt.device import autocast, bf16_units, resolve_device, resolve_precision, use_threads
@@ -319,10 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["both", "config"], default="both",
                    help="both (the default): train and decode in bf16 and in fp32 side by side, and mark the one "
                         "the config's precision: auto picks here; config: only the configured precision")
+    p.add_argument("--joey", metavar="DIR", help="also time Joey NMT from DIR (made by ../shared/reference/"
+                   "run_joeynmt.sh DIR SECONDS) against `mt translate`, whole process, on Joey's test split")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
     try:
+        joey = JoeyFolder(Path(args.joey)) if args.joey and "decode" in args.what else None  # checked first
         if args.compare == "shortlist" and "train" in args.what:
             raise MTError("--compare shortlist compares decoding only: add --what decode")
         if args.compare and "train" in args.what:
@@ -341,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                 for result in bench_decoding(run, args.split, [int(b) for b in args.beams.split(",")], precisions,
                                              alternate):
                     print(json.dumps(result), flush=True)
+        if joey:
+            for record in bench_against_joey(run.root, joey, [int(b) for b in args.beams.split(",")],
+                                             run.root / "eval" / "bench-joey"):
+                print(json.dumps(record), flush=True)
     except MTError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
