@@ -329,6 +329,17 @@ def test_two_nodes_with_a_c10d_rendezvous(tmp_path, train_tiny):
     assert not list((runs[writers[0]] / "checkpoints").glob(".*tmp*"))
 
 
+def test_every_session_checks_that_the_ranks_resumed_at_one_step(train_tiny, monkeypatch):
+    """The check of test_ranks_agree_when_to_stop runs when a session starts, with the step it resumed at."""
+    import mt.train.loop as loop
+
+    run = train_tiny(1)
+    checked = []
+    monkeypatch.setattr(loop, "same_resumed_step", lambda device, step, root: checked.append((step, root)))
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=1"]) == 0  # nothing left to train
+    assert checked == [(load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"], run)]
+
+
 def _rank_votes(rank: int, port: int, results) -> None:
     import torch.distributed as dist
 

@@ -268,21 +268,22 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
     from mt.decode.translator import Translator
 
     sources, references = split_texts(run, split)
-    results, warm = [], {}
+    module, flag = _SWITCHES[alternate or "tanh"]
+    values = (True, False, False, True) if alternate else (getattr(module, flag),)
+    results, warmed = [], set()
     for beam in beams:
-        module, flag = _SWITCHES[alternate or "tanh"]
-        values = (True, False, False, True) if alternate else (getattr(module, flag),)
         for precision, value in [(p, v) for p in precisions or [None] for v in values]:
-            start = time.perf_counter()
-            translator = Translator.from_run(run)
-            default = translator.precision
-            translator.precision = precision or default
-            loaded = time.perf_counter()
             with _Switch(contextlib.nullcontext(), module, flag, value):
-                if not warm.get((beam, precision, value)):  # a process's first decode of a kind runs slower
-                    translator.translate(sources[:WARMUP_SENTENCES], beam=beam)  # (kernels and memory set up)
-                    warm[beam, precision, value] = True
-                    start, loaded = start + time.perf_counter() - loaded, time.perf_counter()  # untimed
+                if (beam, precision, value) not in warmed:  # a process's first decode of a kind runs slower
+                    warm_up = Translator.from_run(run)  # (kernels and memory set up): untimed
+                    warm_up.precision = precision or warm_up.precision
+                    warm_up.translate(sources[:WARMUP_SENTENCES], beam=beam)
+                    warmed.add((beam, precision, value))
+                start = time.perf_counter()
+                translator = Translator.from_run(run)
+                default = translator.precision
+                translator.precision = precision or default
+                loaded = time.perf_counter()
                 hyps = [t.text for t in translator.translate(sources, beam=beam)]
                 switches = {"tanh": "via sigmoid" if activations.VIA_SIGMOID else "torch.tanh",
                             "shortlist": top_tokens.BF16_SHORTLIST and translator.precision == "bf16"}

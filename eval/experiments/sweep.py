@@ -3,7 +3,8 @@
 Each setting is a group of config overrides, e.g. ``"model.dropout=0.4 train.label_smoothing=0.2"``. Next to
 the baseline (the BASE run's config unchanged), every setting gets its own run folder OUT/NAME, trained for the
 same wall-clock budget on a copy of BASE's prepared data, or, for a setting that changes ``data.*`` keys (e.g. a
-vocabulary size, which re-trains the tokenizer), on the same corpus prepared again. Settings are compared by their best greedy validation BLEU: test splits play no part.
+vocabulary size, which re-trains the tokenizer), on the same corpus prepared again. Settings are compared by
+their best greedy validation BLEU: test splits play no part.
 
     python -m eval.experiments.sweep --base runs/multi30k-en-de --minutes 15 --out runs/sweep \\
         "model.dropout=0.2" "model.dropout=0.4" "train.label_smoothing=0" "data.vocab_size=16000"

@@ -36,44 +36,41 @@ def top_log_probs(x: torch.Tensor, weight: torch.Tensor, n: int, block_rows: int
     rows, vocab = x.shape[0], weight.shape[0]
     n = min(n, vocab)
     shortlist = min(n + CANDIDATE_MARGIN, vocab)
-    if low_weight is not None and shortlist <= MAX_CANDIDATES and shortlist < vocab:
-        return _top_from_shortlist(x, weight, low_weight, n, shortlist, block_rows)
+    if shortlist > MAX_CANDIDATES or shortlist == vocab:
+        low_weight = None  # the whole vocabulary, or nearly: the fp32 multiply
     values = x.new_empty(rows, n)
     ids = torch.empty(rows, n, dtype=torch.long, device=x.device)
-    buf = x.new_empty(min(block_rows, rows), vocab)  # one (block, V) buffer reused by every block
-    for start in range(0, rows, block_rows):
-        xs = x[start:start + block_rows]  # (b, E)
-        logits = torch.mm(xs, weight.t(), out=buf[: xs.shape[0]])  # (b, V)
-        top, top_ids = logits.topk(n, dim=1)  # (b, n): the largest logits are the largest log-probabilities
-        peak = top[:, :1]  # (b, 1) each row's maximum
-        norm = logits.sub_(peak).exp_().sum(dim=1, keepdim=True).log_()  # (b, 1): log sum exp(z - max)
-        values[start:start + xs.shape[0]] = top - peak - norm
-        ids[start:start + xs.shape[0]] = top_ids
-    return values, ids
-
-
-def _top_from_shortlist(x: torch.Tensor, weight: torch.Tensor, low_weight: torch.Tensor, n: int, shortlist: int,
-                        block_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``top_log_probs`` with the (rows, V) multiply in bf16 and the ``shortlist`` best candidates rescored in
-    fp32 (module docstring)."""
-    rows, vocab = x.shape[0], weight.shape[0]
-    values = x.new_empty(rows, n)
-    ids = torch.empty(rows, n, dtype=torch.long, device=x.device)
-    low_buf = x.new_empty(min(block_rows, rows), vocab, dtype=low_weight.dtype)  # bf16 logits of a block
-    buf = x.new_empty(min(block_rows, rows), vocab)  # the same in fp32, for the normaliser
-    x_low = x.to(low_weight.dtype)
+    buf = x.new_empty(min(block_rows, rows), vocab)  # one (block, V) fp32 buffer reused by every block
+    if low_weight is not None:
+        x_low = x.to(low_weight.dtype)
+        low_buf = buf.new_empty(buf.shape, dtype=low_weight.dtype)  # the same in bf16
     for start in range(0, rows, block_rows):
         xs = x[start:start + block_rows]  # (b, E)
         b = xs.shape[0]
-        low = torch.mm(x_low[start:start + b], low_weight.t(), out=low_buf[:b])  # (b, V) bf16
-        logits = buf[:b].copy_(low)  # (b, V) fp32: the bf16 logits, exactly
-        approx, cand = logits.topk(shortlist, dim=1)  # (b, C) the candidates, by their bf16 logits
-        rows_c = weight.index_select(0, cand.view(-1)).view(b, shortlist, -1)  # (b, C, E) the candidates' rows
-        exact = torch.bmm(rows_c, xs.unsqueeze(2)).squeeze(2)  # (b, C): their fp32 logits
-        peak = exact.amax(dim=1, keepdim=True)  # (b, 1)
-        total = logits.sub_(peak).exp_().sum(dim=1, keepdim=True)  # (b, 1): sum exp(z - peak), bf16 z
-        total += (exact - peak).exp().sum(dim=1, keepdim=True) - (approx - peak).exp().sum(dim=1, keepdim=True)
-        top, order = exact.topk(n, dim=1)  # (b, n)
-        values[start:start + b] = top - peak - total.log()
-        ids[start:start + b] = cand.gather(1, order)
+        if low_weight is None:
+            logits = torch.mm(xs, weight.t(), out=buf[:b])  # (b, V)
+            top, top_ids = logits.topk(n, dim=1)  # (b, n): the largest logits are the largest log-probabilities
+            peak = top[:, :1]  # (b, 1) each row's maximum
+            norm = logits.sub_(peak).exp_().sum(dim=1, keepdim=True).log_()  # (b, 1): log sum exp(z - max)
+        else:
+            top, top_ids, peak, norm = _shortlisted(xs, x_low[start:start + b], weight, low_weight, n, shortlist,
+                                                    buf[:b], low_buf[:b])
+        values[start:start + b] = top - peak - norm
+        ids[start:start + b] = top_ids
     return values, ids
+
+
+def _shortlisted(xs: torch.Tensor, xs_low: torch.Tensor, weight: torch.Tensor, low_weight: torch.Tensor, n: int,
+                 shortlist: int, buf: torch.Tensor, low_buf: torch.Tensor):
+    """One block with the (b, V) multiply in bf16 and its ``shortlist`` best candidates rescored in fp32 (module
+    docstring) -> the n best fp32 logits (b, n), their ids, each row's peak (b, 1) and log sum exp(z - peak)."""
+    low = torch.mm(xs_low, low_weight.t(), out=low_buf)  # (b, V) bf16
+    logits = buf.copy_(low)  # (b, V) fp32: the bf16 logits, exactly
+    approx, cand = logits.topk(shortlist, dim=1)  # (b, C) the candidates, by their bf16 logits
+    rows = weight.index_select(0, cand.view(-1)).view(xs.shape[0], shortlist, -1)  # (b, C, E) their weights
+    exact = torch.bmm(rows, xs.unsqueeze(2)).squeeze(2)  # (b, C): their fp32 logits
+    peak = exact.amax(dim=1, keepdim=True)  # (b, 1)
+    total = logits.sub_(peak).exp_().sum(dim=1, keepdim=True)  # (b, 1): sum exp(z - peak), bf16 z
+    total += (exact - peak).exp().sum(dim=1, keepdim=True) - (approx - peak).exp().sum(dim=1, keepdim=True)
+    top, order = exact.topk(n, dim=1)  # (b, n)
+    return top, cand.gather(1, order), peak, total.log()
