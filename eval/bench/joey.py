@@ -84,7 +84,7 @@ def bench_against_joey(run: Path, joey: JoeyFolder, beams: list[int], out: Path)
         mean = {who: sum(s) / len(s) for who, s in seconds.items()}
         records.append({"what": "decode-vs-joey", "source": str(joey.source), "sentences": len(references),
                         "beam": beam, "seconds": seconds["ours"], "joey_seconds": seconds["joey"],
-                        "joey_over_ours": round(mean["joey"] / mean["ours"], 2),
+                        "joey_over_ours": float(f"{mean['joey'] / mean['ours']:.3g}"),  # 3 digits
                         "bleu": round(score(hyps["ours"], references)["bleu"], 2),
                         "joey_bleu": round(score(hyps["joey"], references)["bleu"], 2)})
     return records

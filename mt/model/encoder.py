@@ -11,6 +11,8 @@ work spent on padding, and about 100 ms less per 4k-token training batch on 2 co
 
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +31,20 @@ from mt.profiling import ENCODER, span
 __all__ = ["Bridge", "Encoder", "EncoderOutput"]
 
 _RNN_KERNELS = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}  # fused whole-sequence kernels
+
+
+@functools.cache
+def _bf16_lstm_kernel() -> bool:
+    """Whether torch's CPU LSTM kernel runs under bf16 autocast here. It calls oneDNN's bf16 LSTM, which CPUs
+    without AVX-512 (e.g. AMD Zen 3) lack ("could not create a primitive descriptor"): the encoder then stays
+    fp32 under bf16 autocast (bf16 is slower than fp32 on such CPUs anyway: ``train.precision=auto`` picks fp32)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        try:
+            torch.lstm(torch.zeros(1, 1, 2), (torch.zeros(1, 1, 2),) * 2, [torch.zeros(8, 2)] * 2 + [torch.zeros(8)] * 2,
+                       True, 1, 0.0, False, False, True)
+        except RuntimeError:
+            return False
+    return True
 
 
 @dataclass
@@ -100,7 +116,8 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor) -> EncoderOutput:
         """src: (B, S) token ids, src_lens: (B,) lengths (at least 1)."""
-        with span(ENCODER):
+        fp32 = src.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not _bf16_lstm_kernel()
+        with span(ENCODER), torch.autocast("cpu", enabled=False) if fp32 else nullcontext():
             # Packing is as fast when nothing is differentiated (decoding, validation) and serves int8 RNNs;
             # on GPUs cuDNN runs packed sequences natively (and would re-pack loose weights at every chunk).
             if not (self.chunked and torch.is_grad_enabled() and src.device.type == "cpu") \
