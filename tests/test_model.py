@@ -74,6 +74,26 @@ def test_attention_masks_padding(attention_cls):
     assert context.shape == (B, H)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("block_bytes", [1, 10 ** 9])
+def test_search_attention_in_blocks_equals_the_training_form(monkeypatch, dtype, tol, block_bytes):
+    """Search (autograd off) makes the energies a block of sentences at a time, tanh folded into a sigmoid in
+    fp32: the same weights and contexts as the differentiable form, K rows per sentence, padding masked."""
+    torch.manual_seed(0)
+    monkeypatch.setattr("mt.model.attention.ENERGY_BLOCK_BYTES", block_bytes)  # 1: a block per sentence
+    att, k = BahdanauAttention(H, H, 8), 4
+    states = torch.randn(B, 5, H)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    query = torch.randn(B * k, H) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        want = att(query, att.keys(states), states, mask)  # autograd on: the training form
+        with torch.no_grad():
+            got = att(query, att.keys(states), states, mask)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= tol
+    assert torch.all(got[1].view(B, k, 5)[~mask.unsqueeze(1).expand(B, k, 5)] == 0)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_encoder_padding_does_not_change_a_sentence(cell):
     torch.manual_seed(0)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["tanh", "tanh_"]
+__all__ = ["tanh", "tanh_", "uses_torch_tanh"]
 
 VIA_SIGMOID = True  # False: torch.tanh everywhere (`python -m eval.bench --compare tanh` compares the two)
 
 
-def _torch_tanh(x: torch.Tensor) -> bool:
+def uses_torch_tanh(x: torch.Tensor) -> bool:
     """torch.tanh on GPUs, and for bf16, where the identity doubles the rounding error (2x one bf16 step of the
     sigmoid) without a measurable gain: bf16 decoding was equally fast either way (docs/results.md, "Speed")."""
     return x.device.type != "cpu" or x.dtype == torch.bfloat16 or not VIA_SIGMOID
@@ -25,14 +25,14 @@ def _torch_tanh(x: torch.Tensor) -> bool:
 
 def tanh_(x: torch.Tensor) -> torch.Tensor:
     """tanh in place, for tensors autograd does not track (sigmoid's backward would need the overwritten output)."""
-    if _torch_tanh(x):
+    if uses_torch_tanh(x):
         return x.tanh_()
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
 def tanh(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh into a new tensor (or ``out``, which autograd must not track); differentiable when out is None."""
-    if _torch_tanh(x):
+    if uses_torch_tanh(x):
         return torch.tanh(x, out=out)
     if out is None and torch.is_grad_enabled() and x.requires_grad:
         return torch.sigmoid(x * 2) * 2 - 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mt.model.activations import tanh, tanh_
+from mt.model import activations
+from mt.model.activations import tanh
 from mt.model.init import init_linear
 
 __all__ = ["BahdanauAttention", "LuongAttention", "NoAttention", "build_attention"]
@@ -40,11 +41,40 @@ class BahdanauAttention(nn.Module):
         """query (B*K, H), keys (B, S, A), states (B, S, H), mask (B, S) -> context (B*K, H), weights (B*K, S)."""
         batch, src_len, att_dim = keys.shape
         q = self.query_layer(query).view(batch, -1, 1, att_dim)  # (B, K, 1, A)
-        energy = keys.unsqueeze(1) + q  # (B, K, S, A)
-        energy = tanh(energy) if torch.is_grad_enabled() else tanh_(energy)  # in place where autograd is off
-        weights = _masked_softmax(self.energy(energy).squeeze(3), mask.unsqueeze(1))  # (B, K, S)
+        if torch.is_grad_enabled() or keys.device.type != "cpu" or type(self.energy) is not nn.Linear:
+            scores = self.energy(tanh(keys.unsqueeze(1) + q)).squeeze(3)  # (B, K, S) (int8 layers: this way)
+        else:
+            scores = search_scores(keys, q, self.energy.weight[0])  # (B, K, S), shifted by a constant per row
+        weights = _masked_softmax(scores, mask.unsqueeze(1))  # (B, K, S)
         context = torch.bmm(weights, states)  # (B, K, H)
         return context.flatten(0, 1), weights.flatten(0, 1)
+
+
+ENERGY_BLOCK_BYTES = 8 << 20  # the (b, K, S, A) energies of one block of sentences: 8 MB
+
+
+def search_scores(keys: torch.Tensor, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """keys (B, S, A), q (B, K, 1, A), v (A,) -> v^T tanh(keys + q) + c (B, K, S), c a constant per (sentence,
+    row), which the softmax over S ignores. For search on the CPU, where autograd is off.
+
+    The energies (B, K, S, A) of a whole search batch are tens of MB (66 MB in fp32 for 460 sentences, K = 5,
+    S = 14, A = 512) and each element-wise pass over them went to memory; here they are made a block of sentences
+    at a time in one reused buffer that stays in the cache for the add, the tanh and the product with v. In fp32
+    the tanh goes through sigmoid (``mt.model.activations``) with its affine parts folded away:
+    v^T tanh(x) = 2 v^T sigmoid(2x) - sum(v), and -sum(v) is the constant c: one pass instead of four."""
+    batch, k, _, att_dim = q.shape
+    src_len = keys.shape[1]
+    block = max(1, ENERGY_BLOCK_BYTES // (k * src_len * att_dim * keys.element_size()))  # sentences per block
+    via_sigmoid = not activations.uses_torch_tanh(keys)
+    v = (v * 2 if via_sigmoid else v).to(keys.dtype)
+    scores = keys.new_empty(batch, k, src_len)
+    buf = keys.new_empty(min(block, batch), k, src_len, att_dim)
+    for start in range(0, batch, block):
+        b = min(block, batch - start)
+        energy = torch.add(keys[start:start + b].unsqueeze(1), q[start:start + b], out=buf[:b])  # (b, K, S, A)
+        energy = energy.mul_(2).sigmoid_() if via_sigmoid else energy.tanh_()
+        torch.matmul(energy, v, out=scores[start:start + b])  # (b, K, S)
+    return scores
 
 
 class LuongAttention(nn.Module):
