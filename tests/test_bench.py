@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 import yaml
 
 from eval.bench.speed import main
@@ -70,15 +71,17 @@ def test_bench_decoding(trained_run, capsys):
     (greedy,) = _lines(capsys)
     assert greedy["precision"] == "fp32" and greedy["default"]
 
-    # the output layer's bf16 shortlist against its fp32 multiply, alternately; fp32 decoding never shortlists
+    # the output layer's shortlist against its fp32 multiply, alternately: bf16 for bf16, int8 for fp32 (x86)
     assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "2",
                  "--compare", "shortlist"]) == 0
     results = _lines(capsys)
+    int8 = "int8" if torch.backends.quantized.engine in ("x86", "fbgemm") else None
     assert [(r["precision"], r["shortlist"]) for r in results] == [
-        ("bf16", True), ("bf16", False), ("bf16", False), ("bf16", True)] + [("fp32", False)] * 4
+        ("bf16", "bf16"), ("bf16", None), ("bf16", None), ("bf16", "bf16"),
+        ("fp32", int8), ("fp32", None), ("fp32", None), ("fp32", int8)]
     assert all(r["bleu"] > 20 for r in results)
     from mt.model import top_tokens
-    assert top_tokens.BF16_SHORTLIST  # the default is back
+    assert top_tokens.SHORTLIST  # the default is back
     assert main(["--run", str(trained_run), "--compare", "shortlist"]) == 2  # training: nothing to compare
     assert capsys.readouterr().err.strip() == "error: --compare shortlist compares decoding only: add --what decode"
 

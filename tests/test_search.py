@@ -10,7 +10,7 @@ from mt.data.tokenizer import PAD_ID
 from mt.decode.beam import beam_search
 from mt.decode.greedy import greedy_search
 from mt.model import build_model
-from mt.model.top_tokens import top_log_probs
+from mt.model.top_tokens import Bf16Logits, Int8Logits, top_log_probs
 
 V = 19
 
@@ -67,8 +67,8 @@ def test_beam_finds_at_least_greedy_score_and_nbest_sorted():
     src, lens = batch_of(SENTENCES)
     greedy = greedy_search(model, src, lens, 1.5, 3)
     beams = beam_search(model, src, lens, beam=5, alpha=0.0, max_len_ratio=1.5, max_len_extra=3, nbest=5)
-    for g, hyps in zip(greedy, beams):
-        assert hyps[0].log_prob >= g.log_prob - 1e-5
+    for g, hyps in zip(greedy, beams):  # scores within the shortlist's rounding of the normaliser (top_tokens)
+        assert hyps[0].log_prob >= g.log_prob - 1e-4
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
         assert len(hyps) >= 1
 
@@ -109,17 +109,46 @@ def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
 
 
 @pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])
-def test_a_bf16_shortlist_keeps_the_fp32_choices_and_scores(rows, block):
-    """bf16 decoding shortlists each row's candidates with a bf16 multiply and rescores them in fp32: the same
-    tokens as the fp32 route, their logits exact, the normaliser off by the tail's bf16 rounding only."""
+@pytest.mark.parametrize("kind, tol", [(Bf16Logits, 2e-3), (Int8Logits, 2e-2)])
+def test_a_shortlist_keeps_the_fp32_choices_and_scores(rows, block, kind, tol):
+    """bf16 or int8 decoding shortlists each row's candidates with a low-precision multiply and rescores them in
+    fp32: the same tokens as the fp32 route, their logits exact, the normaliser off by the tail's rounding only."""
     torch.manual_seed(0)
     x, weight = torch.randn(rows, 16) * 2, torch.randn(300, 16)
     want_values, want_ids = torch.log_softmax(x @ weight.t(), dim=-1).topk(6, dim=1)
-    values, ids = top_log_probs(x, weight, 6, block_rows=block, low_weight=weight.bfloat16())
+    values, ids = top_log_probs(x, weight, 6, block_rows=block, shortlist=kind(weight))
     assert torch.equal(ids, want_ids)
-    torch.testing.assert_close(values, want_values, rtol=0, atol=2e-3)  # a bf16 logit alone is off by up to 0.16 here
+    torch.testing.assert_close(values, want_values, rtol=0, atol=tol)  # a bf16 logit alone is off by up to 0.16 here
     gaps = values[:, :1] - values  # between candidates: fp32 logits, exactly
     torch.testing.assert_close(gaps, want_values[:, :1] - want_values, rtol=0, atol=1e-5)
-    full, _ = top_log_probs(x, weight, 300, low_weight=weight.bfloat16())  # the whole vocabulary: fp32 route
+    full, _ = top_log_probs(x, weight, 300, shortlist=kind(weight))  # the whole vocabulary: fp32 route
     torch.testing.assert_close(full, torch.log_softmax(x @ weight.t(), dim=-1).sort(descending=True)[0],
                                rtol=0, atol=1e-5)
+
+
+def test_int8_shortlist_does_not_depend_on_the_rows_beside():
+    """int8 quantises a block's inputs with one range; each row is scaled and the range pinned, so a sentence's
+    candidates and scores are the same whatever it is batched with."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(40, 16), torch.randn(300, 16)
+    x[5] *= 50  # one row far larger than the others
+    shortlist = Int8Logits(weight)
+    alone = torch.cat([top_log_probs(x[i:i + 1], weight, 4, shortlist=shortlist)[0] for i in range(40)])
+    assert torch.equal(top_log_probs(x, weight, 4, shortlist=shortlist)[0], alone)
+    assert (shortlist(x, None) - x @ weight.t()).abs().max() < 0.02 * (x @ weight.t()).abs().max()
+
+
+def test_search_shortlists_in_int8_for_fp32_and_in_bf16_for_bf16(monkeypatch):
+    """Which shortlist search gets: bf16 for bf16 decoding, int8 for fp32 decoding on x86, kept while the weight
+    is unchanged and made again after an update; none when switched off."""
+    from mt.model import top_tokens
+    weight = torch.nn.Parameter(torch.randn(300, 16))
+    assert isinstance(top_tokens.shortlist_for(weight, torch.bfloat16), Bf16Logits)
+    if torch.backends.quantized.engine in ("x86", "fbgemm"):
+        first = top_tokens.shortlist_for(weight, torch.float32)
+        assert isinstance(first, Int8Logits) and top_tokens.shortlist_for(weight, torch.float32) is first
+        with torch.no_grad():
+            weight.add_(1.0)  # a training update
+        assert top_tokens.shortlist_for(weight, torch.float32) is not first
+    monkeypatch.setattr(top_tokens, "SHORTLIST", False)
+    assert top_tokens.shortlist_for(weight, torch.float32) is None

@@ -191,9 +191,9 @@ class _Switch:
 
 WARMUP_SENTENCES = 500  # decoded untimed before the first timed decode of each kind: a full batch of short lines
 # what `--compare tanh|shortlist` switches: on (the default) and off
-_SWITCHES = {"tanh": (activations, "VIA_SIGMOID"), "shortlist": (top_tokens, "BF16_SHORTLIST")}
+_SWITCHES = {"tanh": (activations, "VIA_SIGMOID"), "shortlist": (top_tokens, "SHORTLIST")}
 _ARMS = {"paths": ["fused", "generic"], "precision": ["bf16", "fp32"], "tanh": ["tanh via sigmoid", "torch.tanh"],
-         "shortlist": ["bf16 shortlist", "fp32 output multiply"]}  # shortlist: decoding only
+         "shortlist": ["bf16 or int8 shortlist", "fp32 output multiply"]}  # shortlist: decoding only
 
 
 def bench_compare(run: RunDir, overrides: list[str], steps: int, warmup: int, against: str = "paths") -> dict:
@@ -257,12 +257,22 @@ def bench_training_precisions(run: RunDir, overrides: list[str], steps: int, war
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
+def _shortlist_kind(translator) -> str | None:
+    """Which shortlist the translator's search uses for its output layer: "bf16", "int8" or None."""
+    output = getattr(getattr(translator.model, "decoder", None), "output", None)  # None: e.g. an ensemble
+    if type(output) is not torch.nn.Linear:
+        return None
+    dtype = torch.bfloat16 if translator.precision == "bf16" else torch.float32
+    shortlist = top_tokens.shortlist_for(output.weight, dtype)
+    return {top_tokens.Bf16Logits: "bf16", top_tokens.Int8Logits: "int8"}.get(type(shortlist))
+
+
 def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str] | None = None,
                    alternate: str | None = None) -> list[dict]:
     """Greedy/beam decoding of ``split`` for each beam size, in each of ``precisions`` (None: the configured
     decode.precision only); ``default`` marks what `mt translate` would use. ``alternate`` ("tanh" or
-    "shortlist"): four decodes each, that switch on, off, off, on (tanh through sigmoid or torch.tanh; bf16
-    decoding's output layer shortlisting in bf16, or multiplying in fp32)."""
+    "shortlist"): four decodes each, that switch on, off, off, on (tanh through sigmoid or torch.tanh; the output
+    layer shortlisting in bf16 or int8 (bf16 or fp32 decoding), or multiplying in fp32)."""
     from eval.evaluate import split_texts
     from eval.scoring import score
     from mt.decode.translator import Translator
@@ -286,7 +296,7 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
                 loaded = time.perf_counter()
                 hyps = [t.text for t in translator.translate(sources, beam=beam)]
                 switches = {"tanh": "via sigmoid" if activations.VIA_SIGMOID else "torch.tanh",
-                            "shortlist": top_tokens.BF16_SHORTLIST and translator.precision == "bf16"}
+                            "shortlist": _shortlist_kind(translator)}
             done = time.perf_counter()
             results.append({
                 "what": "decode", "split": split, "beam": beam, "precision": translator.precision, **switches,
@@ -312,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="train two copies side by side, alternating batch by batch, and report both rates (robust "
                         "to a machine whose speed drifts): the fused vs the generic paths (paths, the default), "
                         "bf16 vs fp32 (precision), or tanh through sigmoid vs torch.tanh (tanh; with --what "
-                        "decode, decodes alternately with each); shortlist (--what decode only): bf16 decoding "
-                        "with the output layer's bf16 shortlist vs its fp32 multiply, alternately")
+                        "decode, decodes alternately with each); shortlist (--what decode only): the output "
+                        "layer's bf16 or int8 shortlist vs its fp32 multiply, alternately")
     p.add_argument("--profile", action="store_true",
                    help="run the timed training steps under torch.profiler and report where the time goes "
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")

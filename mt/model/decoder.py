@@ -22,7 +22,7 @@ from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
 from mt.model.recurrent import StackedRecurrent
-from mt.model.top_tokens import top_log_probs
+from mt.model.top_tokens import Bf16Logits, Int8Logits, top_log_probs
 from mt.model.tying import init_output_layers, output_layers
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
@@ -46,11 +46,11 @@ class StepContext:
     enc: EncoderOutput
     keys: torch.Tensor  # (B, S, A)
     weights: list[torch.Tensor]
-    output_low: torch.Tensor | None = None  # (V, E) the output layer's weight in bf16: bf16 search shortlists
+    shortlist: Bf16Logits | Int8Logits | None = None  # the output layer's approximate logits, for search
 
     def index_select(self, index: torch.Tensor) -> StepContext:
         return StepContext(self.enc.index_select(index), self.keys.index_select(0, index), self.weights,
-                           self.output_low)
+                           self.shortlist)
 
 
 class Decoder(nn.Module):
@@ -78,18 +78,20 @@ class Decoder(nn.Module):
 
     def context(self, enc: EncoderOutput) -> StepContext:
         keys = self.attention.keys(enc.states)  # (B, S, A)
-        weights, output_low = self.rnn.step_weights(), None
+        weights, shortlist = self.rnn.step_weights(), None
         device = enc.states.device.type
-        if not torch.is_grad_enabled() and torch.is_autocast_enabled(device):
+        if torch.is_grad_enabled():
+            return StepContext(enc, keys, weights)
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else enc.states.dtype
+        if dtype != enc.states.dtype:
             # search: every step multiplies the states and the step weights (a concatenation, which autocast's
             # weight cache does not hold) in the autocast dtype; cast them once here, not once per step (the
-            # same numbers: a cast is a cast). The output layer shortlists its candidates in bf16 (top_tokens).
-            low = torch.get_autocast_dtype(device)
-            enc = replace(enc, states=enc.states.to(low))
-            weights = [w.to(low) for w in weights]
-            if low == torch.bfloat16 and top_tokens.BF16_SHORTLIST and type(self.output) is nn.Linear:
-                output_low = self.output.weight.to(low)
-        return StepContext(enc, keys, weights, output_low)
+            # same numbers: a cast is a cast).
+            enc = replace(enc, states=enc.states.to(dtype))
+            weights = [w.to(dtype) for w in weights]
+        if type(self.output) is nn.Linear:  # the output layer shortlists its candidates in bf16 or int8
+            shortlist = top_tokens.shortlist_for(self.output.weight, dtype)
+        return StepContext(enc, keys, weights, shortlist)
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
@@ -158,6 +160,6 @@ class Decoder(nn.Module):
             return (*log_probs.topk(min(n, log_probs.shape[1]), dim=1), state, weights)
         vectors, state, weights = self._step_vectors(prev, state, ctx)
         with torch.autocast(vectors.device.type, enabled=False):
-            # fp32 scores, block by block (bf16 shortlists when ctx has the bf16 weight)
-            values, ids = top_log_probs(vectors, self.output.weight, n, low_weight=ctx.output_low)
+            # fp32 scores, block by block (from a bf16 or int8 shortlist where ctx has one)
+            values, ids = top_log_probs(vectors, self.output.weight, n, shortlist=ctx.shortlist)
         return values, ids, state, weights
