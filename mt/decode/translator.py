@@ -265,6 +265,11 @@ def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:
         raise MTError("--quantize int8 is for CPU decoding; drop --quantize on a GPU")
     import warnings
 
+    # Every linear layer and LSTM but the output layer, whose search already multiplies in int8 and rescores its
+    # candidates in fp32 (mt.model.top_tokens), and the attention's energy vector, used in cache-sized blocks.
+    keep = {"decoder.output", "decoder.attention.energy"}
+    spec = {name: torch.ao.quantization.default_dynamic_qconfig for name, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.LSTM)) and name not in keep}
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation warns that it is deprecated; it still works
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model.eval(), spec, dtype=torch.qint8)
