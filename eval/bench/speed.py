@@ -329,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(matrix multiplies vs. the rest; tokens/s is then a little lower)")
     p.add_argument("--split", default="test_2016_flickr", help="test split for decoding")
     p.add_argument("--beams", default="1,5", help="comma-separated beam sizes for decoding")
-    p.add_argument("--precision", choices=["both", "config"], default="both",
-                   help="both (the default): train and decode in bf16 and in fp32 side by side, and mark the one "
-                        "the config's precision: auto picks here; config: only the configured precision")
+    p.add_argument("--precision", choices=["auto", "both", "config"], default="auto",
+                   help="both: train and decode in bf16 and in fp32 side by side, and mark the one the config's "
+                        "precision: auto picks here; config: only the configured precision; auto (the default): "
+                        "both where this machine has bf16 units, else config (bf16 is emulated there, many "
+                        "times slower)")
     p.add_argument("--joey", metavar="DIR", help="also time Joey NMT from DIR (made by ../shared/reference/"
                    "run_joeynmt.sh DIR SECONDS) against `mt translate`, whole process, on Joey's test split")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the training bench")
@@ -341,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         joey = JoeyFolder(Path(args.joey)) if args.joey and "decode" in args.what else None  # checked first
         if args.compare == "shortlist" and "train" in args.what:
             raise MTError("--compare shortlist compares decoding only: add --what decode")
+        if args.precision == "auto":
+            units = bf16_units(resolve_device(run.config().train.device))
+            args.precision = "both" if units else "config"
+            if not units:
+                print("bench: no bf16 units here, so fp32 only (bf16 would be emulated); --precision both times "
+                      "it anyway", file=sys.stderr)
         if args.compare and "train" in args.what:
             print(json.dumps(bench_compare(run, args.overrides, args.steps, args.warmup, args.compare)), flush=True)
         elif "train" in args.what and args.precision == "both" and not (args.baseline or args.profile):
