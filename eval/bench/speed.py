@@ -271,11 +271,9 @@ def _bench_precision(run: RunDir, precision: str) -> str:
 
 def _shortlist_kind(translator) -> str | None:
     """Which shortlist the translator's search uses for its output layer: "bf16", "int8" or None."""
-    output = getattr(getattr(translator.model, "decoder", None), "output", None)  # None: e.g. an ensemble
-    if type(output) is not torch.nn.Linear:
-        return None
+    decoder = getattr(translator.model, "decoder", None)  # None: e.g. an ensemble
     dtype = torch.bfloat16 if translator.precision == "bf16" else torch.float32
-    shortlist = top_tokens.shortlist_for(output.weight, dtype)
+    shortlist = decoder.search_shortlist(dtype) if decoder is not None else None
     return {top_tokens.Bf16Logits: "bf16", top_tokens.Int8Logits: "int8"}.get(type(shortlist))
 
 

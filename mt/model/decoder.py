@@ -78,7 +78,7 @@ class Decoder(nn.Module):
 
     def context(self, enc: EncoderOutput) -> StepContext:
         keys = self.attention.keys(enc.states)  # (B, S, A)
-        weights, shortlist = self.rnn.step_weights(), None
+        weights = self.rnn.step_weights()
         device = enc.states.device.type
         if torch.is_grad_enabled():
             return StepContext(enc, keys, weights)
@@ -89,9 +89,12 @@ class Decoder(nn.Module):
             # same numbers: a cast is a cast).
             enc = replace(enc, states=enc.states.to(dtype))
             weights = [w.to(dtype) for w in weights]
-        if type(self.output) is nn.Linear:  # the output layer shortlists its candidates in bf16 or int8
-            shortlist = top_tokens.shortlist_for(self.output.weight, dtype)
-        return StepContext(enc, keys, weights, shortlist)
+        return StepContext(enc, keys, weights, self.search_shortlist(dtype))
+
+    def search_shortlist(self, dtype: torch.dtype) -> Bf16Logits | Int8Logits | None:
+        """What search in ``dtype`` picks the output layer's candidates with: a bf16 or int8 multiply
+        (``mt.model.top_tokens``), or None (the fp32 multiply: e.g. a quantised output layer, a GPU)."""
+        return top_tokens.shortlist_for(self.output.weight, dtype) if type(self.output) is nn.Linear else None
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.

@@ -12,8 +12,8 @@ serves to find candidates (a *shortlist*): each row's ``n + CANDIDATE_MARGIN`` l
 computed again in fp32, the n best of those are returned, and the normaliser is the sum over the approximate
 logits with the candidates' fp32 values swapped in. Two kinds (``shortlist_for``):
 - bf16 decoding: the multiply in bf16, 4x faster than in fp32 on a CPU with AMX;
-- fp32 decoding on an x86 CPU: the multiply in int8 (fbgemm's dynamic int8 linear, ``Int8Logits``), 2-3x faster
-  than fp32 on a CPU without bf16 units.
+- fp32 decoding on an x86 CPU: the multiply in int8 (fbgemm's dynamic int8 linear, ``Int8Logits``): 1.5-3.5x
+  the fp32 speed for 128 rows on AMD Zen 3 (no bf16 units; one thread, a training run sharing the cores).
 A token outside the shortlist would need ``CANDIDATE_MARGIN`` others to overtake it by rounding (bf16: about
 0.03 at a logit of 10; int8: up to 0.3); the tail's rounding moves a log-probability by far less than that. On
 the Multi30k model (fp32, int8 shortlist, 23,825 beam-5 rows of 300 validation sentences) one row's 10 best
@@ -42,10 +42,13 @@ class Bf16Logits:
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight.to(torch.bfloat16)
+        self.low: torch.Tensor | None = None  # (block, V) bf16 products, reused by every block of one search
 
     def __call__(self, xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """xs (b, E) fp32 -> (b, V) fp32 approximate logits, written into ``out`` (b, V)."""
-        return out.copy_(torch.mm(xs.to(torch.bfloat16), self.weight.t()))
+        if self.low is None or self.low.shape[0] < xs.shape[0]:
+            self.low = out.new_empty(out.shape, dtype=torch.bfloat16)
+        return out.copy_(torch.mm(xs.to(torch.bfloat16), self.weight.t(), out=self.low[:xs.shape[0]]))
 
 
 class Int8Logits:
@@ -78,7 +81,8 @@ _INT8: dict[int, tuple[weakref.ref, int, Int8Logits]] = {}  # id(weight) -> (the
 def shortlist_for(weight: torch.Tensor, dtype: torch.dtype) -> Bf16Logits | Int8Logits | None:
     """The shortlist for search with the output weight (V, E) on the CPU in ``dtype`` (the decoding precision),
     or None where there is none: switched off, a GPU, or int8 kernels missing (fbgemm is x86 only). The int8
-    copy takes ~50 ms to make, so it is kept until the weight changes (training updates it in place)."""
+    copy took 107-133 ms to make (Zen 3, cores shared with training), so it is kept until the weight changes
+    (training updates it in place)."""
     if not SHORTLIST or weight.device.type != "cpu":
         return None
     if dtype == torch.bfloat16:
