@@ -43,7 +43,7 @@ def test_the_probe_measures_a_plausible_ratio_quickly():
     start = time.perf_counter()
     ratio = mt.device._bf16_speedup()
     assert time.perf_counter() - start < 2.0  # sub-second on every CPU we know; slack for a loaded CI machine
-    assert 0.01 < ratio < 50
+    assert 0.001 < ratio < 50  # emulated bf16 on AMD Zen 3 measured ~0.01 (100x slower than fp32)
     assert mt.device._bf16_speedup() == ratio  # measured once per process
 
 
