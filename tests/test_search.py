@@ -92,6 +92,24 @@ def test_max_length_is_respected_and_attention_shapes():
         assert len(h.tokens) == n + 2 and h.attention.shape == (n + 2, n)
 
 
+def test_greedy_sentences_leave_the_batch_when_they_end():
+    """A sentence at its end is not computed any further: with EOS ruled out, sentences of 4, 2, 7, 1 and 3 tokens
+    end at their maximum lengths 6, 4, 9, 3 and 5, and each step runs the rows still going."""
+    model = trained_ish_model(5)
+    step, rows = model.step, []
+
+    def no_eos(prev, state, ctx, n):
+        rows.append(prev.shape[0])
+        log_probs, state, weights = step(prev, state, ctx)
+        return (*log_probs.index_fill(1, torch.tensor([3]), -1e9).topk(n, dim=1), state, weights)
+
+    model.step_top = no_eos
+    src, lens = batch_of(SENTENCES)
+    hyps = greedy_search(model, src, lens, 1.0, 2)
+    assert rows == [5, 5, 5, 4, 3, 2, 1, 1, 1]
+    assert [len(h.tokens) for h in hyps] == [6, 4, 9, 3, 5]
+
+
 @pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])
 def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
     """The search's output layer (mt.model.top_tokens) gives each row's n best log-probabilities and ids as the
@@ -106,6 +124,24 @@ def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
     torch.testing.assert_close(low_values, torch.log_softmax(x.bfloat16().float() @ weight.t(), -1).topk(6)[0],
                                rtol=0, atol=1e-5)
     assert top_log_probs(x, weight, 80)[0].shape == (rows, 50)  # n beyond the vocabulary: all of it
+
+
+def test_greedy_sentences_leave_the_batch_when_they_end():
+    """A sentence at its end is not computed any further: with EOS ruled out, sentences of 4, 2, 7, 1 and 3 tokens
+    end at their maximum lengths 6, 4, 9, 3 and 5, and each step runs the rows still going."""
+    model = trained_ish_model(5)
+    step, rows = model.step, []
+
+    def no_eos(prev, state, ctx, n):
+        rows.append(prev.shape[0])
+        log_probs, state, weights = step(prev, state, ctx)
+        return (*log_probs.index_fill(1, torch.tensor([3]), -1e9).topk(n, dim=1), state, weights)
+
+    model.step_top = no_eos
+    src, lens = batch_of(SENTENCES)
+    hyps = greedy_search(model, src, lens, 1.0, 2)
+    assert rows == [5, 5, 5, 4, 3, 2, 1, 1, 1]
+    assert [len(h.tokens) for h in hyps] == [6, 4, 9, 3, 5]
 
 
 @pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])

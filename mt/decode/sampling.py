@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mt.data.tokenizer import BOS_ID, EOS_ID
-from mt.decode.search import Hypothesis, SearchModel, max_lengths, step_hypotheses
+from mt.decode.search import Hypothesis, SearchModel, max_lengths, search_one_each
 from mt.errors import MTError
 
 __all__ = ["Sampling", "sample_search"]
@@ -48,35 +47,23 @@ def sample_search(model: SearchModel, src: torch.Tensor, src_lens: torch.Tensor,
     """src: (B, S), src_lens: (B,), keys: B tuples of non-negative ints naming each sentence's random stream ->
     one sampled hypothesis per sentence, in batch order; its score is the model's log-probability of the sample
     (at temperature 1, whatever the sampling temperature)."""
-    ctx, state = model.encode(src, src_lens)
-    batch = src.shape[0]
-    limits = max_lengths(src_lens, max_len_ratio, max_len_extra).to(src.device)  # (B,)
-    steps = int(limits.max())
+    steps = int(max_lengths(src_lens, max_len_ratio, max_len_extra).max())
     u = _uniforms(keys, sampling.seed, steps, src.device)  # (B, steps)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    tokens, scores, attentions = [], torch.zeros(batch, device=src.device), []
-    steps_taken = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,) steps until done, EOS included
-    for t in range(steps):
+
+    def draw(prev, state, ctx, rows, t):
         if sampling.top_k:
-            log_probs, ids, state, weights = model.step_top(prev, state, ctx, sampling.top_k)  # (B, k) each
+            log_probs, ids, state, weights = model.step_top(prev, state, ctx, sampling.top_k)  # (R, k) each
         else:
-            log_probs, state, weights = model.step(prev, state, ctx)  # (B, V)
+            log_probs, state, weights = model.step(prev, state, ctx)  # (R, V)
             ids = None
         log_probs = log_probs.float()
         if sampling.temperature == 0:
-            choice = log_probs.argmax(dim=1, keepdim=True)  # (B, 1)
+            choice = log_probs.argmax(dim=1, keepdim=True)  # (R, 1)
         else:
-            cdf = torch.softmax(log_probs / sampling.temperature, dim=1).cumsum(dim=1)  # (B, k or V)
-            choice = torch.searchsorted(cdf, u[:, t:t + 1] * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1)  # (B, 1)
-        picked = (choice if ids is None else ids.gather(1, choice)).squeeze(1)  # (B,)
-        scores += log_probs.gather(1, choice).squeeze(1).masked_fill(done, 0.0)
-        tokens.append(picked.masked_fill(done, EOS_ID))
-        if return_attention and weights is not None:
-            attentions.append(weights)
-        steps_taken += (~done).long()
-        done |= (picked == EOS_ID) | (t + 1 >= limits)
-        prev = picked
-        if bool(done.all()):
-            break
-    return step_hypotheses(tokens, steps_taken, scores, attentions, src_lens)
+            cdf = torch.softmax(log_probs / sampling.temperature, dim=1).cumsum(dim=1)  # (R, k or V)
+            mine = u[rows, t].unsqueeze(1)  # (R, 1): each sentence's own number for this step
+            choice = torch.searchsorted(cdf, mine * cdf[:, -1:]).clamp_(max=cdf.shape[1] - 1)  # (R, 1)
+        picked = (choice if ids is None else ids.gather(1, choice)).squeeze(1)  # (R,)
+        return picked, log_probs.gather(1, choice).squeeze(1), state, weights
+
+    return search_one_each(model, src, src_lens, draw, max_len_ratio, max_len_extra, return_attention)
