@@ -27,6 +27,8 @@ import weakref
 
 import torch
 
+from mt.model.weight_stamp import stamp
+
 __all__ = ["SHORTLIST", "Bf16Logits", "Int8Logits", "shortlist_for", "top_log_probs"]
 
 SHORTLIST = True  # False: search multiplies the output layer in fp32 (`python -m eval.bench --compare shortlist`)
@@ -75,14 +77,14 @@ class Int8Logits:
         return torch.ops.quantized.linear_dynamic(pinned, self.packed, True)[:-2].mul_(size)  # (b, V)
 
 
-_INT8: dict[int, tuple[weakref.ref, int, Int8Logits]] = {}  # id(weight) -> (the weight, its version, its int8)
+_INT8: dict[int, tuple[weakref.ref, tuple, Int8Logits]] = {}  # id(weight) -> (the weight, its stamp, its int8)
 
 
 def shortlist_for(weight: torch.Tensor, dtype: torch.dtype) -> Bf16Logits | Int8Logits | None:
     """The shortlist for search with the output weight (V, E) on the CPU in ``dtype`` (the decoding precision),
     or None where there is none: switched off, a GPU, or int8 kernels missing (fbgemm is x86 only). The int8
     copy took 107-133 ms to make (Zen 3, cores shared with training), so it is kept until the weight changes
-    (training updates it in place)."""
+    (training updates it in place; ``mt.model.weight_stamp`` says when)."""
     if not SHORTLIST or weight.device.type != "cpu":
         return None
     if dtype == torch.bfloat16:
@@ -90,10 +92,10 @@ def shortlist_for(weight: torch.Tensor, dtype: torch.dtype) -> Bf16Logits | Int8
     if dtype != torch.float32 or torch.backends.quantized.engine not in ("x86", "fbgemm"):
         return None
     key = id(weight)
-    ref, version, logits = _INT8.get(key, (None, None, None))
-    if ref is None or ref() is not weight or version != weight._version:
+    ref, made_from, logits = _INT8.get(key, (None, None, None))
+    if ref is None or ref() is not weight or made_from != stamp(weight):
         logits = Int8Logits(weight)
-        _INT8[key] = (weakref.ref(weight, lambda _: _INT8.pop(key, None)), weight._version, logits)
+        _INT8[key] = (weakref.ref(weight, lambda _: _INT8.pop(key, None)), stamp(weight), logits)
     return logits
 
 
