@@ -178,3 +178,32 @@ def test_search_shortlists_in_int8_for_fp32_and_in_bf16_for_bf16(monkeypatch):
     monkeypatch.setattr(top_tokens, "SHORTLIST", False)
     assert top_tokens.shortlist_for(weight, torch.float32) is None
 
+
+def test_search_looks_up_input_projections_made_from_the_current_weights(monkeypatch):
+    """Search reads a step's layer-0 input projections from a table of every token's, made from the weights it
+    decodes with (remade after a training update) and giving the steps of the multiply; none beyond the size
+    limit."""
+    import mt.model.decoder as decoder_module
+    model = trained_ish_model(6)
+    decoder, src, lens = model.decoder, *batch_of(SENTENCES)
+    prev = torch.tensor([1, 5, 7, 18, 2])
+
+    def step_and_table():
+        with torch.no_grad():
+            ctx, state = model.encode(src, lens)
+            return decoder.step_top(prev, state, ctx, 3), ctx.input_table
+
+    looked_up, table = step_and_table()
+    with torch.no_grad():
+        assert torch.allclose(table, decoder.rnn.project_input(decoder.embed.weight))
+    kept = decoder.embed.weight.detach().clone()
+    fused_adam_step(decoder.embed.weight)  # a training update
+    with torch.no_grad():
+        assert torch.allclose(step_and_table()[1], decoder.rnn.project_input(decoder.embed.weight))
+        decoder.embed.weight.copy_(kept)
+    monkeypatch.setattr(decoder_module, "INPUT_TABLE_BYTES", 0)
+    multiplied, none = step_and_table()
+    assert none is None
+    assert torch.equal(looked_up[1], multiplied[1])  # the same tokens, log-probabilities within rounding
+    assert torch.allclose(looked_up[0], multiplied[0], atol=1e-5)
+    assert torch.allclose(looked_up[2].h[0], multiplied[2].h[0], atol=1e-6)

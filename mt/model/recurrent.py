@@ -49,6 +49,10 @@ class StackedRecurrent(nn.Module):
         w_ih = self.weight_ih_l0[:, : self.input_dim]
         return F.linear(x, w_ih, self._input_bias(0))  # (..., G*H)
 
+    def input_params(self) -> tuple[torch.Tensor, ...]:
+        """What ``project_input`` depends on."""
+        return self._params(0)
+
     def step_weights(self) -> list[torch.Tensor]:
         """Per layer, the matrix applied at every step: [W_feed | W_hh] for layer 0, [W_ih | W_hh] above.
 
