@@ -179,31 +179,27 @@ def test_search_shortlists_in_int8_for_fp32_and_in_bf16_for_bf16(monkeypatch):
     assert top_tokens.shortlist_for(weight, torch.float32) is None
 
 
-def test_search_looks_up_input_projections_made_from_the_current_weights(monkeypatch):
-    """Search reads a step's layer-0 input projections from a table of every token's, made from the weights it
-    decodes with (remade after a training update) and giving the steps of the multiply; none beyond the size
-    limit."""
-    import mt.model.decoder as decoder_module
+def test_search_looks_up_input_projections_once_they_pay_and_remakes_them_after_an_update():
+    """Search multiplies its steps' input projections until the rows since the weights changed reach V (19), then
+    looks them up in a table of every token's, which gives the multiply's numbers; a training update starts over."""
     model = trained_ish_model(6)
-    decoder, src, lens = model.decoder, *batch_of(SENTENCES)
-    prev = torch.tensor([1, 5, 7, 18, 2])
+    decoder = model.decoder
+    inputs, prev = decoder._search_inputs, torch.tensor([1, 5, 7, 18, 2])
 
-    def step_and_table():
+    def project() -> torch.Tensor:
         with torch.no_grad():
-            ctx, state = model.encode(src, lens)
-            return decoder.step_top(prev, state, ctx, 3), ctx.input_table
+            return inputs(decoder.embed, decoder.rnn, prev)  # (5, 4H)
 
-    looked_up, table = step_and_table()
-    with torch.no_grad():
-        assert torch.allclose(table, decoder.rnn.project_input(decoder.embed.weight))
-    kept = decoder.embed.weight.detach().clone()
+    def multiplied() -> torch.Tensor:
+        with torch.no_grad():
+            return decoder.rnn.project_input(decoder.embed(prev))
+
+    for rows in (5, 10, 15):
+        assert torch.equal(project(), multiplied()) and inputs.table is None and inputs.rows == rows
+    looked_up = project()  # 20 rows >= V: the table
+    assert inputs.table is not None and inputs.table.shape == (V, decoder.rnn.weight_ih_l0.shape[0])
+    assert torch.allclose(looked_up, multiplied(), atol=1e-6)
     fused_adam_step(decoder.embed.weight)  # a training update
-    with torch.no_grad():
-        assert torch.allclose(step_and_table()[1], decoder.rnn.project_input(decoder.embed.weight))
-        decoder.embed.weight.copy_(kept)
-    monkeypatch.setattr(decoder_module, "INPUT_TABLE_BYTES", 0)
-    multiplied, none = step_and_table()
-    assert none is None
-    assert torch.equal(looked_up[1], multiplied[1])  # the same tokens, log-probabilities within rounding
-    assert torch.allclose(looked_up[0], multiplied[0], atol=1e-5)
-    assert torch.allclose(looked_up[2].h[0], multiplied[2].h[0], atol=1e-6)
+    assert torch.equal(project(), multiplied()) and inputs.table is None and inputs.rows == 5
+    with torch.enable_grad():
+        assert inputs(decoder.embed, decoder.rnn, prev).requires_grad  # training's steps: never a table

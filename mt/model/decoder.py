@@ -21,10 +21,10 @@ from mt.model.dropout import ByteDropout
 from mt.model.encoder import EncoderOutput
 from mt.model.fused_decoder import Workspace, fused_lstm_attention_loop
 from mt.model.init import init_linear
+from mt.model.input_table import InputProjections
 from mt.model.recurrent import StackedRecurrent
 from mt.model.top_tokens import Bf16Logits, Int8Logits, top_log_probs
 from mt.model.tying import init_output_layers, output_layers
-from mt.model.weight_stamp import stamp
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
 __all__ = ["Decoder", "DecoderState", "StepContext"]
@@ -48,14 +48,10 @@ class StepContext:
     keys: torch.Tensor  # (B, S, A)
     weights: list[torch.Tensor]
     shortlist: Bf16Logits | Int8Logits | None = None  # the output layer's approximate logits, for search
-    input_table: torch.Tensor | None = None  # (V, G*H) every token's layer-0 input projection, for search
 
     def index_select(self, index: torch.Tensor) -> StepContext:
         return StepContext(self.enc.index_select(index), self.keys.index_select(0, index), self.weights,
-                           self.shortlist, self.input_table)
-
-
-INPUT_TABLE_BYTES = 256 * 2**20  # search looks up a (V, G*H) table of input projections up to this size
+                           self.shortlist)
 
 
 class Decoder(nn.Module):
@@ -79,7 +75,7 @@ class Decoder(nn.Module):
         with torch.no_grad():
             self.embed.weight[PAD_ID].zero_()
         self._workspaces = (Workspace(), Workspace())  # reused memory of the fused teacher-forced pass
-        self._input_table: tuple[tuple, torch.Tensor] | None = None  # (what it was made from, the table)
+        self._search_inputs = InputProjections()  # search's input projections, from a table once that pays
         init_output_layers(self.readout, self.output, self.embed)
 
     def context(self, enc: EncoderOutput) -> StepContext:
@@ -95,26 +91,12 @@ class Decoder(nn.Module):
             # same numbers: a cast is a cast).
             enc = replace(enc, states=enc.states.to(dtype))
             weights = [w.to(dtype) for w in weights]
-        return StepContext(enc, keys, weights, self.search_shortlist(dtype), self.search_input_table(dtype))
+        return StepContext(enc, keys, weights, self.search_shortlist(dtype))
 
     def search_shortlist(self, dtype: torch.dtype) -> Bf16Logits | Int8Logits | None:
         """What search in ``dtype`` picks the output layer's candidates with: a bf16 or int8 multiply
         (``mt.model.top_tokens``), or None (the fp32 multiply: e.g. a quantised output layer, a GPU)."""
         return top_tokens.shortlist_for(self.output.weight, dtype) if type(self.output) is nn.Linear else None
-
-    def search_input_table(self, dtype: torch.dtype) -> torch.Tensor | None:
-        """(V, G*H) layer 0's input projection of every target token, in ``dtype``: search looks a step's rows up
-        instead of multiplying its embeddings (6% of a fp32 step on Multi30k). Made once per weight version
-        (``mt.model.weight_stamp``) and kept; None where it would pass INPUT_TABLE_BYTES."""
-        vocab, width = self.embed.num_embeddings, self.rnn.weight_ih_l0.shape[0]
-        if vocab * width * dtype.itemsize > INPUT_TABLE_BYTES:
-            return None
-        made_from = (dtype, stamp(self.embed.weight, *self.rnn.input_params()))
-        if self._input_table is None or self._input_table[0] != made_from:
-            with torch.autocast(self.embed.weight.device.type, enabled=False):
-                table = self.rnn.project_input(self.embed.weight).to(dtype)  # (V, G*H), rounded once
-            self._input_table = (made_from, table)
-        return self._input_table[1]
 
     def _advance(self, x_proj: torch.Tensor, state: DecoderState, ctx: StepContext, drop: torch.Tensor | None = None):
         """One step from layer-0 input projection x_proj (B, G*H) -> new state, attention weights (B, S) or None.
@@ -162,10 +144,7 @@ class Decoder(nn.Module):
 
     def _step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
         """prev: (B,) last tokens -> the output layer's inputs (B, H or E), new state, attention (B, S) or None."""
-        if ctx.input_table is not None:
-            x_proj = ctx.input_table.index_select(0, prev)  # (B, G*H)
-        else:
-            x_proj = self.rnn.project_input(self.embed(prev).unsqueeze(1)).squeeze(1)  # (B, G*H)
+        x_proj = self._search_inputs(self.embed, self.rnn, prev)  # (B, G*H)
         state, weights = self._advance(x_proj, state, ctx)
         return self.readout(state.feed), state, weights  # bf16 under bf16 autocast
 
