@@ -24,7 +24,7 @@ TABLE_BYTES = 256 * 2**20  # no table beyond this size (65 MB for V=8,000, H=512
 class InputProjections:
     def __init__(self):
         self.made_from: tuple | None = None  # the weights and dtype the counts and the table are for
-        self.rows = 0  # rows projected by multiplying since then
+        self.rows = 0  # rows projected since then
         self.table: torch.Tensor | None = None  # (V, G*H)
 
     def __call__(self, embed: nn.Embedding, rnn: StackedRecurrent, prev: torch.Tensor) -> torch.Tensor:
@@ -33,15 +33,14 @@ class InputProjections:
         device = prev.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else embed.weight.dtype
         vocab, width = embed.weight.shape[0], rnn.weight_ih_l0.shape[0]
-        if torch.is_grad_enabled() or vocab * width * dtype.itemsize > TABLE_BYTES:
-            return rnn.project_input(embed(prev))
-        made_from = (dtype, stamp(embed.weight, *rnn.input_params()))
-        if made_from != self.made_from:
-            self.made_from, self.rows, self.table = made_from, 0, None
-        if self.table is None and self.rows + prev.shape[0] < vocab:
+        if not torch.is_grad_enabled() and vocab * width * dtype.itemsize <= TABLE_BYTES:
+            made_from = (dtype, stamp(embed.weight, *rnn.input_params()))
+            if made_from != self.made_from:
+                self.made_from, self.rows, self.table = made_from, 0, None
             self.rows += prev.shape[0]
-            return rnn.project_input(embed(prev))
-        if self.table is None:
-            with torch.autocast(device, enabled=False):
-                self.table = rnn.project_input(embed.weight).to(dtype)  # (V, G*H), rounded once
-        return self.table.index_select(0, prev)
+            if self.table is None and self.rows >= vocab:
+                with torch.autocast(device, enabled=False):
+                    self.table = rnn.project_input(embed.weight).to(dtype)  # (V, G*H), rounded once
+            if self.table is not None:
+                return self.table.index_select(0, prev)
+        return rnn.project_input(embed(prev))
