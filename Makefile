@@ -16,7 +16,7 @@ SPLIT ?= test_2016_flickr
 JOEY ?=
 ARGS ?=
 
-.PHONY: install data train eval demo test bench scale-bench demo-bench transfer-experiment sweep compare lint clean
+.PHONY: install data train eval demo test test-fast bench scale-bench demo-bench transfer-experiment sweep compare lint clean
 
 install: $(STAMP)
 
@@ -46,33 +46,37 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# the unit tests without end-to-end runs (no training, no subprocesses): the loop for development
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
 # JOEY=DIR (made by ../shared/reference/run_joeynmt.sh DIR SECONDS): Joey NMT's decoding timed beside ours
 bench: data
-	$(BIN)/python -m eval.bench --run $(RUN) --split $(SPLIT) $(if $(JOEY),--joey $(JOEY)) $(ARGS)
+	$(BIN)/python -m bench --run $(RUN) --split $(SPLIT) $(if $(JOEY),--joey $(JOEY)) $(ARGS)
 
 # mt prepare + a short mt train on synthetic corpora of N unique pairs: time, peak memory, tokens/s per N
 scale-bench: $(STAMP)
-	$(BIN)/python -m eval.bench.scale --data-dir $(or $(DATA_DIR),$(SHARED_DATA)) --src $(SRC) --tgt $(TGT) $(ARGS)
+	$(BIN)/python -m bench.scale --data-dir $(or $(DATA_DIR),$(SHARED_DATA)) --src $(SRC) --tgt $(TGT) $(ARGS)
 
 # the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
 demo-bench: $(STAMP)
-	$(BIN)/python -m eval.bench.demo --run $(RUN) $(ARGS)
+	$(BIN)/python -m bench.demo --run $(RUN) $(ARGS)
 
 # LM pre-training vs. training from scratch with 3,000 and 10,000 parallel pairs (about 2 hours on 2 cores)
 transfer-experiment: $(STAMP)
-	$(BIN)/python -m eval.experiments.transfer $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
+	$(BIN)/python -m experiments.transfer $(if $(DATA_DIR),--data-dir $(DATA_DIR),) --src $(SRC) --tgt $(TGT) --split $(SPLIT) $(ARGS)
 
 # e.g. make sweep ARGS='--minutes 15 "model.dropout=0.2" "model.dropout=0.4" "data.vocab_size=16000"'
 sweep: data
-	$(BIN)/python -m eval.experiments.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
+	$(BIN)/python -m experiments.sweep --base $(RUN) --out $(RUN)-sweep $(ARGS)
 
 # finished runs side by side on validation: RUNS="runs/a runs/b ..." (the first is the reference; default: RUN)
 RUNS ?= $(RUN)
 compare: $(STAMP)
-	$(BIN)/python -m eval.experiments.compare $(RUNS) $(ARGS)
+	$(BIN)/python -m experiments.compare $(RUNS) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests)
+	$(BIN)/ruff check $(wildcard mt data_prep eval demo tests bench experiments)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -38,9 +38,9 @@ def _tokenizer_settings(reuse: RunDir | None) -> list[str]:
         return []
     meta = reuse.meta()
     joint = meta["src_model"] == meta["tgt_model"]
-    data = meta.get("data", {})
-    settings = [f"data.joint_vocab={str(joint).lower()}", f"data.vocab_size={data.get('vocab_size', meta['src_vocab_size'])}"]
-    settings += [f"data.{key}={data[key]}" for key in ("spm_model_type", "character_coverage", "byte_fallback") if key in data]
+    data = meta["data"]
+    settings = [f"data.joint_vocab={str(joint).lower()}"]
+    settings += [f"data.{key}={data[key]}" for key in ("vocab_size", "spm_model_type", "character_coverage", "byte_fallback")]
     return settings + ([] if joint else ["model.share_embeddings=false"])
 
 

@@ -27,10 +27,9 @@ from tqdm import tqdm
 
 from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
 from data_prep.sources import PairSource, load_hub, load_local
-from mt.config import Config, config_to_dict
+from mt.config import Config, DataConfig, config_to_dict
 from mt.data.tokenizer import BOS_ID, UNK_ID, Tokenizer, train_sentencepiece
 from mt.errors import MTError
-from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import normalize
 
@@ -79,8 +78,6 @@ def prepare(
             meta = {}
         if meta.get("cache_key") == key and run.encoded_dir.is_dir():
             log.info("data unchanged: reusing the cache in %s", run.data_dir)
-            if "data" not in meta:  # prepared before meta.json recorded its settings: the key says they are these
-                atomic_write(run.meta_path, json.dumps({**meta, "data": data_settings}, indent=2), "meta.json")
             return json.loads(run.stats_path.read_text(encoding="utf-8"))
 
     run.root.mkdir(parents=True, exist_ok=True)
@@ -139,11 +136,11 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
     """Three passes over the training split, each chunk by chunk: clean (normalise, drop empty sides, hash for
     duplicates), train SentencePiece on a sample of the cleaned text (or copy ``reused``), encode and filter by
     length. Then the evaluation splits, line for line. Everything lands in ``out/encoded/SPLIT.arrow``."""
-    d = cfg.data
+    data_cfg = cfg.data
     counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
     cleaned = out / "train.cleaned.arrow"
-    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts, d.dedup)
-    keep = first_occurrences(hashes) if d.dedup else np.ones(len(hashes), dtype=bool)
+    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts, data_cfg.dedup)
+    keep = first_occurrences(hashes) if data_cfg.dedup else np.ones(len(hashes), dtype=bool)
     counts["duplicate"] = int(len(keep) - keep.sum())
     if not len(keep):
         raise MTError(f"the training split of {origin} has no pair with both sides non-empty")
@@ -151,22 +148,22 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
     if reused:
         src_name, tgt_name, sizes = reused.copy_to(out)
     else:
-        src_name, tgt_name, sizes = _train_tokenizers(out, cleaned, keep, d)
+        src_name, tgt_name, sizes = _train_tokenizers(out, cleaned, keep, data_cfg)
     tok = Tokenizer(out / src_name, out / tgt_name)
     if reused:
         sample = _sample(int(keep.sum()), 1000, seed=3)
         reused.check_coverage(tok, *(_CleanedText(cleaned, keep, (side,), sample) for side in ("src", "tgt")))
     (out / "encoded").mkdir()
     with _arrow_writer(out / "encoded" / "train.arrow", TRAIN_SCHEMA) as writer:
-        split_stats = {"train": _encode_train(cleaned, keep, tok, d, counts, writer)}
+        split_stats = {"train": _encode_train(cleaned, keep, tok, data_cfg, counts, writer)}
         if not split_stats["train"]["sentences"]:
             raise MTError(f"every training pair of {origin} was filtered out: {dict(counts)}")
-        synthetic = back.add(out, hashes, tok, d, writer, split_stats["train"]) if back else None
+        synthetic = back.add(out, hashes, tok, data_cfg, writer, split_stats["train"]) if back else None
     cleaned.unlink()
     for name, source in splits.items():
         if name != "train":
             split_stats[name] = _encode_eval(source, tok, out / "encoded" / f"{name}.arrow")
-    stats = _stats(out, origin, d, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
+    stats = _stats(out, origin, data_cfg, input_pairs, counts, src_name, tgt_name, sizes, split_stats)
     if synthetic:  # "filtered" counts the genuine pairs, the train split holds both
         stats["filtered"]["kept_pairs"] -= synthetic["kept_pairs"]
         stats["back_translations"] = synthetic
@@ -187,26 +184,26 @@ class ReusedTokenizer:
         self.sha256 = meta["tokenizer_sha256"]
 
     @classmethod
-    def of(cls, run: RunDir, d) -> ReusedTokenizer:
+    def of(cls, run: RunDir, data_cfg: DataConfig) -> ReusedTokenizer:
         meta = run.meta()
         joint = meta["src_model"] == meta["tgt_model"]
         where = f"--tokenizer-from {run.root}"
-        if joint != d.joint_vocab:
+        if joint != data_cfg.joint_vocab:
             raise MTError(f"{where}: its tokenizer is {'joint' if joint else 'one model per language'} but "
-                          f"data.joint_vocab is {str(d.joint_vocab).lower()}; set data.joint_vocab="
+                          f"data.joint_vocab is {str(data_cfg.joint_vocab).lower()}; set data.joint_vocab="
                           f"{str(joint).lower()}{'' if joint else ' model.share_embeddings=false'}")
         if joint:
-            new = {d.src, d.tgt} - {meta["src"], meta["tgt"]}
+            new = {data_cfg.src, data_cfg.tgt} - {meta["src"], meta["tgt"]}
             if new:
                 log.warning("%s: its joint tokenizer was trained on %s and %s text, not %s: checking it covers "
                             "the new text", where, meta["src"], meta["tgt"], " and ".join(sorted(new)))
             return cls(run, meta, joint, (meta["src_model"], meta["src_model"]))
         models = {meta["src"]: meta["src_model"], meta["tgt"]: meta["tgt_model"]}
-        missing = [lang for lang in (d.src, d.tgt) if lang not in models]
+        missing = [lang for lang in (data_cfg.src, data_cfg.tgt) if lang not in models]
         if missing:
             raise MTError(f"{where}: it has SentencePiece models for {meta['src']} and {meta['tgt']}, none for "
                           f"{' and '.join(missing)}")
-        return cls(run, meta, joint, (models[d.src], models[d.tgt]))
+        return cls(run, meta, joint, (models[data_cfg.src], models[data_cfg.tgt]))
 
     def copy_to(self, out: Path) -> tuple[str, str, tuple[int, int]]:
         """Copy the model file(s) into ``out`` -> file names and vocabulary sizes (as ``_train_tokenizers``)."""
@@ -258,16 +255,16 @@ class BackTranslations:
 
         return hashlib.sha256(b"".join(file_sha256(p) for p in self.files) + bytes([self.tag])).hexdigest()
 
-    def add(self, out: Path, genuine_hashes: np.ndarray, tok: Tokenizer, d, writer, train: dict) -> dict:
+    def add(self, out: Path, genuine_hashes: np.ndarray, tok: Tokenizer, data_cfg: DataConfig, writer, train: dict) -> dict:
         """Clean, filter and encode the synthetic pairs into ``writer`` after the genuine ones; add them to the
         ``train`` totals -> their own counts."""
         counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
         cleaned = out / "synthetic.cleaned.arrow"
-        input_pairs, hashes = _clean_train(self.source, cleaned, counts, d.dedup, what="back-translations")
-        keep = (first_occurrences(np.concatenate([genuine_hashes, hashes]))[len(genuine_hashes):] if d.dedup
+        input_pairs, hashes = _clean_train(self.source, cleaned, counts, data_cfg.dedup, what="back-translations")
+        keep = (first_occurrences(np.concatenate([genuine_hashes, hashes]))[len(genuine_hashes):] if data_cfg.dedup
                 else np.ones(len(hashes), dtype=bool))
         counts["duplicate"] = int(len(keep) - keep.sum())
-        totals = _encode_train(cleaned, keep, tok, d, counts, writer, BOS_ID if self.tag else None, "back-translations")
+        totals = _encode_train(cleaned, keep, tok, data_cfg, counts, writer, BOS_ID if self.tag else None, "back-translations")
         cleaned.unlink()
         for key in totals:
             train[key] += totals[key]
@@ -351,26 +348,26 @@ def _sample(sentences: int, size: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(sentences, size, replace=False))
 
 
-def _train_tokenizers(out: Path, cleaned: Path, keep: np.ndarray, d) -> tuple[str, str, tuple[int, int]]:
+def _train_tokenizers(out: Path, cleaned: Path, keep: np.ndarray, data_cfg: DataConfig) -> tuple[str, str, tuple[int, int]]:
     """Pass 2: SentencePiece model(s) in ``out``, one joint model or one per language, trained on a seeded random
     sample of ``data.spm_sample_size`` sentences of the training text (drawn here, the same on every machine and
     in every process) -> file names and vocabulary sizes."""
     pairs = int(keep.sum())
-    log.info("training SentencePiece (%s, %s vocabulary of %d) on %s", d.spm_model_type,
-             "joint" if d.joint_vocab else "separate", d.vocab_size,
-             f"a sample of up to {d.spm_sample_size:,} sentences" if d.spm_sample_size else "all sentences")
-    train_args = dict(model_type=d.spm_model_type, character_coverage=d.character_coverage,
-                      threads=os.cpu_count() or 1, byte_fallback=d.byte_fallback)
+    log.info("training SentencePiece (%s, %s vocabulary of %d) on %s", data_cfg.spm_model_type,
+             "joint" if data_cfg.joint_vocab else "separate", data_cfg.vocab_size,
+             f"a sample of up to {data_cfg.spm_sample_size:,} sentences" if data_cfg.spm_sample_size else "all sentences")
+    train_args = dict(model_type=data_cfg.spm_model_type, character_coverage=data_cfg.character_coverage,
+                      threads=os.cpu_count() or 1, byte_fallback=data_cfg.byte_fallback)
     started = time.perf_counter()
-    if d.joint_vocab:
-        text = _CleanedText(cleaned, keep, ("src", "tgt"), _sample(2 * pairs, d.spm_sample_size, seed=1))
-        size = train_sentencepiece(text, out / "spm.model", d.vocab_size, **train_args)
+    if data_cfg.joint_vocab:
+        text = _CleanedText(cleaned, keep, ("src", "tgt"), _sample(2 * pairs, data_cfg.spm_sample_size, seed=1))
+        size = train_sentencepiece(text, out / "spm.model", data_cfg.vocab_size, **train_args)
         names, sizes = ("spm.model", "spm.model"), (size, size)
     else:
-        names = (f"spm.{d.src}.model", f"spm.{d.tgt}.model")
+        names = (f"spm.{data_cfg.src}.model", f"spm.{data_cfg.tgt}.model")
         sizes = tuple(
-            train_sentencepiece(_CleanedText(cleaned, keep, (column,), _sample(pairs, d.spm_sample_size, seed)),
-                                out / name, d.vocab_size, **train_args)
+            train_sentencepiece(_CleanedText(cleaned, keep, (column,), _sample(pairs, data_cfg.spm_sample_size, seed)),
+                                out / name, data_cfg.vocab_size, **train_args)
             for column, name, seed in zip(("src", "tgt"), names, (1, 2)))
     log.info("SentencePiece trained on %d pairs' text in %.1f s", pairs, time.perf_counter() - started)
     return names[0], names[1], sizes
@@ -384,7 +381,7 @@ def _int32_lists(rows: list[list[int]], lengths: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Counter,
+def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, data_cfg: DataConfig, counts: Counter,
                   writer: pa.ipc.RecordBatchStreamWriter, tag: int | None = None, what: str = "train") -> dict:
     """Pass 3: encode the cleaned pairs, drop those too long or with an extreme length ratio, write the rest;
     ``tag``: an id put before every source (the mark of synthetic pairs)."""
@@ -396,7 +393,7 @@ def _encode_train(cleaned: Path, keep: np.ndarray, tok: Tokenizer, d, counts: Co
                 src_ids = [[tag, *ids] for ids in src_ids]
             tgt_ids = tok.encode_tgt(batch.column("tgt").to_pylist())
             src_len, tgt_len = _lengths(src_ids), _lengths(tgt_ids)
-            ok = length_filter(src_len, tgt_len, d.max_tokens, d.max_ratio, d.ratio_min_tokens, counts)
+            ok = length_filter(src_len, tgt_len, data_cfg.max_tokens, data_cfg.max_ratio, data_cfg.ratio_min_tokens, counts)
             if not ok.all():
                 rows = np.flatnonzero(ok)
                 batch, src_len, tgt_len = batch.filter(pa.array(ok)), src_len[ok], tgt_len[ok]
@@ -424,18 +421,18 @@ def _encode_eval(source: PairSource, tok: Tokenizer, path: Path) -> dict:
     return {"sentences": len(src), "src_tokens": int(src_len.sum()), "tgt_tokens": int(tgt_len.sum())}
 
 
-def _stats(out: Path, origin: str, d, input_pairs: int, counts: Counter, src_name: str, tgt_name: str,
+def _stats(out: Path, origin: str, data_cfg: DataConfig, input_pairs: int, counts: Counter, src_name: str, tgt_name: str,
            sizes: tuple[int, int], split_stats: dict[str, dict]) -> dict[str, Any]:
     sha = hashlib.sha256()  # the checksum of all tokenizer models together: checkpoints must match it
     for name in sorted({src_name, tgt_name}):
         sha.update((out / name).read_bytes())
     return {
         "origin": origin,
-        "languages": {"src": d.src, "tgt": d.tgt},
+        "languages": {"src": data_cfg.src, "tgt": data_cfg.tgt},
         "filtered": {"input_pairs": input_pairs, "kept_pairs": split_stats["train"]["sentences"],
                      **{reason: counts[reason] for reason in FILTER_REASONS}},
         "tokenizer": {
-            "type": d.spm_model_type, "joint": d.joint_vocab, "src_model": src_name, "tgt_model": tgt_name,
+            "type": data_cfg.spm_model_type, "joint": data_cfg.joint_vocab, "src_model": src_name, "tgt_model": tgt_name,
             "src_vocab_size": sizes[0], "tgt_vocab_size": sizes[1], "sha256": sha.hexdigest(),
         },
         "splits": {

@@ -18,10 +18,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.max_chars < 1 or args.concurrency < 1:
         raise MTError("--max-chars and --concurrency must be at least 1")
     if args.model:  # a file from `mt export`; a missing or damaged model fails before gradio loads
-        run, translator = None, Translator.from_file(args.model)
+        run, translator = None, Translator.from_file(args.model, backend=args.backend)
     else:
         run = RunDir.of(args.run)
-        translator = Translator.from_run(run, checkpoint=args.checkpoint)
+        translator = Translator.from_run(run, checkpoint=args.checkpoint, backend=args.backend)
     from demo.app import serve
 
     try:

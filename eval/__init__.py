@@ -1,2 +1,2 @@
-"""Evaluation that `mt eval` and `mt score` run (``evaluate``, ``scoring``, their sub-commands in ``cli``);
-benchmarks in ``eval.bench`` and multi-run experiments in ``eval.experiments`` sit apart from it."""
+"""Evaluation that `mt eval` and `mt score` run (``evaluate``, ``scoring``, their sub-commands in ``cli``).
+Benchmarks and multi-run experiments live in the repository's ``bench/`` and ``experiments/``, not installed."""

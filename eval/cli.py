@@ -23,6 +23,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
               f"{report['bleu_lowercase']:.2f}  (beam {report['beam']}, alpha {report['alpha']}, {report['precision']}, "
+              f"{report['backend']} backend, "
               f"{report['sentences']} sentences, {report['sentences_per_s']} sentences/s)")
         for metric, signature in report["signature"].items():
             print(f"  {metric}: {signature}")

@@ -28,7 +28,7 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     seconds = time.perf_counter() - start
     facts = getattr(translator, "facts", {})
     report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
-              "precision": getattr(translator, "precision", "fp32"),
+              "precision": getattr(translator, "precision", "fp32"), "backend": facts.get("backend"),
               "checkpoint": facts.get("checkpoint"), "final": facts.get("final"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}

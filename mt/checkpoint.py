@@ -2,11 +2,19 @@
 
 A checkpoint is a dict of tensors and plain data (numbers, strings, lists, dicts), so it loads with
 ``torch.load(weights_only=True)``: no arbitrary unpickling. It is written atomically (``mt.files.atomic_write``),
-so the previous good checkpoint survives a crash.
+so the previous good checkpoint survives a crash. Format 1 (docs/usage.md, "Files"):
+
+    format            1
+    model             the weights by parameter name (the same names in both backends)
+    config            the resolved config; vocab: [source, target] vocabulary sizes; tokenizer_sha256
+    progress, optimizer, schedule, rng, hooks, version   what a resumed run needs (training checkpoints)
+    lm                a language model's metadata (mt pretrain); final: how final.pt was chosen
+    sections          optional later additions, each {"version": N, ...} (``optional_section``)
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +23,9 @@ import torch
 from mt.errors import MTError
 from mt.files import atomic_write
 
-__all__ = ["average_checkpoints", "average_last", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "average_checkpoints", "average_last", "load_checkpoint", "optional_section", "save_checkpoint"]
+
+log = logging.getLogger("mt")
 
 FORMAT = 1
 
@@ -33,9 +43,25 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, foreign file: one line for the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MTError(f"checkpoint {path} is damaged or not a checkpoint ({reason[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MTError(f"checkpoint {path} is not an mt checkpoint (format {FORMAT})")
+    if state.get("format") != FORMAT:
+        raise MTError(f"checkpoint {path} has checkpoint format {state.get('format')}; this version of mt reads "
+                      f"format {FORMAT}")
     return state
+
+
+def optional_section(state: dict[str, Any], name: str, version: int) -> dict[str, Any] | None:
+    """Section ``name`` of a checkpoint or model file if it holds one of ``version``, else None: what later versions
+    add (a length distribution, a lexical table, a model card) comes as ``state["sections"][name]`` with its own
+    version, so a reader that does not know a section, or knows another version of it, loads the rest."""
+    section = state.get("sections", {}).get(name) if isinstance(state.get("sections"), dict) else None
+    if isinstance(section, dict) and section.get("version") == version:
+        return section
+    if section is not None:
+        log.warning("%s section of version %s ignored: this version of mt reads version %d", name,
+                    section.get("version") if isinstance(section, dict) else "?", version)
+    return None
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
@@ -56,11 +82,11 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 def average_last(folder: Path, last: int, output: str = "averaged") -> tuple[list[Path], Path]:
     """``mt average``: the mean of the newest ``last`` kept checkpoints of a run's checkpoint folder (step-NNNNNNNN.pt,
-    one per validation; epoch-NNN.pt in runs from before validation went by steps), saved there as OUTPUT.pt with
-    the newest one's config. Returns the averaged paths and the result."""
+    one per validation), saved there as OUTPUT.pt with the newest one's config. Returns the averaged paths and the
+    result."""
     if last < 1:
         raise MTError(f"--last must be at least 1, got {last}")
-    paths = sorted(Path(folder).glob("step-*.pt")) or sorted(Path(folder).glob("epoch-*.pt"))
+    paths = sorted(Path(folder).glob("step-*.pt"))
     paths = paths[-last:]
     if len(paths) < last:
         raise MTError(f"{folder} has {len(paths)} kept checkpoint(s), fewer than --last {last} "

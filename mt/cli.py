@@ -44,6 +44,8 @@ def add_model_choice(p: argparse.ArgumentParser, decoding: bool = True) -> None:
                    help="final (what training chose: best.pt or the average of the last kept checkpoints, the "
                         "better on validation; best.pt before training has chosen), best, last, another name in "
                         "RUN/checkpoints (e.g. averaged), or a path")
+    p.add_argument("--backend", choices=["auto", "reference", "fast"],
+                   help="which implementation computes the model (default: the run's model.backend; mt.backends)")
     if not decoding:
         return
     p.add_argument("--beam", type=int, help="beam size (default: decode.beam of the run; 1 = greedy)")
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The `mt` console script and `python -m mt`: ``main``, then the process ends. A command that leaves nothing
-    behind it (``quick_exit``: translate) ends without Python's shutdown, which with torch loaded costs about
-    0.25 s of every `mt translate` call (2-core Xeon, 2026-12-06); its output is complete and flushed by then."""
+    behind it (``quick_exit``: translate) ends without Python's shutdown, which with torch loaded is a noticeable
+    share of a short `mt translate` call (docs/results.md, "Speed"); its output is complete and flushed by then."""
     args = build_parser().parse_args()
     code = _dispatch(args)
     if getattr(args, "quick_exit", False):

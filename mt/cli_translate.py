@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from mt.errors import MTError
 
 __all__ = ["cmd_export", "cmd_translate", "load_translator", "register"]
+
+log = logging.getLogger("mt")
 
 
 def register(sub, add_model_choice) -> None:
@@ -70,11 +73,14 @@ def load_translator(args: argparse.Namespace):
     if getattr(args, "model", None):
         if args.ensemble or args.checkpoint != "final":
             raise MTError("--model FILE is one model: --ensemble and --checkpoint apply to --run only")
-        translator = Translator.from_file(args.model, device=args.device, threads=args.threads, quantize=args.quantize)
+        translator = Translator.from_file(args.model, device=args.device, threads=args.threads, quantize=args.quantize,
+                                          backend=args.backend)
     else:
         translator = Translator.from_run(args.run, checkpoint=args.checkpoint, device=args.device,
-                                         threads=args.threads, quantize=args.quantize, ensemble=args.ensemble)
+                                         threads=args.threads, quantize=args.quantize, ensemble=args.ensemble,
+                                         backend=args.backend)
     translator.set_decoding(args.overrides)
+    log.debug("decoding with the %s backend in %s", translator.facts["backend"], translator.precision)
     return translator
 
 
@@ -159,7 +165,7 @@ def _score_reference(translator, args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mt.package import export_model
+    from mt.model_file import export_model
     from mt.run import RunDir
 
     info = export_model(RunDir.of(args.run), args.output, args.checkpoint, args.int8)

@@ -12,7 +12,6 @@ RUN/config.yaml explains itself.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +76,9 @@ class ModelConfig:
     init_decoder_from: str = _key("", "language-model checkpoint (mt pretrain) for the decoder (target side)")
     init_from: str = _key("", "a translation run (its final model) or checkpoint to start from, with a fresh "
                                "optimizer and schedule: fine-tuning, parent->child transfer (mt train --init-from)")
+    backend: Literal["auto", "reference", "fast"] = _key(
+        "auto", "which implementation computes the model: reference (mt/model, written to be read) | fast "
+                "(mt/fast, the same model with CPU speed paths, tested equal) | auto (fast); checkpoints fit both")
 
 
 @dataclass
@@ -127,6 +129,9 @@ class DecodeConfig:
     batch_tokens: int = _key(6000, "source tokens per decoding batch")
     precision: Literal["auto", "fp32", "bf16"] = _key(
         "auto", "auto (bf16 where the CPU/GPU has bf16 units, else fp32) | fp32 | bf16")
+    candidates: Literal["approximate", "exact"] = _key(
+        "approximate", "fast backend: each step's candidate tokens found by a bf16 (bf16 decoding) or int8 (fp32, "
+                       "x86) multiply, rescored in fp32 (an approximation: docs/results.md) | exact (fp32)")
 
 
 def _positive(v) -> bool:
@@ -191,23 +196,6 @@ class Config:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
-log = logging.getLogger("mt")
-
-# Keys of earlier versions: experiments that lost on validation (docs/results.md, "Removed experiments") and a
-# rule restated in updates. Checkpoints and RUN/config.yaml files that still hold them load with them ignored;
-# a file or override that turns one on gets a warning. Each maps to its "off" value and what became of it.
-_REMOVED: dict[str, tuple[Any, str]] = {
-    "model.word_dropout": (0.0, "word dropout lost on validation"),
-    "model.word_dropout_sides": ("both", "word dropout lost on validation"),
-    "model.recurrent_weight_dropout": (0.0, "recurrent weight dropout lost on validation"),
-    "train.ema_decay": (0.0, "the moving average of the weights lost on validation"),
-    "train.subword_alpha": (0.0, "subword regularisation lost on validation"),
-    "train.subword_nbest": (64, "subword regularisation lost on validation"),
-    "train.rdrop_from_epoch": (1, "R-Drop from a later epoch lost on validation"),
-    "train.rdrop_min_epochs": (0, "replaced by train.rdrop_min_updates"),
-    "decode.coverage": (0.0, "the coverage penalty did not pass the rule for a default"),
-}
-
 
 def describe(section: str, key: str) -> str:
     """The one-line explanation of ``section.key``."""
@@ -254,16 +242,12 @@ def _section_types(section_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(section_cls, include_extras=False)
 
 
-def config_from_dict(raw: dict[str, Any] | None, source: str = "config", saved: bool = False) -> Config:
-    """Build a validated ``Config`` from nested dicts; missing keys keep their defaults (the recipe). ``saved``:
-    the config of a checkpoint, whose keys of earlier versions (``_REMOVED``) are ignored without a word, and
-    whose missing model keys mean what the model was before the key existed (``_BEFORE_IT_EXISTED``)."""
+def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Config:
+    """Build a validated ``Config`` from nested dicts; missing keys keep their defaults (the recipe)."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise MTError(f"{source}: expected a mapping with sections {', '.join(_SECTIONS)}")
     cfg = Config()
-    if saved and isinstance(raw.get("model"), dict):
-        raw = {**raw, "model": {**_BEFORE_IT_EXISTED, **raw["model"]}}
     for section, values in raw.items():
         if section not in _SECTIONS:
             raise MTError(f"{source}: unknown config section '{section}'; valid: {', '.join(_SECTIONS)}")
@@ -274,25 +258,12 @@ def config_from_dict(raw: dict[str, Any] | None, source: str = "config", saved: 
         obj = getattr(cfg, section)
         types_ = _section_types(type(obj))
         for key, value in values.items():
-            if f"{section}.{key}" in _REMOVED:
-                _removed(f"{section}.{key}", value, source, saved)
-                continue
             if key not in types_:
                 raise MTError(
                     f"{source}: unknown config key '{section}.{key}'; valid keys in '{section}': {', '.join(types_)}"
                 )
             setattr(obj, key, _coerce(f"{section}.{key}", value, types_[key]))
     return cfg.validate()
-
-
-# Model keys whose default is not what a checkpoint saved before the key existed was trained with
-_BEFORE_IT_EXISTED = {"tie_embeddings": False, "share_embeddings": False}
-
-
-def _removed(key: str, value: Any, source: str, saved: bool) -> None:
-    off, why = _REMOVED[key]
-    if value != off and not saved:
-        log.warning("%s: config key '%s' no longer exists (%s: docs/results.md); ignored", source, key, why)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -346,7 +317,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         section, _, name = key.partition(".")
         if section not in raw:
             raise MTError(f"unknown config section '{section}' in override '{item}'; valid: {', '.join(raw)}")
-        if name not in raw[section] and key not in _REMOVED:
+        if name not in raw[section]:
             raise MTError(
                 f"unknown config key '{key}' in override '{item}'; valid keys in '{section}': {', '.join(raw[section])}"
             )

@@ -15,8 +15,8 @@ CURVES_EVERY_SECONDS = 60.0
 
 class LiveCurves:
     """A training run's plots/curves.png: redrawn after a validation when a minute has passed since the last
-    drawing, and at the end of the session (``flush``). A drawing takes 0.15-0.3 s, which a run that validates
-    every few seconds (a small corpus, the test suite) would otherwise spend at every validation."""
+    drawing, and at the end of the session (``flush``). A drawing takes a noticeable fraction of a second, which a
+    run that validates every few seconds (a small corpus, the test suite) would otherwise spend at every one."""
 
     def __init__(self, log_path: Path, out: Path, every_seconds: float = CURVES_EVERY_SECONDS):
         self.log_path, self.out, self.every_seconds = log_path, out, every_seconds

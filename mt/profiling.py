@@ -1,5 +1,6 @@
-"""Named time ranges for torch.profiler. `python -m eval.bench --profile` adds up each training step's time by
-these names, which answers "where does the time go" in the model's own terms (eval.bench.speed.phase_split).
+"""Named time ranges for torch.profiler, which the fast backend (``mt.fast``) and the training step mark.
+`python -m bench --profile` adds up each training step's time by these names, which answers "where does the time
+go" in the model's own terms (the repository's bench/training.py, ``phase_split``).
 
 A range is only opened while a profiler is recording; otherwise ``span`` returns a do-nothing context, so the
 labels cost nothing in training and decoding.

@@ -19,9 +19,12 @@ from mt.config import Config, config_to_dict, load_config
 from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
 
-__all__ = ["FINAL", "RunDir"]
+__all__ = ["FINAL", "META_KEYS", "RunDir"]
 
 FINAL = "final.pt"  # the model training hands on (mt.recipes.averaging); translate, eval and demo load it
+# what every RUN/data/meta.json holds (data_prep.prepare writes it)
+META_KEYS = ("src", "tgt", "src_model", "tgt_model", "src_vocab_size", "tgt_vocab_size", "tokenizer_sha256", "data",
+             "splits")
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,13 @@ class RunDir:
     def meta(self) -> dict[str, Any]:
         self.require_prepared()
         try:
-            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise MTError(f"cannot read {self.meta_path}: {e}; re-run `mt prepare`") from None
+        missing = [key for key in META_KEYS if not isinstance(meta, dict) or key not in meta]
+        if missing:
+            raise MTError(f"{self.meta_path} has no '{missing[0]}': prepared in another layout; re-run `mt prepare`")
+        return meta
 
     def require_data_matches(self, cfg: Config) -> None:
         """Refuse a config whose ``data.*`` settings differ from those RUN/data was prepared with: training reads
@@ -67,7 +74,7 @@ class RunDir:
         if (meta["src"], meta["tgt"]) != (cfg.data.src, cfg.data.tgt):
             raise MTError(f"{self.root} was prepared for {meta['src']}->{meta['tgt']} but the config says "
                           f"{cfg.data.src}->{cfg.data.tgt}; re-run `mt prepare` or fix data.src/data.tgt")
-        prepared = meta.get("data", {})  # absent in runs prepared before meta.json recorded it
+        prepared = meta["data"]
         wanted = config_to_dict(cfg)["data"]
         changed = [key for key in wanted if key in prepared and prepared[key] != wanted[key]]
         if changed:
@@ -96,16 +103,15 @@ class RunDir:
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
 
     def encoded(self):
-        """The encoded splits as a ``datasets.DatasetDict`` of memory-mapped Arrow files (``encoded/SPLIT.arrow``;
-        runs prepared before version 2 of ``mt prepare`` hold a ``save_to_disk`` folder instead)."""
+        """The encoded splits as a ``datasets.DatasetDict`` of memory-mapped Arrow files (``encoded/SPLIT.arrow``)."""
         import datasets
 
         self.require_prepared()
+        files = sorted(self.encoded_dir.glob("*.arrow"))
+        if not files:
+            raise MTError(f"{self.encoded_dir} holds no encoded splits (SPLIT.arrow); re-run `mt prepare`")
         try:
-            files = sorted(self.encoded_dir.glob("*.arrow"))
-            if files:
-                return datasets.DatasetDict({f.stem: datasets.Dataset.from_file(str(f)) for f in files})
-            return datasets.load_from_disk(str(self.encoded_dir))
+            return datasets.DatasetDict({f.stem: datasets.Dataset.from_file(str(f)) for f in files})
         except Exception as e:  # noqa: BLE001 - a damaged cache is one line for the user
             raise MTError(f"cannot read the encoded data in {self.encoded_dir}: {e}; re-run `mt prepare`") from None
 

@@ -44,6 +44,17 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+# Tests that use these fixtures run the whole pipeline (prepare, train, translate): the slow tier
+END_TO_END_FIXTURES = {"prepared_tiny", "trained_run", "train_tiny"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every end-to-end test ``slow``: `make test-fast` (``-m "not slow"``) runs the rest."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 TINY_OVERRIDES = ["data.vocab_size=60", "data.byte_fallback=false", "model.emb_dim=32", "model.hidden_dim=64", "model.dropout=0.0",
                   "train.batch_tokens=400", "train.lr=0.01", "train.max_minutes=0", "train.log_every=5",
                   "train.patience=50", "decode.beam=3", "train.threads=1"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
-from eval.bench.speed import main
+from bench.speed import main
 
 
 def _lines(capsys) -> list[dict]:
@@ -19,93 +18,67 @@ def test_bench_training_profile_and_compare(trained_run, capsys):
     run = str(trained_run)
     assert main(["--run", run, "--what", "train", "--steps", "3", "--warmup", "1", "--profile"]) == 0
     (profiled,) = _lines(capsys)
-    assert profiled["what"] == "train-profile" and profiled["tokens_per_s"] > 0
+    assert profiled["what"] == "train-profile" and profiled["tokens_per_s"] > 0 and profiled["backend"] == "fast"
+    assert profiled["peak_rss_gib"] > 0 and profiled["rss_anon_gib"] > 0
     assert 0 < profiled["matmul_ms_per_step"] < profiled["profiled_ms_per_step"]
     assert "aten::mm" in profiled["top_ops_ms"] or "aten::addmm" in profiled["top_ops_ms"]
-    phases = profiled["phases_ms_per_step"]  # the model's named ranges (mt.profiling) all saw work
+    phases = profiled["phases_ms_per_step"]  # the fast backend's named ranges (mt.profiling) all saw work
     for name in ("encoder", "decoder LSTM", "attention", "output layer + loss", "gradient clipping", "optimizer"):
         assert phases[name] > 0, name
     assert phases["python and framework"] >= 0  # operators never add up to more than the wall time
 
-    assert main(["--run", run, "--compare", "--steps", "4", "--warmup", "1"]) == 0
+    assert main(["--run", run, "--what", "train", "--compare", "backends", "--steps", "4", "--warmup", "1"]) == 0
     (compared,) = _lines(capsys)
-    assert compared["what"] == "train-compare"
-    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0 and compared["speedup"] > 0
-    assert main(["--run", run, "--compare", "precision", "--steps", "2", "--warmup", "1"]) == 0
+    assert list(compared["arms"]) == ["fast", "reference"] and compared["peak_rss_gib"] > 0
+    for label, arm in compared["arms"].items():
+        assert arm["backend"] == label and arm["precision"] == "fp32" and arm["tokens_per_s"] > 0
+    assert compared["arms"]["fast"]["median_step_speed_vs_first"] == 1.0
+    assert main(["--run", run, "--what", "train", "--precision", "both", "--steps", "2", "--warmup", "1"]) == 0
     (compared,) = _lines(capsys)
-    assert compared["what"] == "train-compare-precision" and compared["arms"] == ["bf16", "fp32"]
-    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
-    assert main(["--run", run, "--compare", "tanh", "--what", "train,decode", "--steps", "2", "--warmup", "1",
-                 "--split", "val", "--beams", "1", "--precision", "config"]) == 0
-    compared, *decoded = _lines(capsys)
-    assert compared["what"] == "train-compare-tanh" and compared["arms"] == ["tanh via sigmoid", "torch.tanh"]
-    assert compared["tokens_per_s"] > 0 and compared["tokens_per_s_baseline"] > 0
-    # decoding alternates the two forms; the translations agree (fp32: the forms differ by under 2e-7)
-    assert [d["tanh"] for d in decoded] == ["via sigmoid", "torch.tanh", "torch.tanh", "via sigmoid"]
-    assert len({d["bleu"] for d in decoded}) == 1
-    from mt.model import activations
-    assert activations.VIA_SIGMOID  # the default is back
-
-
-def test_bench_training_reports_both_precisions_and_the_chosen_one(trained_run, capsys):
-    assert main(["--run", str(trained_run), "--what", "train", "--steps", "2", "--warmup", "1",
-                 "--precision", "both"]) == 0
-    (result,) = _lines(capsys)
-    assert result["what"] == "train" and result["precision"] == "fp32"  # tiny.yaml fixes fp32
-    assert result["precision_why"] == "as configured"
-    assert result["tokens_per_s"] == result["tokens_per_s_fp32"] > 0 and result["tokens_per_s_bf16"] > 0
-    assert main(["--run", str(trained_run), "--what", "train", "--steps", "2", "--warmup", "1",
-                 "--precision", "both", "train.precision=bf16"]) == 0
-    (result,) = _lines(capsys)
-    assert result["precision"] == "bf16" and result["tokens_per_s"] == result["tokens_per_s_bf16"]
+    assert {label: arm["precision"] for label, arm in compared["arms"].items()} == {"bf16": "bf16", "fp32": "fp32"}
 
 
 @pytest.mark.parametrize("units, both", [("AMX", True), (None, False)])
 def test_bench_times_bf16_by_default_only_where_the_machine_has_bf16_units(trained_run, capsys, monkeypatch,
                                                                             units, both):
-    """Emulated bf16 is many times slower than fp32 (20 training steps took over 9 minutes on AMD Zen 3): the
-    default (--precision auto) times bf16 beside fp32 only where there are bf16 units, and says so otherwise."""
-    monkeypatch.setattr("eval.bench.speed.bf16_units", lambda device: units)
+    """Emulated bf16 is many times slower than fp32: the default (--precision auto) times bf16 beside fp32 only
+    where there are bf16 units, and says so otherwise."""
+    monkeypatch.setattr("bench.speed.bf16_units", lambda device: units)
     assert main(["--run", str(trained_run), "--what", "train", "--steps", "2", "--warmup", "1"]) == 0
     out, err = capsys.readouterr()
     (result,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert result["precision"] == "fp32" and ("tokens_per_s_bf16" in result) == both
-    assert ("fp32 only" in err) == (not both)
+    assert ("arms" in result) == both and (result["precision"] == "fp32" if not both else True)
+    assert ("configured precision only" in err) == (not both)
 
 
 def test_bench_decoding(trained_run, capsys):
     assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "1,2",
                  "--precision", "both"]) == 0
     results = _lines(capsys)
-    assert [(r["beam"], r["precision"], r["default"]) for r in results] == [
-        (1, "bf16", False), (1, "fp32", True), (2, "bf16", False), (2, "fp32", True)]  # tiny.yaml fixes fp32
+    assert [(r["beam"], r["precision"]) for r in results] == [(1, "bf16"), (1, "fp32"), (2, "bf16"), (2, "fp32")]
     for r in results:
-        assert r["sentences"] == 30 and r["sentences_per_s"] > 0
-        assert r["bleu"] > 20  # the toy model translates test_toy (cf. test_eval_writes_report), in bf16 too
-    assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "1",
-                 "--precision", "config"]) == 0
-    (greedy,) = _lines(capsys)
-    assert greedy["precision"] == "fp32" and greedy["default"]
+        assert r["sentences"] == 30 and r["sentences_per_s"] > 0 and r["backend"] == "fast"
+        assert r["bleu"] > 20 and r["peak_rss_gib"] > 0  # the toy model translates test_toy, in bf16 too
 
-    # the output layer's shortlist against its fp32 multiply, alternately: bf16 for bf16, int8 for fp32 (x86)
+    # arms alternate round by round; the backends translate alike
     assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "2",
-                 "--compare", "shortlist", "--precision", "both"]) == 0
-    results = _lines(capsys)
-    int8 = "int8" if torch.backends.quantized.engine in ("x86", "fbgemm") else None
-    assert [(r["precision"], r["shortlist"]) for r in results] == [
-        ("bf16", "bf16"), ("bf16", None), ("bf16", None), ("bf16", "bf16"),
-        ("fp32", int8), ("fp32", None), ("fp32", None), ("fp32", int8)]
-    assert all(r["bleu"] > 20 for r in results)
-    from mt.model import top_tokens
-    assert top_tokens.SHORTLIST  # the default is back
-    assert main(["--run", str(trained_run), "--compare", "shortlist"]) == 2  # training: nothing to compare
-    assert capsys.readouterr().err.strip() == "error: --compare shortlist compares decoding only: add --what decode"
+                 "--compare", "backends", "--precision", "config", "--rounds", "3"]) == 0
+    fast, reference = _lines(capsys)
+    assert (fast["arm"], fast["backend"], reference["backend"]) == ("fast", "fast", "reference")
+    assert len(fast["sentences_per_s_rounds"]) == 3 and reference["identical_to_first_arm"] >= 0.95
+    assert main(["--run", str(trained_run), "--what", "decode", "--split", "test_toy", "--beams", "2",
+                 "--compare", "candidates", "--precision", "config"]) == 0
+    approximate, exact = _lines(capsys)
+    assert (approximate["candidates"], exact["candidates"]) == ("approximate", "exact")
+    assert exact["identical_to_first_arm"] >= 0.95
+    assert main(["--run", str(trained_run), "--compare", "candidates"]) == 2  # training: nothing to compare
+    assert capsys.readouterr().err.strip() == "error: --compare candidates compares decoding only: add --what decode"
 
 
 def test_scale_bench_corpus_joins_unique_pairs(tmp_path):
     """`make scale-bench`'s synthetic corpus: N pairs, each two different real pairs joined side by side, no
     pair twice, the real validation split beside it."""
-    from eval.bench.scale import synthetic_corpus
+    from bench.scale import synthetic_corpus
 
     data = tmp_path / "data"
     data.mkdir()
@@ -125,17 +98,18 @@ def test_scale_bench_corpus_joins_unique_pairs(tmp_path):
 def test_precision_trajectory_trains_three_arms_on_the_same_batches(trained_run, capsys):
     import math
 
-    from eval.experiments.precision_trajectory import main as trajectory_main
-    from eval.experiments.precision_trajectory import trajectories
+    from bench.precision_trajectory import main as trajectory_main
+    from bench.precision_trajectory import trajectories
     from mt.run import RunDir
 
     losses = trajectories(RunDir.of(trained_run), 2, ["train.threads=1"], every=1)
-    assert set(losses) == {"fp32", "bf16-fused", "bf16-generic"}
+    assert set(losses) == {"fp32", "bf16-fast", "bf16-reference"}
     for values in losses.values():
         assert len(values) == 2 and all(math.isfinite(v) for v in values)
-    assert abs(losses["bf16-fused"][0] - losses["fp32"][0]) < 0.05  # the first step: same weights, same batch
+    assert abs(losses["bf16-fast"][0] - losses["fp32"][0]) < 0.05  # the first step: same weights, same batch
+    assert abs(losses["bf16-reference"][0] - losses["fp32"][0]) < 0.05
     assert trajectory_main(["--run", str(trained_run), "--steps", "1", "train.threads=1"]) == 0
-    assert "bf16-fused: mean loss minus fp32's" in capsys.readouterr().out
+    assert "bf16-fast: mean loss minus fp32's" in capsys.readouterr().out
 
 
 FAKE_JOEY = """#!/usr/bin/env bash

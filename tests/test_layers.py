@@ -49,8 +49,9 @@ def test_entry_points_name_the_commands_of_the_upper_packages():
 # What each part of the library must never import: the tasks (mt train, mt pretrain) plug the recipes into the
 # loop; the loop knows no recipe and no task; decoding knows no training; the model knows none of them.
 NEVER = {
-    "mt.data": {"mt.model", "mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
-    "mt.model": {"mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.data": {"mt.model", "mt.fast", "mt.backends", "mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.model": {"mt.fast", "mt.backends", "mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
+    "mt.fast": {"mt.backends", "mt.decode", "mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
     "mt.decode": {"mt.train", "mt.recipes", "mt.tasks", "mt.cli"},
     "mt.train": {"mt.decode", "mt.recipes", "mt.tasks", "mt.cli"},
     "mt.recipes": {"mt.tasks", "mt.cli"},
@@ -123,3 +124,75 @@ def test_functions_are_short_and_the_loop_is_small():
                             f"({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
     assert len((ROOT / "mt" / "train" / "loop.py").read_text(encoding="utf-8").splitlines()) <= 350
+
+
+# ---------------------------------------------------------------- no hidden switches
+
+PRODUCT_AND_DRIVERS = SOURCE + sorted(p for folder in ("bench", "experiments") for p in (ROOT / folder).rglob("*.py"))
+
+
+def _is_record(node: ast.ClassDef) -> bool:
+    """A dataclass or NamedTuple: its class-level names declare the fields of each instance."""
+    names = [getattr(d, "id", getattr(d, "attr", "")) for d in node.decorator_list] + \
+        [getattr(b, "id", getattr(b, "attr", "")) for b in node.bases]
+    return "dataclass" in names or "NamedTuple" in names or any(
+        isinstance(d, ast.Call) and getattr(d.func, "id", "") == "dataclass" for d in node.decorator_list)
+
+
+def _defined_attributes() -> dict[str, set[str]]:
+    """Every module-level and class-level name that ``mt`` assigns (not the fields of records), by name -> the
+    modules that define it."""
+    defined: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "mt").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bodies = [tree.body] + [node.body for node in ast.walk(tree)
+                                if isinstance(node, ast.ClassDef) and not _is_record(node)]
+        for body in bodies:
+            for node in body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                for target in targets:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Name):
+                            defined.setdefault(name.id, set()).add(module_name(path))
+    return defined
+
+
+def test_no_module_or_class_attribute_of_mt_is_switched_from_outside_its_module():
+    """A module-level or class-level setting that other code flips (``Decoder.fused = False``, a flag a benchmark
+    sets) is a hidden switch: the same call then computes differently depending on who ran before. Settings are
+    constructor arguments, config keys or method calls instead. Also refused: ``global`` rebinding in ``mt``
+    (module state that functions change) and ``setattr`` on those names."""
+    defined = _defined_attributes()
+    found = []
+    for path in PRODUCT_AND_DRIVERS:
+        here = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Global) and here.startswith("mt"):
+                found.append(f"{here}:{node.lineno} global {', '.join(node.names)}")
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            names = [t.attr for t in targets  # self.x = ...: an instance's own attribute
+                     if isinstance(t, ast.Attribute) and getattr(t.value, "id", None) != "self"]
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "setattr" \
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+                names.append(node.args[1].value)
+            for name in names:
+                owners = defined.get(name, set()) - {here}
+                if owners and not name.startswith("__"):
+                    found.append(f"{here}:{node.lineno} assigns {name} (defined at module or class level in "
+                                 f"{', '.join(sorted(owners))})")
+    assert not found, found
+
+
+def test_nothing_registers_a_global_hook_at_import():
+    """``register_*_hook`` at a module's top level changes every model or optimizer of the process on import."""
+    found = []
+    for path in PRODUCT_AND_DRIVERS:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for call in ast.walk(node):
+                name = getattr(getattr(call, "func", None), "id", None) or getattr(getattr(call, "func", None), "attr", "")
+                if isinstance(call, ast.Call) and name.startswith("register_") and name.endswith("hook") and \
+                        not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    found.append(f"{module_name(path)}:{call.lineno} {name}")
+    assert not found, found

@@ -1,4 +1,5 @@
-"""Model invariants on tiny odd sizes (E=10, H=14, B=3): shapes, masking, padding, step = teacher-forced."""
+"""The reference model's invariants on tiny odd sizes (E=10, H=14, B=3): shapes, masking, padding, step =
+teacher-forced, the starting weights, the loss, learning a tiny task."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mt.backends import BACKENDS
 from mt.config import ModelConfig
 from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mt.model import build_model
 from mt.model.attention import BahdanauAttention, LuongAttention
-from mt.model.dropout import ByteDropout
 from mt.model.encoder import Encoder
-from mt.model.loss import SummedLoss, linear_cross_entropy, linear_rdrop_cross_entropy
+from mt.model.loss import SummedLoss
 
 V, E, H, B = 23, 10, 14, 3
 CELLS = ["lstm", "gru", "rnn"]
@@ -74,26 +75,6 @@ def test_attention_masks_padding(attention_cls):
     assert context.shape == (B, H)
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("block_bytes", [1, 10 ** 9])
-def test_search_attention_in_blocks_equals_the_training_form(monkeypatch, dtype, tol, block_bytes):
-    """Search (autograd off) makes the energies a block of sentences at a time, tanh folded into a sigmoid in
-    fp32: the same weights and contexts as the differentiable form, K rows per sentence, padding masked."""
-    torch.manual_seed(0)
-    monkeypatch.setattr("mt.model.attention.ENERGY_BLOCK_BYTES", block_bytes)  # 1: a block per sentence
-    att, k = BahdanauAttention(H, H, 8), 4
-    states = torch.randn(B, 5, H)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
-    query = torch.randn(B * k, H) * 3
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        want = att(query, att.keys(states), states, mask)  # autograd on: the training form
-        with torch.no_grad():
-            got = att(query, att.keys(states), states, mask)
-    for a, b in zip(got, want):
-        assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= tol
-    assert torch.all(got[1].view(B, k, 5)[~mask.unsqueeze(1).expand(B, k, 5)] == 0)
-
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_encoder_padding_does_not_change_a_sentence(cell):
     torch.manual_seed(0)
@@ -143,42 +124,6 @@ def test_search_step_in_bf16_scores_with_fp32_logits(tie):
     assert not torch.allclose(bf16_logits, reference, atol=1e-3)  # what the test guards against
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-@pytest.mark.parametrize("block", [1, 4, 100])
-def test_fused_loss_matches_cross_entropy(smoothing, block):
-    torch.manual_seed(0)
-    x = torch.randn(13, 7, requires_grad=True)
-    w = torch.randn(11, 7, requires_grad=True)
-    target = torch.randint(0, 11, (13,))
-    ref = F.cross_entropy(x @ w.t(), target, reduction="sum", label_smoothing=smoothing)
-    gx, gw = torch.autograd.grad(ref * 1.7, (x, w))
-    out = linear_cross_entropy(x, w, target, smoothing, block=block)
-    fx, fw = torch.autograd.grad(out * 1.7, (x, w))
-    assert torch.allclose(out, ref, rtol=1e-5)
-    assert torch.allclose(fx, gx, atol=1e-5) and torch.allclose(fw, gw, atol=1e-5)
-
-
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_fused_loss_in_bf16_stays_within_what_bf16_allows(smoothing):
-    """Under bf16 autocast the three multiplies take bf16 inputs; softmax, loss and gradient sums stay fp32. The
-    loss and gradients are within bf16's rounding (8 bits of mantissa, ~0.4%) of the fp32 ones, and the gradients
-    come back fp32 for fp32 parameters."""
-    torch.manual_seed(0)
-    x = torch.randn(300, 64, requires_grad=True)
-    w = (0.3 * torch.randn(500, 64)).requires_grad_()
-    target = torch.randint(0, 500, (300,))
-    ref = F.cross_entropy(x @ w.t(), target, reduction="sum", label_smoothing=smoothing)
-    gx, gw = torch.autograd.grad(ref, (x, w))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = linear_cross_entropy(x, w, target, smoothing, block=128)
-    fx, fw = torch.autograd.grad(out, (x, w))
-    assert out.dtype == fx.dtype == fw.dtype == torch.float32
-    assert abs(out.item() - ref.item()) / ref.item() < 5e-3
-    for fused, exact in ((fx, gx), (fw, gw)):
-        assert ((fused - exact).norm() / exact.norm()).item() < 1e-2
-    assert not torch.equal(fw, gw)  # it did take the bf16 path
-
-
 def rdrop_reference(x1, x2, w, target, smoothing, alpha):
     """R-Drop through autograd: the two passes' mean cross-entropy + alpha / 4 x their symmetric KL, summed."""
     z1, z2 = x1 @ w.t(), x2 @ w.t()
@@ -186,48 +131,6 @@ def rdrop_reference(x1, x2, w, target, smoothing, alpha):
     lp1, lp2 = z1.log_softmax(1), z2.log_softmax(1)
     kl = F.kl_div(lp2, lp1, log_target=True, reduction="sum") + F.kl_div(lp1, lp2, log_target=True, reduction="sum")
     return 0.5 * ce + 0.25 * alpha * kl
-
-
-@pytest.mark.parametrize("smoothing, alpha", [(0.0, 1.0), (0.1, 5.0)])
-@pytest.mark.parametrize("block", [1, 4, 100])
-def test_rdrop_loss_and_gradients_match_autograd(smoothing, alpha, block):
-    torch.manual_seed(0)
-    x1, x2 = torch.randn(13, 7, requires_grad=True), torch.randn(13, 7, requires_grad=True)
-    w = torch.randn(11, 7, requires_grad=True)
-    target = torch.randint(0, 11, (13,))
-    ref = rdrop_reference(x1, x2, w, target, smoothing, alpha)
-    expected = torch.autograd.grad(ref * 1.7, (x1, x2, w))
-    out = linear_rdrop_cross_entropy(x1, x2, w, target, smoothing, alpha, block=block)
-    got = torch.autograd.grad(out * 1.7, (x1, x2, w))
-    assert torch.allclose(out, ref, rtol=1e-5)
-    for fused, exact in zip(got, expected):
-        assert torch.allclose(fused, exact, atol=1e-4), (fused - exact).abs().max()
-
-
-def test_rdrop_loss_in_bf16_stays_within_what_bf16_allows():
-    torch.manual_seed(0)
-    x1, x2 = torch.randn(300, 64, requires_grad=True), torch.randn(300, 64, requires_grad=True)
-    w = (0.3 * torch.randn(500, 64)).requires_grad_()
-    target = torch.randint(0, 500, (300,))
-    ref = rdrop_reference(x1, x2, w, target, 0.1, 5.0)
-    expected = torch.autograd.grad(ref, (x1, x2, w))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = linear_rdrop_cross_entropy(x1, x2, w, target, 0.1, 5.0, block=128)
-    got = torch.autograd.grad(out, (x1, x2, w))
-    assert abs(out.item() - ref.item()) / ref.item() < 5e-3
-    for fused, exact in zip(got, expected):
-        assert fused.dtype == torch.float32 and ((fused - exact).norm() / exact.norm()).item() < 1e-2
-
-
-def test_rdrop_of_two_equal_passes_is_the_plain_loss():
-    """The same vectors twice: no divergence, so R-Drop's loss and gradients are the plain ones (per pass)."""
-    torch.manual_seed(0)
-    x, w = torch.randn(13, 7, requires_grad=True), torch.randn(11, 7)
-    target = torch.randint(0, 11, (13,))
-    out = linear_rdrop_cross_entropy(x, x, w, target, 0.1, 5.0)
-    plain = linear_cross_entropy(x, w, target, 0.1)
-    assert torch.allclose(out, plain, rtol=1e-5)
-    assert torch.allclose(torch.autograd.grad(out, x)[0], torch.autograd.grad(plain, x)[0], atol=1e-5)
 
 
 def test_summed_loss_with_rdrop_runs_two_dropout_passes_in_training_only():
@@ -254,42 +157,32 @@ def test_summed_loss_with_rdrop_runs_two_dropout_passes_in_training_only():
     assert torch.allclose(same, SummedLoss(without_dropout, 0.1)(src, lens, tgt_in, targets=targets), rtol=1e-4)
 
 
-def test_byte_dropout_rate_and_scale():
-    torch.manual_seed(0)
-    drop = ByteDropout(0.3)
-    x = torch.ones(200_000)
-    y = drop(x)
-    assert abs((y == 0).float().mean().item() - 77 / 256) < 0.005
-    assert abs(y.mean().item() - 1.0) < 0.01
-    # masks differ between calls and between positions
-    assert not torch.equal(drop(x), y)
-    assert torch.equal(drop.eval()(x), x)
-
-
-@pytest.mark.parametrize("cell, attention, tie, share", [
-    ("lstm", "bahdanau", False, False), ("gru", "bahdanau", False, False), ("rnn", "bahdanau", False, False),
-    ("lstm", "luong", False, False), ("lstm", "none", False, False), ("lstm", "bahdanau", True, False),
-    ("lstm", "bahdanau", True, True)])
-def test_each_cell_and_attention_learns_a_tiny_task(cell, attention, tie, share):
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, cell, attention, tie, share", [
+    ("reference", "lstm", "bahdanau", True, True),
+    ("fast", "lstm", "bahdanau", False, False), ("fast", "gru", "bahdanau", False, False),
+    ("fast", "rnn", "bahdanau", False, False), ("fast", "lstm", "luong", False, False),
+    ("fast", "lstm", "none", False, False), ("fast", "lstm", "bahdanau", True, False),
+    ("fast", "lstm", "bahdanau", True, True)])
+def test_each_cell_and_attention_learns_a_tiny_task(backend, cell, attention, tie, share):
     """Reverse sequences of 2-4 symbols: every kind (and tied output embeddings, and one embedding matrix for
-    source, target and output) must drive the loss close to zero."""
+    source, target and output) must drive the loss close to zero; the reference learns the recipe's shape
+    (the backends compute the same function: tests/test_backends.py)."""
     torch.manual_seed(0)
     cfg = ModelConfig(cell=cell, attention=attention, emb_dim=16, hidden_dim=32, dropout=0.0, tie_embeddings=tie,
                       share_embeddings=share)
-    model = build_model(cfg, 12, 12)
+    model = BACKENDS[backend].build_model(cfg, 12, 12)
+    loss_fn = BACKENDS[backend].loss(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     first = last = None
-    for _ in range(300):
+    for _ in range(200):
         n = int(torch.randint(2, 5, (1,), generator=gen))
         src = torch.randint(4, 12, (32, n), generator=gen)
         tgt = src.flip(1)
         tgt_in = torch.cat([torch.full((32, 1), BOS_ID), tgt], 1)
         tgt_out = torch.cat([tgt, torch.full((32, 1), 3)], 1)
-        vecs = model(src, torch.full((32,), n), tgt_in)
-        loss = linear_cross_entropy(vecs.reshape(-1, vecs.shape[-1]), model.decoder.output.weight,
-                                    tgt_out.reshape(-1))
-        loss = loss / tgt_out.numel()
+        loss = loss_fn(src, torch.full((32,), n), tgt_in, targets=tgt_out) / tgt_out.numel()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -299,146 +192,25 @@ def test_each_cell_and_attention_learns_a_tiny_task(cell, attention, tie, share)
     assert first > 2.0 and last < 0.3, (first, last)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("layers, bidirectional", [(1, True), (2, True), (2, False)])
-def test_encoder_equals_packed_sequence_reference(cell, layers, bidirectional):
-    """The encoder runs fused kernels chunk by chunk; it must give what nn.LSTM/GRU/RNN on packed sequences
-    gives: states, final states and every gradient."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+def test_initialisation_follows_the_recipe():
+    """Embeddings N(0, E^-0.5) with a zero padding row, recurrent blocks orthogonal per gate, LSTM forget-gate
+    bias 1 and the other biases 0, Xavier linear layers; a tied output layer keeps the embeddings' values."""
     torch.manual_seed(0)
-    enc = make_encoder(layers=layers, cell=cell, bidirectional=bidirectional).double().train()
-    lens = torch.tensor([7, 3, 5, 7, 1, 5, 2])
-    src = torch.randint(4, V, (7, 7))
-    src[torch.arange(7)[None] >= lens[:, None]] = PAD_ID
-    out = enc(src, lens)
-    packed = pack_padded_sequence(enc.embed(src), lens, batch_first=True, enforce_sorted=False)
-    ref_out, ref_final = enc.rnn(packed)
-    ref_states, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=7)
-    ref_h, ref_c = ref_final if cell == "lstm" else (ref_final, None)
-    assert torch.allclose(out.states, ref_states, atol=1e-12)
-    assert torch.allclose(out.final_h, enc._join(ref_h), atol=1e-12)
-    if cell == "lstm":
-        assert torch.allclose(out.final_c, enc._join(ref_c), atol=1e-12)
-    weights = list(enc.parameters())
-    grads = torch.autograd.grad(out.states.sin().sum() + out.final_h.cos().sum(), weights)
-    ref_grads = torch.autograd.grad(ref_states.sin().sum() + enc._join(ref_h).cos().sum(), weights)
-    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
-        assert torch.allclose(g, r, atol=1e-10), name
-
-
-def test_encoder_in_bf16_stays_within_what_bf16_allows():
-    """Under bf16 autocast the chunked LSTM encoder's fused kernels (oneDNN on CPU) multiply in bf16: states,
-    final states and every (fp32) gradient within 2% (relative norm) of the fp32 encoder. (torch's CPU GRU and
-    plain RNN kernels have no autocast rule: those encoders stay fp32 on CPUs; so does the LSTM encoder on a
-    CPU whose oneDNN has no bf16 LSTM, e.g. AMD Zen 3.)"""
-    from mt.model.encoder import _bf16_lstm_kernel
-    torch.manual_seed(0)
-    enc = make_encoder(50, 32, 64, layers=2).train()
-    lens = torch.randint(1, 13, (16,))
-    lens[0] = 12
-    src = torch.randint(4, 50, (16, 12))
-    src[torch.arange(12)[None] >= lens[:, None]] = PAD_ID
-    weights = list(enc.parameters())
-    results = []
-    for bf16 in (True, False):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = enc(src, lens)
-        assert out.states.dtype == (torch.bfloat16 if bf16 and _bf16_lstm_kernel() else torch.float32)
-        loss = out.states.float().sin().sum() + out.final_h.float().cos().sum()
-        results.append((out, torch.autograd.grad(loss, weights)))
-    (out, grads), (ref, ref_grads) = results
-    relative = lambda a, b: ((a.float() - b).norm() / b.norm()).item()  # noqa: E731
-    assert relative(out.states, ref.states) < 0.02 and relative(out.final_h, ref.final_h) < 0.02
-    for (name, _), g, r in zip(enc.named_parameters(), grads, ref_grads):
-        assert g.dtype == torch.float32 and relative(g, r) < 0.02, name
-
-
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_decoder_equals_the_step_modules(dropout):
-    """Training uses the hand-written fused loop (1-layer LSTM + Bahdanau); its output and every gradient must
-    equal autograd through the step-by-step modules, dropout masks included."""
-    model = make_model(dropout=dropout).double().train()
-    src, lens = padded_batch()
-    tgt_in = torch.randint(4, V, (B, 6))
-    weights = torch.linspace(-1, 1, B * 6 * H, dtype=torch.float64).view(B, 6, H)
-    results = []
-    for fused in (True, False):
-        model.decoder.fused = fused
-        torch.manual_seed(7)  # the same dropout masks for both
-        out = model(src, lens, tgt_in)
-        assert (out.grad_fn.name() == "_LstmAttentionLoopBackward") == fused
-        results.append((out, torch.autograd.grad((out.sin() * weights).sum(), list(model.parameters()),
-                                                 allow_unused=True)))
-    (out, grads), (ref_out, ref_grads) = results
-    assert torch.allclose(out, ref_out, atol=1e-12)
-    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
-        assert (g is None) == (r is None), name
-        assert g is None or torch.allclose(g, r, atol=1e-10), name
-
-
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_decoder_in_bf16_stays_within_what_bf16_allows(dropout):
-    """Under bf16 autocast the fused loop multiplies in bf16 (8 bits of mantissa, ~0.4% per rounding) and keeps
-    the cell state, softmax and gradient sums fp32: the output and every gradient are within 2% (relative norm)
-    of the fp32 step modules. Autocast through the step modules is further off (about 25% for the attention
-    query weight, whose gradient it sums over the steps in bf16)."""
-    torch.manual_seed(0)
-    batch, src_len, tgt_len, hidden = 16, 12, 9, 64
-    model = build_model(ModelConfig(emb_dim=32, hidden_dim=hidden, dropout=dropout, tie_embeddings=False,
-                                    share_embeddings=False), 50, 50).train()
-    lens = torch.randint(2, src_len + 1, (batch,))
-    src = torch.randint(4, 50, (batch, src_len))
-    src[torch.arange(src_len)[None] >= lens[:, None]] = PAD_ID
-    tgt_in = torch.randint(4, 50, (batch, tgt_len))
-    weights = torch.randn(batch, tgt_len, hidden)
-    results = []
-    for fused, bf16 in ((True, True), (False, False)):
-        model.decoder.fused = fused
-        torch.manual_seed(7)  # the same dropout masks for both
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(src, lens, tgt_in)
-        assert (out.grad_fn.name() == "_LstmAttentionLoopBackward") == fused
-        results.append((out, torch.autograd.grad((out.sin() * weights).sum(), list(model.parameters()),
-                                                 allow_unused=True)))  # the output layer is not used
-    (out, grads), (ref_out, ref_grads) = results
-    relative = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
-    assert out.dtype == torch.float32 and relative(out, ref_out) < 0.02
-    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
-        assert (g is None) == (r is None), name
-        assert g is None or (g.dtype == torch.float32 and relative(g, r) < 0.02), name
-
-
-def test_fused_decoder_refuses_a_backward_after_another_forward():
-    model = make_model().train()
-    src, lens = padded_batch()
-    tgt_in = torch.randint(4, V, (B, 6))
-    first = model(src, lens, tgt_in)
-    model(src, lens, tgt_in)  # overwrites the workspace the first pass saved its activations in
-    with pytest.raises(RuntimeError, match="another forward pass before this backward"):
-        first.sum().backward()
-
-
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-15), (torch.float32, 3e-7)])
-def test_tanh_through_sigmoid_matches_torch_tanh_values_and_gradients(dtype, tol):
-    from mt.model.activations import tanh, tanh_
-    x = torch.cat([torch.linspace(-12, 12, 2001), torch.randn(1000) * 1e-4]).to(dtype)  # tails and near zero
-    assert torch.equal(tanh(x), torch.sigmoid(x * 2) * 2 - 1)  # the sigmoid route is the one taken
-    want = torch.tanh(x.double())
-    assert (tanh(x).double() - want).abs().max() <= tol
-    out = torch.empty_like(x)
-    assert tanh(x, out=out) is out and (out.double() - want).abs().max() <= tol
-    y = x.clone()
-    assert tanh_(y) is y and (y.double() - want).abs().max() <= tol
-    assert tanh(torch.tensor([torch.inf, -torch.inf], dtype=dtype)).tolist() == [1.0, -1.0]
-    leaf = x.clone().requires_grad_()
-    tanh(leaf).sum().backward()  # differentiable: autograd goes through the sigmoid
-    assert (leaf.grad.double() - (1 - want.square())).abs().max() <= 4 * tol
-
-
-def test_tanh_keeps_torch_tanh_for_bf16():
-    from mt.model.activations import tanh, tanh_
-    x = torch.linspace(-4, 4, 1001).bfloat16()  # the identity would double bf16's rounding error
-    assert torch.equal(tanh(x), torch.tanh(x)) and torch.equal(tanh_(x.clone()), torch.tanh(x))
+    cfg = ModelConfig(emb_dim=64, hidden_dim=32, tie_embeddings=True, share_embeddings=True)
+    model = build_model(cfg, 200, 200)
+    embed = model.decoder.embed.weight
+    assert torch.all(embed[PAD_ID] == 0) and abs(embed[1:].std().item() - 64 ** -0.5) < 0.01
+    assert model.decoder.output.weight is embed
+    for rnn, hidden in ((model.encoder.rnn, 16), (model.decoder.rnn, 32)):
+        w_hh, b_ih, b_hh = rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+        for g in range(4):
+            block = w_hh[g * hidden:(g + 1) * hidden]
+            torch.testing.assert_close(block @ block.t(), torch.eye(hidden), rtol=0, atol=1e-5)
+        assert torch.all(b_ih[hidden:2 * hidden] == 1) and b_ih.sum() == hidden and torch.all(b_hh == 0)
+    combine = model.decoder.combine.weight  # Xavier-uniform: within +-sqrt(6 / (fan_in + fan_out))
+    assert combine.abs().max() <= (6 / (64 + 32)) ** 0.5 and combine.std() > 0.5 * (2 / (64 + 32)) ** 0.5
+    unset = build_model(cfg, 200, 200, init_weights=False)  # weights about to be loaded: not initialised
+    assert not torch.all(unset.decoder.rnn.bias_ih_l0[32:64] == 1)
 
 
 def test_shared_embeddings_are_one_matrix_that_both_sides_train():

@@ -108,19 +108,6 @@ def test_cache_reused_then_rebuilt_when_input_changes(corpus, tmp_path, caplog):
     assert not list(run.root.glob(".data*")), "temporary folders left behind"
 
 
-def test_meta_records_the_data_settings_even_for_older_caches(corpus, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="mt")
-    run = RunDir.of(tmp_path / "run")
-    prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))
-    assert run.meta()["data"]["vocab_size"] == 50
-    meta = run.meta()
-    del meta["data"]  # as `mt prepare` wrote it before it recorded the settings
-    run.meta_path.write_text(json.dumps(meta), encoding="utf-8")
-    prepare(run, small_cfg(vocab_size=50), data_dir=str(corpus))
-    assert "reusing the cache" in caplog.text
-    assert run.meta()["data"]["vocab_size"] == 50
-
-
 def _bad(tmp_path: Path, corpus: Path, expected: str) -> str:
     with pytest.raises(MTError) as err:
         prepare(RunDir.of(tmp_path / "run"), small_cfg(), data_dir=str(corpus))
@@ -285,6 +272,7 @@ def test_line_count_mismatch_in_a_streamed_training_split(corpus, tmp_path, monk
     assert "train.de.gz has 402" in message
 
 
+@pytest.mark.slow
 def test_sentencepiece_sample_is_the_same_in_every_process(tmp_path):
     """A sample smaller than the corpus: the same model from two separate processes (SentencePiece's own
     sampling differs between processes), and a different one from the whole corpus."""
@@ -303,23 +291,26 @@ def test_sentencepiece_sample_is_the_same_in_every_process(tmp_path):
     assert models[0] != models[2]
 
 
-def test_runs_prepared_before_the_arrow_files_still_load(corpus, tmp_path):
-    """Runs prepared by version 1 hold a ``save_to_disk`` folder in data/encoded: `mt train`/`mt eval` read it."""
+def test_a_run_prepared_in_another_layout_is_a_one_line_error(corpus, tmp_path):
+    """Prepared data of another layout (meta.json without its data settings, no SPLIT.arrow files) is refused
+    with one line that says to prepare again, never read half-way."""
     run = RunDir.of(tmp_path / "run")
     prepare(run, small_cfg(), data_dir=str(corpus))
-    before = _encoded_columns(run)
-    old_layout = datasets.DatasetDict(dict(run.encoded()))
-    old_layout.save_to_disk(str(tmp_path / "old"))
+    meta = run.meta()
+    del meta["data"]
+    run.meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(MTError, match=r"meta.json has no 'data'.*re-run `mt prepare`"):
+        run.meta()
     for f in run.encoded_dir.glob("*.arrow"):
         f.unlink()
-    run.encoded_dir.rmdir()
-    (tmp_path / "old").rename(run.encoded_dir)
-    assert _encoded_columns(run) == before
+    with pytest.raises(MTError, match=r"holds no encoded splits \(SPLIT.arrow\); re-run `mt prepare`"):
+        run.encoded()
 
 
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MULTI30K / "train.en.gz").is_file(), reason="Multi30k not in ../shared/data")
 def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
     """The streaming prepare gives what the whole-corpus-in-lists definition gives on Multi30k: the same filter

@@ -9,27 +9,33 @@ from mt.config import ModelConfig
 from mt.data.tokenizer import PAD_ID
 from mt.decode.beam import beam_search
 from mt.decode.greedy import greedy_search
+from mt.fast import FastSeq2Seq
+from mt.fast.recurrent import project_input
+from mt.fast.top_tokens import Bf16Logits, Int8Logits, top_log_probs
 from mt.model import build_model
-from mt.model.top_tokens import Bf16Logits, Int8Logits, top_log_probs
 
 V = 19
 
 
-def trained_ish_model(seed: int = 0, attention: str = "bahdanau"):
+def trained_ish_model(seed: int = 0, attention: str = "bahdanau", build=build_model):
     """A random model with a sharpened output layer, so that searches have real choices to make."""
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(emb_dim=10, hidden_dim=14, attention=attention, dropout=0.0), V, V).eval()
+    model = build(ModelConfig(emb_dim=10, hidden_dim=14, attention=attention, dropout=0.0), V, V).eval()
     with torch.no_grad():
         model.decoder.output.weight.mul_(8.0)
     return model
 
 
-def fused_adam_step(weight: torch.nn.Parameter) -> None:
-    """A training update as training makes it: fused Adam, which writes the weight without counting in its
-    ``_version``."""
+def training_update(model, weight: torch.nn.Parameter) -> None:
+    """A training update as training makes it: in training mode, by fused Adam, which writes the weight without
+    counting in its ``_version``; then back to evaluation."""
+    model.train()
     weight.grad = torch.ones_like(weight)
+    version = weight._version
     torch.optim.Adam([weight], lr=0.5, fused=True).step()
+    assert weight._version == version  # what makes the version counter alone not enough
     weight.grad = None
+    model.eval()
 
 
 def batch_of(sentences: list[list[int]]):
@@ -164,25 +170,31 @@ def test_int8_shortlist_does_not_depend_on_the_rows_beside():
     assert (shortlist(x, None) - x @ weight.t()).abs().max() < 0.02 * (x @ weight.t()).abs().max()
 
 
-def test_search_shortlists_in_int8_for_fp32_and_in_bf16_for_bf16(monkeypatch):
-    """Which shortlist search gets: bf16 for bf16 decoding, int8 for fp32 decoding on x86, kept while the weight
-    is unchanged and made again after an update; none when switched off."""
-    from mt.model import top_tokens
-    weight = torch.nn.Parameter(torch.randn(300, 16))
-    assert isinstance(top_tokens.shortlist_for(weight, torch.bfloat16), Bf16Logits)
+def test_search_shortlists_in_int8_for_fp32_and_in_bf16_for_bf16():
+    """Which shortlist the fast decoder's search gets: bf16 for bf16 decoding, int8 for fp32 decoding on x86,
+    kept while the weight is unchanged and made again after a training update or an edit; none with
+    decode.candidates=exact."""
+    model = trained_ish_model(4, build=FastSeq2Seq.build)
+    decoder = model.decoder
+    assert isinstance(decoder.search_shortlist(torch.bfloat16), Bf16Logits)
     if torch.backends.quantized.engine in ("x86", "fbgemm"):
-        first = top_tokens.shortlist_for(weight, torch.float32)
-        assert isinstance(first, Int8Logits) and top_tokens.shortlist_for(weight, torch.float32) is first
-        fused_adam_step(weight)  # a training update
-        assert top_tokens.shortlist_for(weight, torch.float32) is not first
-    monkeypatch.setattr(top_tokens, "SHORTLIST", False)
-    assert top_tokens.shortlist_for(weight, torch.float32) is None
+        first = decoder.search_shortlist(torch.float32)
+        assert isinstance(first, Int8Logits) and decoder.search_shortlist(torch.float32) is first
+        training_update(model, decoder.output.weight)
+        second = decoder.search_shortlist(torch.float32)
+        assert second is not first
+        with torch.no_grad():
+            decoder.output.weight.mul_(1.5)  # an edit in evaluation mode: the version counter tells
+        assert decoder.search_shortlist(torch.float32) is not second
+    model.use_candidates("exact")
+    assert decoder.search_shortlist(torch.float32) is None and decoder.search_shortlist(torch.bfloat16) is None
 
 
 def test_search_looks_up_input_projections_once_they_pay_and_remakes_them_after_an_update():
     """Search multiplies its steps' input projections until the rows since the weights changed reach V (19), then
-    looks them up in a table of every token's, which gives the multiply's numbers; a training update starts over."""
-    model = trained_ish_model(6)
+    looks them up in a table of every token's, which gives the multiply's numbers; a training update or loading
+    weights starts over."""
+    model = trained_ish_model(6, build=FastSeq2Seq.build)
     decoder = model.decoder
     inputs, prev = decoder._search_inputs, torch.tensor([1, 5, 7, 18, 2])
 
@@ -192,14 +204,19 @@ def test_search_looks_up_input_projections_once_they_pay_and_remakes_them_after_
 
     def multiplied() -> torch.Tensor:
         with torch.no_grad():
-            return decoder.rnn.project_input(decoder.embed(prev))
+            return project_input(decoder.rnn, decoder.embed(prev))
 
     for rows in (5, 10, 15):
         assert torch.equal(project(), multiplied()) and inputs.table is None and inputs.rows == rows
     looked_up = project()  # 20 rows >= V: the table
     assert inputs.table is not None and inputs.table.shape == (V, decoder.rnn.weight_ih_l0.shape[0])
     assert torch.allclose(looked_up, multiplied(), atol=1e-6)
-    fused_adam_step(decoder.embed.weight)  # a training update
+    training_update(model, decoder.embed.weight)
     assert torch.equal(project(), multiplied()) and inputs.table is None and inputs.rows == 5
+    for _ in range(4):
+        project()
+    assert inputs.table is not None
+    model.load_state_dict(trained_ish_model(7, build=FastSeq2Seq.build).state_dict())
+    assert inputs.table is None and torch.equal(project(), multiplied())
     with torch.enable_grad():
         assert inputs(decoder.embed, decoder.rnn, prev).requires_grad  # training's steps: never a table

@@ -1,13 +1,13 @@
-"""eval.experiments.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable;
-eval.experiments.compare: finished runs side by side."""
+"""experiments.sweep: one run per setting from the base run's corpus, a table of validation BLEU, resumable;
+experiments.compare: finished runs side by side."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
-from eval.experiments import compare, sweep
-from eval.experiments.sweep import main, setting_name
+from experiments import compare, sweep
+from experiments.sweep import main, setting_name
 from mt.cli import main as mt_main
 from mt.config import apply_overrides, save_config
 from mt.files import read_jsonl

@@ -16,7 +16,7 @@ from conftest import TINY_OVERRIDES, free_port
 
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.cli import main
-from mt.config import TrainConfig, config_from_dict, load_config
+from mt.config import TrainConfig, config_to_dict, load_config
 from mt.data.batching import collate, make_batches
 from mt.decode.translator import Translator
 from mt.device import training_device
@@ -254,25 +254,24 @@ def test_a_run_saved_before_a_model_key_existed_resumes(tmp_path, capsys, train_
     assert [r["epoch"] for r in records(run, "valid")] == [1, 2]
 
 
-def test_a_checkpoint_from_before_tied_and_shared_embeddings_loads_as_it_was_trained(tmp_path, prepared_tiny):
-    """Checkpoints saved before model.tie_embeddings / share_embeddings existed were untied and unshared, which
-    is no longer the default: they load as they were trained, and keys of removed experiments are ignored."""
-    from mt.config import Config, config_to_dict
-
+def test_a_checkpoint_of_another_format_version_is_a_one_line_error(tmp_path, prepared_tiny):
+    """Checkpoint format 1 is what this version reads; another version, or a config with a key that does not exist,
+    is refused in one line naming the file."""
     run = tmp_path / "run"
     shutil.copytree(prepared_tiny, run)
     meta = RunDir.of(run).meta()
-    old = config_to_dict(Config())
-    old["model"].update(emb_dim=16, hidden_dim=32, tie_embeddings=False, share_embeddings=False)
-    model = build_model(config_from_dict(old).model, meta["src_vocab_size"], meta["tgt_vocab_size"])
-    for key in ("tie_embeddings", "share_embeddings"):
-        del old["model"][key]
-    old["model"]["word_dropout"], old["decode"]["coverage"] = 0.1, 0.2  # experiments of earlier versions
-    save_checkpoint({"model": model.state_dict(), "config": old, "tokenizer_sha256": meta["tokenizer_sha256"],
-                     "vocab": [meta["src_vocab_size"], meta["tgt_vocab_size"]]}, run / "old.pt")
-    translator = Translator.from_run(run, checkpoint=str(run / "old.pt"))
-    assert translator.model.decoder.output.weight is not translator.model.decoder.embed.weight
-    assert translator.translate(["the dog runs"])[0].text is not None
+    cfg = RunDir.of(run).config()
+    model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"])
+    state = {"model": model.state_dict(), "config": config_to_dict(cfg), "tokenizer_sha256": meta["tokenizer_sha256"],
+             "vocab": [meta["src_vocab_size"], meta["tgt_vocab_size"]]}
+    torch.save({**state, "format": 2}, run / "newer.pt")
+    with pytest.raises(MTError, match=r"newer.pt has checkpoint format 2; this version of mt reads format 1"):
+        Translator.from_run(run, checkpoint=str(run / "newer.pt"))
+    old = config_to_dict(cfg)
+    old["model"]["word_dropout"] = 0.1  # a key of an earlier version
+    save_checkpoint({**state, "config": old}, run / "old.pt")
+    with pytest.raises(MTError, match=r"old.pt: unknown config key 'model.word_dropout'"):
+        Translator.from_run(run, checkpoint=str(run / "old.pt"))
 
 
 def test_time_budget_stops_before_validations_a_step_apart():
@@ -359,6 +358,7 @@ def _rank_votes(rank: int, port: int, results) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_agree_when_to_stop():
     """A stop seen by one rank (its Ctrl-C, its clock) stops every rank, for the same reason, at the same step;
     ranks that resumed at different steps (machines without a shared RUN) all stop, with one line that says why."""
@@ -394,6 +394,7 @@ def _rank_trains_and_leaves(rank: int, port: int, results) -> None:
     results[rank] = (inside, _gloo_threads(), dist.is_initialized())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_ranks_leave_the_process_group_with_its_threads():
     """After training, each rank destroys its process group and gloo's threads with it, before Python shuts
@@ -550,3 +551,14 @@ def test_without_a_final_model_best_is_loaded(tmp_path, trained_run):
     (run / "checkpoints" / "final.pt").unlink()  # as after a Ctrl-C: training has not chosen
     translator = Translator.from_run(run)
     assert translator.facts["checkpoint"].endswith("best.pt") and translator.facts["final"] is None
+
+
+def test_optional_sections_of_a_known_version_are_read_and_others_left_aside(caplog):
+    """Later additions to checkpoints and model files come as versioned sections: a reader takes the version it
+    knows and loads the rest of the file without the others."""
+    from mt.checkpoint import optional_section
+
+    state = {"format": 1, "sections": {"lexicon": {"version": 1, "pairs": [[4, 5]]}, "card": {"version": 3}}}
+    assert optional_section(state, "lexicon", 1) == {"version": 1, "pairs": [[4, 5]]}
+    assert optional_section(state, "card", 1) is None and "card section of version 3 ignored" in caplog.text
+    assert optional_section(state, "lengths", 1) is None and optional_section({"format": 1}, "card", 1) is None

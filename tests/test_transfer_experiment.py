@@ -1,8 +1,8 @@
-"""eval.experiments.transfer: every arm gets the same budget; the table puts each arm beside training from scratch."""
+"""experiments.transfer: every arm gets the same budget; the table puts each arm beside training from scratch."""
 
 from __future__ import annotations
 
-from eval.experiments.transfer import budget, parse_args, table
+from experiments.transfer import budget, parse_args, table
 
 
 def test_every_arm_of_a_size_gets_the_same_budget_in_minutes_or_epochs():

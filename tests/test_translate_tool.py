@@ -18,7 +18,7 @@ from mt.data.batching import collate, make_batches
 from mt.decode.force import score_references
 from mt.decode.segment import split_sentences, split_to_fit
 from mt.decode.translator import Translator
-from mt.model.loss import validation_loss
+from mt.model.loss import SummedLoss
 from mt.text import normalize
 
 SENTENCES = ["the dog runs", "a red cat sits near the man", "the big woman eats with a child",
@@ -83,7 +83,7 @@ def test_score_reference_is_the_validation_loss(translator):
     src, tgt = tok.encode_src(sources), tok.encode_tgt(refs)
     batches = [collate([src[i] for i in b], [tgt[i] for i in b], b)
                for b in make_batches([len(s) for s in src], [len(t) for t in tgt], 10_000)]
-    mean, _ = validation_loss(translator.model, batches)
+    mean, _ = SummedLoss(translator.model).validation_loss(batches)
     assert [s.tokens for s in scores] == [len(t) + 1 for t in tgt]
     assert math.isclose(-sum(s.log_prob for s in scores) / sum(s.tokens for s in scores), mean, rel_tol=1e-4)
 

@@ -135,13 +135,13 @@ def test_a_tokenizer_for_another_script_is_refused(prepared_tiny, tmp_path, caps
 
 def _val_loss(run: Path, model) -> float:
     from mt.data.batching import collate, make_batches
-    from mt.model.loss import validation_loss
+    from mt.model.loss import SummedLoss
 
     val = RunDir.of(run).encoded()["val"]
     src, tgt = val["src_ids"], val["tgt_ids"]
     batches = [collate([src[i] for i in idx], [tgt[i] for i in idx], idx)
                for idx in make_batches([len(s) for s in src], [len(t) for t in tgt], 400)]
-    return validation_loss(model.eval(), batches)[0]
+    return SummedLoss(model).validation_loss(batches)[0]
 
 
 def test_fine_tuning_starts_from_the_parents_weights(trained_run, prepared_tiny, tmp_path, capsys):

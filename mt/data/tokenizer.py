@@ -137,8 +137,8 @@ class Tokenizer:
         """Target ids -> text, without <unk> (SentencePiece writes it as " ⁇ "): a translation never shows it. Nor
         does it hold a line break or another control character (byte pieces can spell any, e.g. sampled from a
         barely trained model): each run of them becomes one space, so line i of the output stays line i's."""
-        # One row per call: SentencePiece decodes a list of rows through a thread pool, 75 us per call on AMD Zen 3
-        # whatever its length, 10x a short row's decoding, and translation decodes one sentence's n-best at a time.
+        # One row per call: SentencePiece decodes a list of rows through a thread pool, whose cost per call is many
+        # times a short row's decoding (docs/results.md, "Speed"), and translation decodes one sentence at a time.
         return [one_line(self.tgt.decode([i for i in row if i != UNK_ID])) for row in ids]
 
     def decode_src(self, ids: list[list[int]]) -> list[str]:

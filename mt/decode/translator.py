@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from mt.backends import resolve_backend, use_decoding
 from mt.checkpoint import load_checkpoint
 from mt.config import Config, apply_overrides, config_from_dict
 from mt.data.batching import collate, make_batches
@@ -25,9 +26,8 @@ from mt.decode.search import Hypothesis
 from mt.decode.segment import split_to_fit
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
-from mt.model import Seq2Seq, build_model
-from mt.model.init import weights_to_be_loaded
-from mt.package import load_package, package_tokenizer
+from mt.model import Seq2Seq
+from mt.model_file import load_model_file, model_file_tokenizer
 from mt.run import RunDir
 from mt.text import normalize
 
@@ -55,23 +55,26 @@ class Translator:
         self.max_src_tokens = cfg.data.max_tokens
         # decode.precision: bf16 multiplies (autocast) where the hardware has bf16 units; scores stay fp32
         self.precision = resolve_precision(cfg.decode.precision, self.device)[0]
+        use_decoding(self.model, cfg.decode)
         self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "final", device: str = "auto",
-                 threads: int = 0, quantize: str | None = None, ensemble: list[str] | tuple = ()) -> Translator:
+                 threads: int = 0, quantize: str | None = None, ensemble: list[str] | tuple = (),
+                 backend: str | None = None) -> Translator:
         """Load RUN's tokenizer and checkpoint (``best``, ``last``, another name in RUN/checkpoints or a path).
         ``quantize="int8"`` applies dynamic int8 quantisation (CPU only) to the linear layers and the encoder
         LSTM. ``ensemble``: more runs (their best checkpoint) or checkpoint files of the same prepared data,
-        decoded together with this one (``mt.decode.ensemble``)."""
+        decoded together with this one (``mt.decode.ensemble``). ``backend``: auto, reference or fast (None:
+        the checkpoint's ``model.backend``, ``mt.backends``)."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         meta = run.meta()
         dev = resolve_device(device)
         use_threads(dev, threads)
         path = run.model_path(checkpoint)
-        model, cfg, state = _load_model(path, meta, run, dev)
+        model, cfg, state = _load_model(path, meta, run, dev, backend)
         n_params = model.num_parameters()
-        members = [model] + [_load_model(_member_path(m), meta, run, dev)[0] for m in ensemble]
+        members = [model] + [_load_model(_member_path(m), meta, run, dev, backend)[0] for m in ensemble]
         if quantize:
             members = [_quantize(m, quantize, dev) for m in members]
         model = members[0] if len(members) == 1 else Ensemble(members)
@@ -80,30 +83,31 @@ class Translator:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         progress = state.get("progress", {})
         translator.facts = {"checkpoint": str(path), "src": meta["src"], "tgt": meta["tgt"],
-                            "parameters": n_params, "ensemble": [str(m) for m in ensemble], "quantize": quantize,
+                            "backend": resolve_backend(backend or cfg.model.backend).name, "parameters": n_params,
+                            "ensemble": [str(m) for m in ensemble], "quantize": quantize,
                             "step": progress.get("step"), "epoch": progress.get("epoch"),
                             "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
-                            "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
+                            "best_val_bleu": progress.get("best_score"),
                             "final": state.get("final")}  # the comparison that chose final.pt (mt.recipes.averaging)
         return translator
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str = "auto", threads: int = 0,
-                  quantize: str | None = None) -> Translator:
-        """A model written by ``mt export`` (``mt.package``): one file, no run folder needed."""
-        package = load_package(path)
+                  quantize: str | None = None, backend: str | None = None) -> Translator:
+        """A model written by ``mt export`` (``mt.model_file``): one file, no run folder needed."""
+        contents = load_model_file(path)
         dev = resolve_device(device)
         use_threads(dev, threads)
-        model, cfg = model_from_state(package, str(path))
+        model, cfg = model_from_state(contents, str(path), backend)
         n_params = model.num_parameters()
         if quantize:
             model = _quantize(model, quantize, dev)
-        translator = cls(model.to(dev), package_tokenizer(package, str(path)), cfg, dev)
+        translator = cls(model.to(dev), model_file_tokenizer(contents, str(path)), cfg, dev)
         if quantize:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
-        translator.facts = {**package["languages"], **package["training"], "checkpoint": str(path),
-                            "parameters": n_params, "ensemble": [], "quantize": quantize,
-                            "evaluations": package["evaluations"]}
+        translator.facts = {**contents["languages"], **contents["training"], "checkpoint": str(path),
+                            "backend": resolve_backend(backend or cfg.model.backend).name, "parameters": n_params, "ensemble": [],
+                            "quantize": quantize, "evaluations": contents["evaluations"]}
         return translator
 
     def set_decoding(self, overrides: list[str]) -> None:
@@ -116,6 +120,7 @@ class Translator:
         self.cfg = apply_overrides(self.cfg, overrides)
         if any(o.strip().startswith("decode.precision=") for o in overrides) and not self.facts.get("quantize"):
             self.precision = resolve_precision(self.cfg.decode.precision, self.device)[0]
+        use_decoding(self.model, self.cfg.decode)
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
                   return_attention: bool = False, sampling: Sampling | None = None,
@@ -234,23 +239,24 @@ def _member_path(member: str) -> Path:
     return path
 
 
-def _load_model(path: Path, meta: dict, run: RunDir, device: torch.device) -> tuple[Seq2Seq, Config, dict]:
+def _load_model(path: Path, meta: dict, run: RunDir, device: torch.device,
+                backend: str | None) -> tuple[Seq2Seq, Config, dict]:
     """Checkpoint -> (model in eval mode, its config, the raw state); it must use ``run``'s tokenizer."""
     state = load_checkpoint(path, map_location=device)
     if state.get("tokenizer_sha256") != meta["tokenizer_sha256"]:
         raise MTError(f"checkpoint {path} was trained with a different tokenizer than {run.data_dir} "
                       "(another language pair, corpus or vocabulary); use a checkpoint of this run's prepared data")
-    model, cfg = model_from_state(state, str(path))
+    model, cfg = model_from_state(state, str(path), backend)
     return model.to(device).eval(), cfg, state
 
 
-def model_from_state(state: dict, source: str) -> tuple[Seq2Seq, Config]:
+def model_from_state(state: dict, source: str, backend: str | None = None) -> tuple[Seq2Seq, Config]:
     """A checkpoint's (or exported file's) ``config``, ``vocab`` and ``model`` -> the model in eval mode, its
-    config. ``source`` names the file in errors."""
-    cfg = config_from_dict(state["config"], source=source, saved=True)
+    config. ``backend``: as ``Translator.from_run``. ``source`` names the file in errors."""
+    cfg = config_from_dict(state["config"], source=source)
     src_vocab, tgt_vocab = state["vocab"]
-    with weights_to_be_loaded():
-        model = build_model(cfg.model, src_vocab, tgt_vocab)
+    model = resolve_backend(backend or cfg.model.backend).build_model(cfg.model, src_vocab, tgt_vocab,
+                                                                      init_weights=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -1,50 +1,60 @@
-"""Initialisation that keeps gradients healthy through time."""
+"""The starting weights of a model, all chosen here: ``initialize(model)`` runs once after a model is built.
+
+Building and initialising are separate steps so that a model about to receive a checkpoint's weights skips the
+second (``build_model(..., init_weights=False)``): the orthogonal matrices below cost a QR decomposition each.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["init_recurrent", "init_linear", "weights_to_be_loaded"]
-
-_SKIP = False
+__all__ = ["initialize"]
 
 
-@contextmanager
-def weights_to_be_loaded() -> Iterator[None]:
-    """Models built inside skip the orthogonal recurrent initialisation: their weights are about to be overwritten
-    by a checkpoint's (16 QR decompositions, 0.1 s of `mt translate`'s start-up on a 2-core Xeon)."""
-    global _SKIP
-    _SKIP, before = True, _SKIP
-    try:
-        yield
-    finally:
-        _SKIP = before
+def initialize(model: nn.Module) -> None:
+    """Every layer of ``model`` (a translator or a language model), in module order:
 
-
-def init_recurrent(w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None,
-                   gates: int, is_lstm: bool) -> None:
-    """Xavier-uniform input weights, an orthogonal matrix per gate for the recurrent weights (so repeated
-    multiplication neither explodes nor vanishes at the start), zero biases and LSTM forget-gate bias 1
-    (Jozefowicz et al. 2015)."""
-    hidden = w_hh.shape[1]
-    if _SKIP:
-        return
+    - embeddings: normal with standard deviation E^-0.5 (so an embedding vector has length about 1), padding row 0;
+    - recurrent layers (``nn.LSTM``/``GRU``/``RNN`` and the decoder's ``StackedRecurrent``), per gate block:
+      Xavier-uniform input weights and an orthogonal recurrent matrix, so that repeated multiplication through time
+      neither explodes nor vanishes at the start (Saxe et al. 2014); zero biases, except the LSTM forget gate's
+      bias 1, so the cell starts out remembering (Jozefowicz et al. 2015);
+    - linear layers: Xavier-uniform, zero bias (Glorot and Bengio 2010); a tied output layer keeps the values of
+      the embeddings it shares.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     with torch.no_grad():
-        for g in range(gates):
-            nn.init.xavier_uniform_(w_ih[g * hidden:(g + 1) * hidden])
-            nn.init.orthogonal_(w_hh[g * hidden:(g + 1) * hidden])
-        for b in (b_ih, b_hh):
-            if b is not None:
-                b.zero_()
-        if is_lstm and b_ih is not None:
-            b_ih[hidden:2 * hidden].fill_(1.0)  # gate order i, f, g, o: the forget gate starts open
+        for module in model.modules():  # a shared module (share_embeddings) comes once
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=module.embedding_dim ** -0.5)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.Linear) and id(module.weight) not in embeddings:
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    module.bias.zero_()
+            else:
+                for suffix in _recurrent_layers(module):
+                    _init_recurrent_layer(*(getattr(module, f"{name}{suffix}") for name in
+                                            ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
 
 
-def init_linear(layer: nn.Linear) -> None:
-    nn.init.xavier_uniform_(layer.weight)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
+def _recurrent_layers(module: nn.Module) -> list[str]:
+    """The suffixes (``_l0``, ``_l0_reverse``, ...) of the recurrent layers whose weights ``module`` holds itself."""
+    prefix = "weight_hh"
+    return [name[len(prefix):] for name, _ in module.named_parameters(recurse=False) if name.startswith(prefix)]
+
+
+def _init_recurrent_layer(w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor) -> None:
+    """One layer's weights: w_ih (G*H, I), w_hh (G*H, H), biases (G*H,), G gate blocks of H rows each (LSTM: i, f,
+    g, o; GRU: r, z, n; plain RNN: one)."""
+    hidden = w_hh.shape[1]
+    gates = w_hh.shape[0] // hidden
+    for g in range(gates):
+        nn.init.xavier_uniform_(w_ih[g * hidden:(g + 1) * hidden])
+        nn.init.orthogonal_(w_hh[g * hidden:(g + 1) * hidden])
+    b_ih.zero_()
+    b_hh.zero_()
+    if gates == 4:  # LSTM, gate order i, f, g, o: the forget gate starts open
+        b_ih[hidden:2 * hidden].fill_(1.0)

@@ -17,10 +17,9 @@ from torch import nn
 
 from mt.config import ModelConfig
 from mt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mt.model.cells import GATES, RNN_CLASSES
-from mt.model.dropout import ByteDropout
-from mt.model.init import init_recurrent
-from mt.model.tying import init_output_layers, output_layers
+from mt.model.cells import RNN_CLASSES
+from mt.model.init import initialize
+from mt.model.tying import output_layers
 
 __all__ = ["LanguageModel", "build_language_model", "lm_hidden_dim"]
 
@@ -31,20 +30,23 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cell = cell
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
-        self.dropout = ByteDropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         # Unidirectional and right-padded: padding comes after every real token, so it cannot change any
         # real position's state and no packing is needed.
         self.rnn = RNN_CLASSES[cell](emb_dim, hidden_dim, num_layers=layers, batch_first=True,
                               dropout=dropout if layers > 1 else 0.0)
         # readout: H -> E when the output layer is tied to the (V, E) embeddings and E != H, else nothing
         self.readout, self.output = output_layers(self.embed, hidden_dim, tie_embeddings)
-        nn.init.normal_(self.embed.weight, std=emb_dim ** -0.5)
-        with torch.no_grad():
-            self.embed.weight[PAD_ID].zero_()
-        for k in range(layers):
-            init_recurrent(*(getattr(self.rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
-                           GATES[cell], cell == "lstm")
-        init_output_layers(self.readout, self.output, self.embed)
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, vocab_size: int, side: str, init_weights: bool = True) -> LanguageModel:
+        """The LM that fits the translator of ``cfg`` on ``side`` (src: its encoder, tgt: its decoder),
+        initialised (``mt.model.init``) unless its weights are about to be loaded."""
+        tie = cfg.tie_embeddings and side == "tgt"
+        lm = cls(vocab_size, cfg.emb_dim, lm_hidden_dim(cfg, side), cfg.layers, cfg.cell, cfg.dropout, tie)
+        if init_weights:
+            initialize(lm)
+        return lm
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, T) -> the output layer's inputs (B, T, H), or (B, T, E) through a tied readout."""
@@ -97,6 +99,6 @@ def lm_hidden_dim(cfg: ModelConfig, side: str) -> int:
     return cfg.hidden_dim // (2 if cfg.bidirectional else 1)
 
 
-def build_language_model(cfg: ModelConfig, vocab_size: int, side: str) -> LanguageModel:
-    tie = cfg.tie_embeddings and side == "tgt"
-    return LanguageModel(vocab_size, cfg.emb_dim, lm_hidden_dim(cfg, side), cfg.layers, cfg.cell, cfg.dropout, tie)
+def build_language_model(cfg: ModelConfig, vocab_size: int, side: str, init_weights: bool = True) -> LanguageModel:
+    """The reference LM (``mt.backends`` builds the one ``model.backend`` chooses)."""
+    return LanguageModel.build(cfg, vocab_size, side, init_weights)

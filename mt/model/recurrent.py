@@ -1,10 +1,12 @@
-"""A stacked LSTM/GRU/RNN run one step at a time, for decoders (input feeding rules out whole-sequence kernels).
+"""The decoder's recurrent layers, run one time step at a time, with the cell equations written out.
 
-Parameters are laid out like ``nn.LSTM`` (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
-``bias_hh_l{k}``, gate order i, f, g, o for LSTM and r, z, n for GRU), so language-model weights carry over.
-Layer 0's input is ``[x; feed]``: the token embedding and an optional fed-back vector (input feeding).
-Speed: the embedding part of layer 0 is projected for all steps in one matrix multiply (``project_input``),
-and each step then needs a single multiply ``[feed; h] @ W`` per layer for LSTM and RNN cells.
+Why not ``nn.LSTM`` over the whole target sentence, as the encoder does? Input feeding (Luong et al. 2015): each
+step's input holds the previous step's attentional vector, which exists only once that step has attended. So the
+decoder calls this module once per step.
+
+Parameters are named and laid out like ``nn.LSTM``'s (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``; gate blocks i, f, g, o for LSTM and r, z, n for GRU), so that a language model's weights carry
+over (``mt.recipes.transfer``).
 """
 
 from __future__ import annotations
@@ -13,89 +15,81 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt.model.activations import tanh
 from mt.model.cells import GATES
-from mt.model.dropout import ByteDropout
-from mt.model.init import init_recurrent
 
 __all__ = ["StackedRecurrent"]
 
 
 class StackedRecurrent(nn.Module):
+    """``layers`` recurrent layers (``cell``: lstm, gru or rnn) of size H. Layer 0 reads ``[x; feed]``: an input of
+    size ``input_dim`` (the decoder's token embedding, E) and a fed-back vector of size ``feed_dim`` (the previous
+    attentional vector, F; 0 for none); each layer above reads the one below, through dropout."""
+
     def __init__(self, cell: str, input_dim: int, feed_dim: int, hidden_dim: int, layers: int = 1,
                  dropout: float = 0.0):
         super().__init__()
-        self.cell, self.input_dim, self.feed_dim, self.hidden_dim, self.layers = cell, input_dim, feed_dim, hidden_dim, layers
-        gates = GATES[cell] * hidden_dim
+        self.cell, self.input_dim, self.feed_dim, self.hidden_dim, self.layers = (
+            cell, input_dim, feed_dim, hidden_dim, layers)
+        gates = GATES[cell] * hidden_dim  # G*H rows: one block of H per gate
         for k in range(layers):
-            in_k = input_dim + feed_dim if k == 0 else hidden_dim
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(gates, in_k)))
+            width = input_dim + feed_dim if k == 0 else hidden_dim
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(gates, width)))
             self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(gates, hidden_dim)))
-            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(gates)))
-            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(gates)))
-            init_recurrent(*self._params(k), GATES[cell], cell == "lstm")
-        self.dropout = ByteDropout(dropout)
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.zeros(gates)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.zeros(gates)))
+        self.dropout = nn.Dropout(dropout)
 
-    def _params(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
-                getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}"))
+    def layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer k's W_ih (G*H, I), W_hh (G*H, H), b_ih and b_hh (G*H,)."""
+        return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
-    def _input_bias(self, k: int) -> torch.Tensor:
-        _, _, b_ih, b_hh = self._params(k)
-        return b_ih if self.cell == "gru" else b_ih + b_hh  # GRU keeps b_hn inside r * (W_hn h + b_hn)
-
-    def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., E) -> (..., G*H), e.g. (T, B, E): layer 0's input projection (with biases) for all steps at once."""
-        w_ih = self.weight_ih_l0[:, : self.input_dim]
-        return F.linear(x, w_ih, self._input_bias(0))  # (..., G*H)
-
-    def input_params(self) -> tuple[torch.Tensor, ...]:
-        """What ``project_input`` depends on."""
-        return self._params(0)
-
-    def step_weights(self) -> list[torch.Tensor]:
-        """Per layer, the matrix applied at every step: [W_feed | W_hh] for layer 0, [W_ih | W_hh] above.
-
-        Computed once per sequence, so that a step is one matrix multiply per layer (LSTM, RNN)."""
-        weights = []
-        for k in range(self.layers):
-            w_ih, w_hh, _, _ = self._params(k)  # w_hh: (G*H, H)
-            w_in = w_ih[:, self.input_dim:] if k == 0 else w_ih  # (G*H, F) or (G*H, H)
-            weights.append(w_hh if w_in.shape[1] == 0 else torch.cat([w_in, w_hh], dim=1))
-        return weights
-
-    def step(self, x_proj: torch.Tensor, feed: torch.Tensor | None, h: list[torch.Tensor],
-             c: list[torch.Tensor] | None, weights: list[torch.Tensor]):
-        """One time step. x_proj: (B, G*H) from ``project_input``; feed: (B, F) or None; h, c: L x (B, H).
-
-        Returns the new (h, c) lists; h[-1] is the top layer's output (B, H)."""
+    def forward(self, x: torch.Tensor, h: list[torch.Tensor],
+                c: list[torch.Tensor] | None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """One time step of every layer. x: (B, E + F) layer 0's input; h, c: L x (B, H) the states after the
+        previous step (c: LSTM only, else None) -> the new h and c lists; h[-1] (B, H) is the top layer's output."""
         new_h, new_c = [], [] if c is not None else None
-        below = feed
+        below = x
         for k in range(self.layers):
-            pre = x_proj if k == 0 else self._input_bias(k)  # (B, G*H) or (G*H,)
             inp = below if k == 0 else self.dropout(below)
-            if self.cell == "gru":
-                h_k = self._gru(k, pre, inp, h[k], weights[k])
+            if self.cell == "lstm":
+                h_k, c_k = _lstm_cell(inp, h[k], c[k], *self.layer(k))
+                new_c.append(c_k)
+            elif self.cell == "gru":
+                h_k = _gru_cell(inp, h[k], *self.layer(k))
             else:
-                joined = h[k] if inp is None or inp.shape[-1] == 0 else torch.cat([inp, h[k]], dim=1)  # (B, F+H)
-                gates = torch.addmm(pre, joined, weights[k].t())  # (B, G*H)
-                if self.cell == "lstm":
-                    i, f, g, o = gates.chunk(4, dim=1)  # 4 x (B, H)
-                    c_k = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * tanh(g)
-                    h_k = torch.sigmoid(o) * tanh(c_k)
-                    new_c.append(c_k)
-                else:
-                    h_k = tanh(gates)
+                h_k = _rnn_cell(inp, h[k], *self.layer(k))
             new_h.append(h_k)
             below = h_k
         return new_h, new_c
 
-    def _gru(self, k: int, pre: torch.Tensor, inp: torch.Tensor | None, h: torch.Tensor, weight: torch.Tensor):
-        hidden = self.hidden_dim
-        n_in = weight.shape[1] - hidden
-        gi = pre if n_in == 0 else pre + inp @ weight[:, :n_in].t()  # (B, 3H)
-        gh = F.linear(h, weight[:, n_in:], getattr(self, f"bias_hh_l{k}"))  # (B, 3H)
-        r = torch.sigmoid(gi[:, :hidden] + gh[:, :hidden])
-        z = torch.sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
-        n = tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
-        return (1 - z) * n + z * h
+
+def _lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM (Hochreiter & Schmidhuber 1997, with a forget gate: Gers et al. 2000). x (B, I), h and c (B, H)
+    -> the new h and c (B, H)."""
+    gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)  # (B, 4H): all four gates in one multiply each
+    i, f, g, o = gates.chunk(4, dim=1)  # 4 x (B, H)
+    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)  # input, forget, output gates, in (0, 1)
+    g = torch.tanh(g)  # the candidate content, in (-1, 1)
+    # The cell state is the memory: the forget gate keeps a share of the old one, the input gate adds new content.
+    # Backpropagation through time flows back along this sum, scaled by f at each step, not squashed by a tanh:
+    # that is why an LSTM learns dependencies over many steps where a plain RNN's gradients vanish.
+    c = f * c + i * g  # (B, H)
+    h = o * torch.tanh(c)  # (B, H): the output gate decides what of the memory the step shows
+    return h, c
+
+
+def _gru_cell(x, h, w_ih, w_hh, b_ih, b_hh) -> torch.Tensor:
+    """The GRU (Cho et al. 2014), as ``nn.GRU`` computes it. x (B, I), h (B, H) -> the new h (B, H)."""
+    gi = F.linear(x, w_ih, b_ih)  # (B, 3H)
+    gh = F.linear(h, w_hh, b_hh)  # (B, 3H)
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)  # reset gate: how much of the old state the candidate sees
+    z = torch.sigmoid(i_z + h_z)  # update gate: how much of the old state is kept
+    n = torch.tanh(i_n + r * h_n)  # the candidate state
+    return (1 - z) * n + z * h
+
+
+def _rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh) -> torch.Tensor:
+    """The plain (Elman) RNN: h = tanh(W_ih x + W_hh h + b). x (B, I), h (B, H) -> the new h (B, H)."""
+    return torch.tanh(F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh))

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from mt.model.init import init_linear
-
-__all__ = ["init_output_layers", "output_layers"]
+__all__ = ["output_layers"]
 
 
 def output_layers(embed: nn.Embedding, hidden_dim: int, tie: bool) -> tuple[nn.Module, nn.Linear]:
     """-> (readout, output): readout H -> E when tied with E != H, else nothing (``nn.Identity``); output
-    (H or E) -> V, bias-free, its weight the embedding matrix itself when tied. ``init_output_layers``
-    initialises them once the embeddings are (a model's other layers draw their random numbers in between)."""
+    (H or E) -> V, bias-free, its weight the embedding matrix itself when tied."""
     vocab, emb_dim = embed.weight.shape
     if not tie:
         return nn.Identity(), nn.Linear(hidden_dim, vocab, bias=False)
@@ -23,10 +20,3 @@ def output_layers(embed: nn.Embedding, hidden_dim: int, tie: bool) -> tuple[nn.M
     output = nn.Linear(emb_dim, vocab, bias=False)
     output.weight = embed.weight
     return readout, output
-
-
-def init_output_layers(readout: nn.Module, output: nn.Linear, embed: nn.Embedding) -> None:
-    if isinstance(readout, nn.Linear):
-        init_linear(readout)
-    if output.weight is not embed.weight:  # tied: the embeddings' initialisation stands
-        init_linear(output)

@@ -29,7 +29,7 @@ class KeepCheckpoints(Hook):
         self.keep = keep
 
     def after_validation(self, trainer) -> None:
-        if not (self.keep and trainer.main):
+        if not (self.keep and trainer.is_main):
             return
         folder = trainer.run.checkpoint_dir
         save_checkpoint(trainer.weights_state(), folder / f"step-{trainer.progress.step:08d}.pt")
@@ -43,12 +43,12 @@ class FinalModelChoice(Hook):
 
     def start(self, trainer) -> None:
         final = trainer.run.checkpoint_dir / FINAL
-        if trainer.main and final.is_file():  # training goes on: chosen again at the end
+        if trainer.is_main and final.is_file():  # training goes on: chosen again at the end
             final.unlink()
 
     def end(self, trainer, result) -> None:
         folder = trainer.run.checkpoint_dir
-        if trainer.main and self.average >= 2 and result.stopped != "interrupted" and (folder / "best.pt").is_file():
+        if trainer.is_main and self.average >= 2 and result.stopped != "interrupted" and (folder / "best.pt").is_file():
             print(describe(choose_final_model(folder, self.average, trainer.score)), flush=True)
 
 

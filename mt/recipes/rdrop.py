@@ -46,8 +46,6 @@ class RDropGuard(Hook):
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hooks", {}).get(self.name)
-        if saved is None and checkpoint["progress"].get("rdrop_checked"):  # checkpoints of the epoch-based guard
-            saved = {"decided": True, "on": not checkpoint["progress"].get("rdrop_off")}
         if saved:
             self.decided, self.on = bool(saved["decided"]), bool(saved["on"])
 
@@ -70,7 +68,7 @@ class RDropGuard(Hook):
         self.decided, self.on = True, expected >= self.min_updates
         self.loss.rdrop = self.alpha if self.on else 0.0  # the next forward pass follows it, on every rank
         epochs = expected / trainer.epoch_length  # every rank makes each update: an epoch is its share
-        if trainer.main:
+        if trainer.is_main:
             tqdm.write(f"R-Drop {'stays on' if self.on else 'off from here on'}: at its pace "
                        f"({pace:.2f} s an update) the {trainer.budget / 60:g}-minute budget holds about "
                        f"{expected:,.0f} updates ({epochs:.1f} epochs), {'at least' if self.on else 'fewer than'} "

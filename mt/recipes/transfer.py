@@ -18,26 +18,20 @@ from pathlib import Path
 
 import torch
 
+from mt.backends import resolve_backend
 from mt.checkpoint import load_checkpoint
 from mt.config import ModelConfig, config_from_dict
 from mt.errors import MTError
 from mt.files import sha256_file
 from mt.model import Seq2Seq
-from mt.model.lm import LanguageModel, build_language_model
+from mt.model.lm import LanguageModel
 from mt.train.hooks import Hook
 
 __all__ = ["FreezePretrained", "init_from_language_model", "init_from_translator", "load_language_model",
-           "pretrained_regions", "spm_checksum", "translator_checkpoint"]
+           "pretrained_regions", "translator_checkpoint"]
 
 log = logging.getLogger("mt")
 _RECURRENT = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-def spm_checksum(lm_meta: dict) -> str:
-    """SHA-256 of the one SentencePiece model an LM was trained with. LM runs written before the shared training
-    loop called it ``tokenizer_sha256``, the name that a translation run uses for the checksum of all its
-    tokenizer models together."""
-    return lm_meta.get("spm_sha256") or lm_meta["tokenizer_sha256"]
 
 
 def load_language_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[LanguageModel, dict]:
@@ -46,8 +40,9 @@ def load_language_model(path: Path, map_location: str | torch.device = "cpu") ->
     if "lm" not in state:
         raise MTError(f"{path} is not a language-model checkpoint (make one with `mt pretrain`)")
     meta = state["lm"]
-    cfg = config_from_dict(state["config"], source=str(path), saved=True)
-    lm = build_language_model(cfg.model, meta["vocab_size"], meta["side"])
+    cfg = config_from_dict(state["config"], source=str(path))
+    lm = resolve_backend(cfg.model.backend).build_language_model(cfg.model, meta["vocab_size"], meta["side"],
+                                                                  init_weights=False)
     lm.load_state_dict(state["model"])
     return lm.to(map_location).eval(), meta
 
@@ -71,7 +66,7 @@ def init_from_language_model(model: Seq2Seq, path: str | Path, side: str, tokeni
     if meta["side"] != side:
         where = "model.init_decoder_from" if side == "tgt" else "model.init_encoder_from"
         raise MTError(f"{where}: {path} is a {meta['side']}-side language model; this needs a {side}-side one")
-    if spm_checksum(meta) != sha256_file(tokenizer_model):
+    if meta["spm_sha256"] != sha256_file(tokenizer_model):
         raise MTError(f"{path} was trained with another tokenizer than this run's {side} side ({tokenizer_model}); "
                       "pre-train the LM with --from-run pointing at this run")
     lm_params = dict(lm.named_parameters(remove_duplicate=False))  # a tied LM: output.weight is embed.weight
@@ -136,7 +131,7 @@ def init_from_translator(model: Seq2Seq, cfg: ModelConfig, path: str | Path, tok
     if theirs != tokenizer_sha256:
         raise MTError(f"model.init_from: {file} was trained with tokenizer {theirs[:12]} but {data_dir} has "
                       f"{tokenizer_sha256[:12]}; prepare this run with `mt prepare --tokenizer-from` its run")
-    parent = config_from_dict(state["config"], source=str(file), saved=True).model
+    parent = config_from_dict(state["config"], source=str(file)).model
     differ = [k for k in _SHAPE_KEYS if hasattr(cfg, k) and getattr(cfg, k) != getattr(parent, k)]
     if differ:
         fix = " ".join(f"model.{k}={getattr(parent, k)}" for k in differ)

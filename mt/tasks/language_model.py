@@ -27,15 +27,16 @@ from typing import Any
 
 import torch
 
+from mt.backends import resolve_backend
 from mt.config import Config
 from mt.data.batching import TextBatch, collate_text, make_batches
 from mt.device import resolve_device, use_threads
 from mt.errors import MTError
 from mt.files import atomic_write, sha256_file
-from mt.model.lm import LanguageModel, build_language_model
+from mt.model.lm import LanguageModel
 from mt.model.loss import SummedLoss
 from mt.recipes.averaging import KeepCheckpoints
-from mt.recipes.transfer import load_language_model, spm_checksum
+from mt.recipes.transfer import load_language_model
 from mt.run import RunDir
 from mt.text import normalize, read_lines
 from mt.train.loop import Trainer
@@ -67,10 +68,10 @@ def _perplexity(loss: float) -> float:
 
 
 class LanguageModelTask:
-    def __init__(self, cfg: Config, model: LanguageModel, train: list[list[int]], val: list[list[int]],
-                 meta: dict[str, Any], device: torch.device):
-        self.cfg, self.model, self.train, self.meta, self.device = cfg, model, train, meta, device
-        self.loss = SummedLoss(model)  # plain cross-entropy: perplexity is the LM's measure
+    def __init__(self, cfg: Config, model: LanguageModel, loss: SummedLoss, train: list[list[int]],
+                 val: list[list[int]], meta: dict[str, Any], device: torch.device):
+        """``loss``: the model's plain cross-entropy (no smoothing: perplexity is the LM's measure)."""
+        self.cfg, self.model, self.loss, self.train, self.meta, self.device = cfg, model, loss, train, meta, device
         self.lens = [len(s) + 1 for s in train]  # EOS included
         self.val_batches = [collate_text([val[i] for i in idx])
                             for idx in make_batches([len(s) + 1 for s in val], None, cfg.train.batch_tokens)]
@@ -121,8 +122,9 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
     _write_lm_folder(lm_run, lm_meta, spm_path)
 
     seed_everything(cfg.train.seed)
-    lm = build_language_model(cfg.model, vocab, side).to(device)
-    task = LanguageModelTask(cfg, lm, train_ids, val_ids, lm_meta, device)
+    backend = resolve_backend(cfg.model.backend)
+    lm = backend.build_language_model(cfg.model, vocab, side).to(device)
+    task = LanguageModelTask(cfg, lm, backend.loss(lm), train_ids, val_ids, lm_meta, device)
     trainer = Trainer(task, cfg, lm_run, device, hooks=[KeepCheckpoints(cfg.train.keep_checkpoints)])
     return trainer.fit(trainer.resume())
 
@@ -133,7 +135,7 @@ def _write_lm_folder(lm_run: RunDir, lm_meta: dict, spm_path: Path) -> None:
     meta_path = lm_run.root / "lm.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
-        if (old["side"], spm_checksum(old)) != (lm_meta["side"], lm_meta["spm_sha256"]):
+        if (old["side"], old.get("spm_sha256")) != (lm_meta["side"], lm_meta["spm_sha256"]):
             raise MTError(f"{lm_run.root} holds a {old['side']}-side LM of another tokenizer; use a new LM_RUN")
     shutil.copyfile(spm_path, lm_run.root / "tokenizer.model")
     atomic_write(meta_path, json.dumps(lm_meta, indent=2) + "\n")

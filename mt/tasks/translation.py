@@ -17,12 +17,12 @@ import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
 
+from mt.backends import resolve_backend
 from mt.config import Config
 from mt.data.batching import Batch, collate, make_batches
 from mt.device import training_device
 from mt.errors import MTError
-from mt.model import Seq2Seq, build_model
-from mt.model.loss import SummedLoss
+from mt.model import Seq2Seq
 from mt.recipes.averaging import FinalModelChoice, KeepCheckpoints
 from mt.recipes.rdrop import RDropGuard
 from mt.run import RunDir
@@ -45,9 +45,11 @@ def list_lengths(split, column: str) -> np.ndarray:
 
 class TranslationTask:
     def __init__(self, run: RunDir, cfg: Config, model: Seq2Seq, device):
+        """``model``: built by the backend of ``cfg.model.backend``, whose loss the task trains it with."""
         self.run, self.cfg, self.model, self.device = run, cfg, model, device
+        self.backend = resolve_backend(cfg.model.backend)
         self.meta = run.meta()
-        self.loss = SummedLoss(model, cfg.train.label_smoothing, cfg.train.rdrop_alpha)
+        self.loss = self.backend.loss(model, cfg.train.label_smoothing, cfg.train.rdrop_alpha)
         self.tokenizer = run.tokenizer()
         encoded = run.encoded()
         train, val = encoded["train"], encoded["val"]
@@ -64,7 +66,7 @@ class TranslationTask:
     def describe(self) -> str:
         world = dist.get_world_size() if dist.is_initialized() else 1
         return (f"training {self.model.num_parameters():,} parameters on {self.device}"
-                f"{f' x {world} processes' if world > 1 else ''}")
+                f"{f' x {world} processes' if world > 1 else ''}, {self.backend.name} backend")
 
     def epoch_batches(self, seed: int) -> list[list[int]]:
         return make_batches(self.src_lens, self.tgt_lens, self.cfg.train.batch_tokens, shuffle=True, seed=seed)
@@ -101,12 +103,13 @@ def _train(run: RunDir, cfg: Config, device: torch.device) -> TrainResult:
     run.require_data_matches(cfg)
     meta = run.meta()
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model, meta["src_vocab_size"], meta["tgt_vocab_size"]).to(device)
+    model = resolve_backend(cfg.model.backend).build_model(cfg.model, meta["src_vocab_size"],
+                                                           meta["tgt_vocab_size"]).to(device)
     task = TranslationTask(run, cfg, model, device)
     trainer = Trainer(task, cfg, run, device, hooks=recipe_hooks(task, cfg))
     resumed = trainer.resume()
     if not resumed:
-        _init_pretrained(model, cfg, run, meta, announce=trainer.main)
+        _init_pretrained(model, cfg, run, meta, announce=trainer.is_main)
     return trainer.fit(resumed)
 
 

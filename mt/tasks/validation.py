@@ -1,5 +1,5 @@
 """Validation BLEU: greedy translations of encoded sentences scored with sacreBLEU (the loss is
-``mt.model.loss.validation_loss``). They are decoded in ``decode.precision``, as ``mt eval``/``translate`` decode,
+``SummedLoss.validation_loss``). They are decoded in ``decode.precision``, as ``mt eval``/``translate`` decode,
 so the score that picks best.pt during training, the final choice's scores and ``mt eval --beam 1`` agree (bf16 and
 fp32 greedy BLEU of one Multi30k checkpoint differed by 0.16)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import sacrebleu
 import torch
 
+from mt.backends import use_decoding
 from mt.config import DecodeConfig
 from mt.data.batching import collate, make_batches
 from mt.decode.greedy import greedy_search
@@ -37,6 +38,7 @@ def validation_bleu(model: Seq2Seq, src: list[list[int]], refs: list[str], detok
     """Greedy translations, decoded in ``cfg.precision``, scored with sacreBLEU (cased, 13a) against the raw
     references."""
     device = torch.device(device)
+    use_decoding(model, cfg)
     with autocast(device, cfg.precision):
         hyps = detok([h.tokens for h in decode_ids(model, src, cfg, device)])
     return sacrebleu.corpus_bleu(hyps, [refs]).score, hyps

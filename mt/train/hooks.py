@@ -2,7 +2,7 @@
 
 A hook overrides what it needs; every method does nothing by default. Each method gets the
 ``mt.train.loop.Trainer`` (not imported here: the loop imports this module). The loop calls them on every rank, in
-the order the task listed the hooks; ``trainer.main`` tells rank 0, which alone writes files. What a hook may
+the order the task listed the hooks; ``trainer.is_main`` tells rank 0, which alone writes files. What a hook may
 read of the trainer: ``progress`` (step, epoch, ...), ``elapsed()`` and ``budget`` (seconds; 0: none),
 ``session_steps`` and ``step_seconds`` (this session's updates and their training time), ``epoch_length``,
 ``task``, ``cfg``, ``run``, ``device``, ``main``; what it may call: ``log_record(kind, fields)``, ``weights_state()``,

@@ -37,7 +37,6 @@ from mt.config import Config, config_from_dict, config_to_dict
 from mt.device import autocast, resolve_precision
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
-from mt.model.loss import validation_loss
 from mt.plots import LiveCurves
 from mt.run import RunDir
 from mt.train.hooks import Hook
@@ -63,14 +62,14 @@ log = logging.getLogger("mt")
 class Trainer:
     def __init__(self, task: TrainingTask, cfg: Config, run: RunDir, device: torch.device,
                  hooks: Sequence[Hook] = ()):
-        self.task, self.cfg, self.limits, self.run, self.device = task, cfg, cfg.train, run, device
+        self.task, self.cfg, self.train_cfg, self.run, self.device = task, cfg, cfg.train, run, device
         self.hooks = list(hooks)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        self.main = self.rank == 0
-        self.optimizer = make_optimizer(task.model.parameters(), self.limits.lr, self.limits.weight_decay)
-        self.schedule = LRSchedule(self.limits)
+        self.is_main = self.rank == 0  # rank 0 alone validates and writes files
+        self.optimizer = make_optimizer(task.model.parameters(), self.train_cfg.lr, self.train_cfg.weight_decay)
+        self.schedule = LRSchedule(self.train_cfg)
         self.progress = Progress()
-        self.budget = self.limits.max_minutes * 60.0  # seconds; 0: no time budget
+        self.budget = self.train_cfg.max_minutes * 60.0  # seconds; 0: no time budget
         self.stop = StopFlag()
         self._started = time.perf_counter()  # the run's clock, counting earlier sessions' time once resumed
         self._last_checkpoint = self._last_validation = time.perf_counter()  # validate_minutes counts from the latter
@@ -88,7 +87,7 @@ class Trainer:
 
     def log_record(self, kind: str, fields: dict[str, Any]) -> None:
         """Append a record of ``kind`` to RUN/train_log.jsonl (rank 0 only), with the step, epoch and minute."""
-        if self.main:
+        if self.is_main:
             p = self.progress
             append_jsonl(self.run.log_path, {"kind": kind, "step": p.step, "epoch": p.epoch,
                                              "minutes": self.elapsed() / 60, **fields})
@@ -103,7 +102,7 @@ class Trainer:
     def score(self, weights: dict[str, torch.Tensor]) -> Validation:
         """The task's validation of ``weights`` (loaded into the task's model, which keeps them)."""
         self.task.model.load_state_dict(weights)
-        loss, _ = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
+        loss, _ = self.task.loss.validation_loss(b.to(self.device) for b in self.task.val_batches)
         return self.task.validate(loss)
 
     # ------------------------------------------------------------------ resume and checkpoints
@@ -121,9 +120,8 @@ class Trainer:
                 log.warning("%s; trying the previous checkpoint", e)
                 continue
             self.task.check_checkpoint(state, path)
-            # through the defaults: a run saved before a model key existed has that key's default
-            saved = config_to_dict(config_from_dict({"model": state["config"]["model"]}, str(path), saved=True))
-            if saved["model"] != config_to_dict(self.cfg)["model"]:
+            saved = {**state["config"]["model"], "backend": self.cfg.model.backend}  # the same weights either way
+            if config_to_dict(config_from_dict({"model": saved}, str(path)))["model"] != config_to_dict(self.cfg)["model"]:
                 raise MTError(f"{path} has a different model config than the one given; start a new RUN, "
                               "or train with the run's own config")
             self.task.model.load_state_dict(state["model"])
@@ -138,7 +136,7 @@ class Trainer:
 
     def _checkpoint(self, best: bool = False) -> None:
         """last.pt (and best.pt): everything a resumed run needs."""
-        if not self.main:
+        if not self.is_main:
             return
         state = {**self.weights_state(), "optimizer": self.optimizer.state_dict(),
                  "schedule": self.schedule.state_dict(), "rng": torch.get_rng_state(),
@@ -161,13 +159,13 @@ class Trainer:
     def fit(self, resumed_from: Path | None = None) -> TrainResult:
         """Train until a stop reason; ``resumed_from``: what ``resume()`` returned, for the first message."""
         p = self.progress
-        if self.main:
+        if self.is_main:
             print(f"resuming from {resumed_from.name}: step {p.step}, epoch {p.epoch + 1}, batch {p.batch_in_epoch} "
                   "of that epoch" if resumed_from else self.task.describe(), flush=True)
             self._prepare_folder()
         self._start_session()
         stopped = self._stopping()
-        if stopped and self.main:
+        if stopped and self.is_main:
             print(f"nothing left to train: this run already reached its limit ({stopped}); raise train.max_epochs, "
                   "train.max_minutes or train.patience to continue", flush=True)
         self.task.model.train()
@@ -196,8 +194,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device] if self.device.type == "cuda" else None
             self._step_module = nn.parallel.DistributedDataParallel(self.task.loss, device_ids=ids)
-        precision, why = resolve_precision(self.limits.precision, self.device)
-        if self.main:
+        precision, why = resolve_precision(self.train_cfg.precision, self.device)
+        if self.is_main:
             print(f"precision: {precision} ({why})", flush=True)
         self._precision = autocast(self.device, precision)
         self._started = time.perf_counter() - self.progress.train_seconds
@@ -207,16 +205,16 @@ class Trainer:
             hook.start(self)
 
     def _stopping(self) -> str | None:
-        return rank0_decides(stop_reason(self.progress, self.limits, self.elapsed(), self.budget))
+        return rank0_decides(stop_reason(self.progress, self.train_cfg, self.elapsed(), self.budget))
 
     def _finish(self, stopped: str) -> TrainResult:
         p = self.progress
         rate = self._tokens / max(self.step_seconds, 1e-9)
         if self.world > 1:  # DDP keeps the replicas identical; a checksum per rank shows it did
             checksum = same_weights(self.device, self.task.model)
-            if self.main:
+            if self.is_main:
                 print(f"the weights of all {self.world} processes are identical (checksum {checksum:.6f})", flush=True)
-        if self.main:
+        if self.is_main:
             self.curves.flush()
             print(f"stopped ({stopped}) at step {p.step}, epoch {p.epoch}; {self.task.describe_best(p.best_score)}; "
                   f"{rate:.0f} target tokens/s; checkpoints in {self.run.checkpoint_dir}", flush=True)
@@ -228,17 +226,17 @@ class Trainer:
         """Every train.validate_every updates (or train.validate_minutes), or at an epoch's end when that comes
         sooner; at an epoch's end only once train.validate_min_steps updates followed the last validation (a tiny
         corpus's epochs are a few updates long: validating after each would count noise as plateaus)."""
-        since, t = self.progress.step - self.progress.validated_step, self.limits
+        since, t = self.progress.step - self.progress.validated_step, self.train_cfg
         return (since >= t.validate_every or self._validation_by_time
                 or (finished_epoch and since >= t.validate_min_steps))
 
     def _minutes_since_validation_passed(self) -> bool:
-        minutes = self.limits.validate_minutes
+        minutes = self.train_cfg.validate_minutes
         return bool(minutes) and time.perf_counter() - self._last_validation >= minutes * 60
 
     def _time_to_validation(self, left_in_epoch: int) -> float:
         """Seconds of training until the next validation is due, at this session's seconds per step."""
-        p, t = self.progress, self.limits
+        p, t = self.progress, self.train_cfg
         since = p.step - p.validated_step
         steps = t.validate_every - since
         if since + left_in_epoch >= t.validate_min_steps:
@@ -254,11 +252,11 @@ class Trainer:
         """Train on the rest of the current epoch; False when it stopped early (Ctrl-C, time budget, a validation
         due within the epoch)."""
         p = self.progress
-        batches = self.task.epoch_batches(self.limits.seed * 1000 + p.epoch)
+        batches = self.task.epoch_batches(self.train_cfg.seed * 1000 + p.epoch)
         batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]  # this rank's share
         self.epoch_length = max(len(batches), 1)
         bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}", unit="batch",
-                   disable=not self.main, dynamic_ncols=True, mininterval=1.0)
+                   disable=not self.is_main, dynamic_ncols=True, mininterval=1.0)
         stream = self._prefetched(batches[p.batch_in_epoch:])
         with closing(stream), bar:  # closed even when a step fails: an error message starts its own line
             for batch in stream:
@@ -269,10 +267,10 @@ class Trainer:
                 if interrupted or no_time:
                     self.stop.requested = interrupted  # every rank takes the same way out of the loop
                     return False
-                due = self._validation_by_time or p.step - p.validated_step >= self.limits.validate_every
+                due = self._validation_by_time or p.step - p.validated_step >= self.train_cfg.validate_every
                 if due and p.batch_in_epoch < len(batches):
                     return False  # validate now; the epoch goes on after it
-                minutes = self.limits.checkpoint_minutes
+                minutes = self.train_cfg.checkpoint_minutes
                 if minutes and time.perf_counter() - self._last_checkpoint >= minutes * 60:
                     self._checkpoint()
         return p.batch_in_epoch >= len(batches)
@@ -288,7 +286,7 @@ class Trainer:
                 yield ahead.popleft().result()
 
     def _step(self, batch, bar: tqdm) -> None:
-        p, t = self.progress, self.limits
+        p, t = self.progress, self.train_cfg
         started = time.perf_counter()
         b = batch.to(self.device)
         loss = train_step(lambda: self._step_module(*b.model_inputs, targets=b.targets), b.n_tokens,
@@ -318,15 +316,15 @@ class Trainer:
         p, started = self.progress, time.perf_counter()
         p.validated_step = p.step  # on every rank, and in the checkpoint below
         decision = [None]
-        if self.main:
-            loss, ppl = validation_loss(self.task.model, (b.to(self.device) for b in self.task.val_batches))
+        if self.is_main:
+            loss, ppl = self.task.loss.validation_loss(b.to(self.device) for b in self.task.val_batches)
             v = self.task.validate(loss)
             improved = v.score > p.best_score
-            loss_progress = improves(-loss, -p.best_val_loss, self.limits.plateau_threshold)  # the plateau's rule
+            loss_progress = improves(-loss, -p.best_val_loss, self.train_cfg.plateau_threshold)  # the plateau's rule
             p.best_score = max(v.score, p.best_score)
             p.best_val_loss = loss if loss_progress else p.best_val_loss
             p.bad_validations = 0 if improved or loss_progress else p.bad_validations + 1
-            watched = -loss if self.limits.plateau_metric == "loss" else v.score
+            watched = -loss if self.train_cfg.plateau_metric == "loss" else v.score
             decayed = self.schedule.observe(watched, p.step)
             p.val_seconds = time.perf_counter() - started  # before the checkpoint: a resumed run reserves it too
             self.log_record("valid", {"val_loss": loss, "val_ppl": ppl, **v.record,
@@ -343,7 +341,7 @@ class Trainer:
             self.schedule.load_state_dict(schedule)
         for hook in self.hooks:
             hook.after_validation(self)
-        if self.main:
+        if self.is_main:
             self.curves.validated()
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()

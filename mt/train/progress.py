@@ -24,11 +24,6 @@ class Progress:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> Progress:
-        saved = dict(saved)
-        if "best_bleu" in saved:  # checkpoints written before the shared loop (translator, LM)
-            saved["best_score"] = saved.pop("best_bleu")
-        if "best_loss" in saved:
-            saved["best_score"] = -saved.pop("best_loss")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in known})
 

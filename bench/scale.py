@@ -5,7 +5,7 @@ so no pair is duplicated and sentences are about twice as long as the corpus's. 
 seconds, pairs/s and peak RSS; then a short `mt train`: seconds from its start to the first update, peak RSS,
 target tokens/s. Each phase runs in its own process, so each peak is that phase's own.
 
-    python -m eval.bench.scale --pairs 30000 300000 1000000 --train-minutes 2
+    python -m bench.scale --pairs 30000 300000 1000000 --train-minutes 2
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench.procfs import status_kib
-from eval.experiments.transfer import find_split, write_lines
-from mt.text import read_lines
+from bench.memory import status_kib
+from data_prep.sources import load_local
 
 __all__ = ["main", "synthetic_corpus"]
 
@@ -41,7 +40,8 @@ def synthetic_corpus(data_dir: Path, out: Path, src: str, tgt: str, pairs: int, 
     if (out / f"train.{tgt}").is_file():
         return
     out.mkdir(parents=True, exist_ok=True)
-    train = {lang: read_lines(find_split(data_dir, "train", lang))[0] for lang in (src, tgt)}
+    splits, _ = load_local(data_dir, src, tgt)
+    train = dict(zip((src, tgt), splits["train"].read_all()))
     m = len(train[src])
     if pairs > m * (m - 1):
         raise SystemExit(f"error: {data_dir} has {m} pairs: at most {m * (m - 1)} joined pairs")
@@ -53,13 +53,14 @@ def synthetic_corpus(data_dir: Path, out: Path, src: str, tgt: str, pairs: int, 
         codes = codes[codes // m != codes % m]
     codes = rng.permutation(codes)[:pairs]
     first, second = (codes // m).tolist(), (codes % m).tolist()
+    val = dict(zip((src, tgt), splits["val"].read_all()))
     for lang in (src, tgt):
         lines = train[lang]
         with open(out / f"train.{lang}.tmp", "w", encoding="utf-8") as f:
             for a, b in zip(first, second):
                 f.write(f"{lines[a]} {lines[b]}\n")
         (out / f"train.{lang}.tmp").rename(out / f"train.{lang}")
-        write_lines(out / f"val.{lang}", read_lines(find_split(data_dir, "val", lang))[0])
+        (out / f"val.{lang}").write_text("".join(x + "\n" for x in val[lang]), encoding="utf-8")
 
 
 def _run_measured(args: list[str], log: Path, first_update_of: Path | None = None) -> dict:

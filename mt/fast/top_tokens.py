@@ -2,38 +2,31 @@
 
 What search needs from the output layer is a few candidates per row, not the (B, V) log-probabilities: the plain
 route (logits, log_softmax, adding the beam scores, top-k over K x V) writes and re-reads four (B, V) fp32 tensors
-per step, 59 MB each for 1,845 beam rows and 8,000 pieces, and on a 2-core machine those passes over memory cost
-more than the multiply. Here the logits are made one row block at a time, so a block's (rows, V) logits stay in
-the cache while its maximum, normaliser and top n are taken, and only (B, n) leaves.
+per step, and on a small machine those passes over memory cost more than the multiply. Here the logits are made
+one row block at a time, so a block's (rows, V) logits stay in the cache while its maximum, normaliser and top n
+are taken, and only (B, n) leaves.
 
-The scores that search sees are fp32 whatever the decoding precision (bf16 logits cost 0.1-0.2 BLEU:
-docs/results.md, "Decoding precision"). The (rows, V) multiply, though, can run at lower precision when it only
-serves to find candidates (a *shortlist*): each row's ``n + CANDIDATE_MARGIN`` largest approximate logits are
-computed again in fp32, the n best of those are returned, and the normaliser is the sum over the approximate
-logits with the candidates' fp32 values swapped in. Two kinds (``shortlist_for``):
-- bf16 decoding: the multiply in bf16, 4x faster than in fp32 on a CPU with AMX;
-- fp32 decoding on an x86 CPU: the multiply in int8 (fbgemm's dynamic int8 linear, ``Int8Logits``): 1.5-3.5x
-  the fp32 speed for 128 rows on AMD Zen 3 (no bf16 units; one thread, a training run sharing the cores).
+The scores that search sees are fp32 whatever the decoding precision. With ``decode.candidates=approximate`` the
+(rows, V) multiply runs at lower precision, since it only serves to find candidates (a *shortlist*): each row's
+``n + CANDIDATE_MARGIN`` largest approximate logits are computed again in fp32, the n best of those are
+returned, and the normaliser is the sum over the approximate logits with the candidates' fp32 values swapped in.
+Two kinds (``shortlist_for``):
+- bf16 decoding: the multiply in bf16;
+- fp32 decoding on an x86 CPU: the multiply in int8 (fbgemm's dynamic int8 linear, ``Int8Logits``).
 A token outside the shortlist would need ``CANDIDATE_MARGIN`` others to overtake it by rounding (bf16: about
-0.03 at a logit of 10; int8: up to 0.3); the tail's rounding moves a log-probability by far less than that. On
-the Multi30k model (fp32, int8 shortlist, 23,825 beam-5 rows of 300 validation sentences) one row's 10 best
-differed from the fp32 route's, no row's best; log-probabilities moved by 0.0005 on average, 0.013 at most.
+0.03 at a logit of 10; int8: up to 0.3); the tail's rounding moves a log-probability by far less than that. How
+often that changes a translation is measured in docs/results.md ("Decoding: approximate candidates").
 """
 
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import torch
 
-from mt.model.weight_stamp import stamp
+__all__ = ["Bf16Logits", "Int8Logits", "shortlist_for", "top_log_probs"]
 
-__all__ = ["SHORTLIST", "Bf16Logits", "Int8Logits", "shortlist_for", "top_log_probs"]
-
-SHORTLIST = True  # False: search multiplies the output layer in fp32 (`python -m eval.bench --compare shortlist`)
-
-BLOCK_ROWS = 128  # (128, 8,000) fp32 logits = 4 MB: 2.1x the speed of the plain route (Xeon AMX, 2 threads)
+BLOCK_ROWS = 128  # (128, 8,000) fp32 logits = 4 MB: stays in the cache
 CANDIDATE_MARGIN = 8  # shortlist: n + 8 candidates per row, rescored in fp32 ...
 MIN_CANDIDATES = 10  # ... and never fewer: greedy (n = 1) and beam 1 (n = 2) then share candidates and scores
 MAX_CANDIDATES = 64  # beyond that (e.g. sampling from the whole vocabulary) the fp32 multiply is the cheaper route
@@ -77,26 +70,17 @@ class Int8Logits:
         return torch.ops.quantized.linear_dynamic(pinned, self.packed, True)[:-2].mul_(size)  # (b, V)
 
 
-_INT8: dict[int, tuple[weakref.ref, tuple, Int8Logits]] = {}  # id(weight) -> (the weight, its stamp, its int8)
-
-
 def shortlist_for(weight: torch.Tensor, dtype: torch.dtype) -> Bf16Logits | Int8Logits | None:
     """The shortlist for search with the output weight (V, E) on the CPU in ``dtype`` (the decoding precision),
-    or None where there is none: switched off, a GPU, or int8 kernels missing (fbgemm is x86 only). The int8
-    copy took 107-133 ms to make (Zen 3, cores shared with training), so it is kept until the weight changes
-    (training updates it in place; ``mt.model.weight_stamp`` says when)."""
-    if not SHORTLIST or weight.device.type != "cpu":
+    or None where there is none: a GPU, or int8 kernels missing (fbgemm is x86 only). Making the int8 copy costs
+    about as much as a few search steps: the caller keeps it while the weight does not change."""
+    if weight.device.type != "cpu":
         return None
     if dtype == torch.bfloat16:
         return Bf16Logits(weight)
     if dtype != torch.float32 or torch.backends.quantized.engine not in ("x86", "fbgemm"):
         return None
-    key = id(weight)
-    ref, made_from, logits = _INT8.get(key, (None, None, None))
-    if ref is None or ref() is not weight or made_from != stamp(weight):
-        logits = Int8Logits(weight)
-        _INT8[key] = (weakref.ref(weight, lambda _: _INT8.pop(key, None)), stamp(weight), logits)
-    return logits
+    return Int8Logits(weight)
 
 
 def top_log_probs(x: torch.Tensor, weight: torch.Tensor, n: int, block_rows: int = BLOCK_ROWS,

@@ -29,7 +29,7 @@ from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
 
-__all__ = ["FORMAT", "export_model", "load_package", "package_tokenizer"]
+__all__ = ["FORMAT", "export_model", "load_model_file", "model_file_tokenizer"]
 
 FORMAT = "mt-model/1"
 
@@ -46,48 +46,48 @@ def export_model(run: RunDir, output: str | Path, checkpoint: str = "final", int
         done: dict[int, dict[str, torch.Tensor]] = {}
         weights = {k: done.setdefault(v.data_ptr(), _to_int8(v)) if _quantizable(v) else v for k, v in weights.items()}
     progress = state.get("progress", {})
-    package = {
+    contents = {
         "format": FORMAT, "model": weights, "int8": int8, "config": state["config"], "vocab": list(state["vocab"]),
         "languages": {"src": meta["src"], "tgt": meta["tgt"]},
         "tokenizer": {"src": blobs[0], "tgt": None if names[0] == names[1] else blobs[1], "names": names},
         "checksums": {"tokenizer_sha256": meta["tokenizer_sha256"], "weights_sha256": _weights_sha256(weights)},
         "training": {"checkpoint": path.name, "step": progress.get("step"), "epoch": progress.get("epoch"),
                      "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
-                     "best_val_bleu": progress.get("best_score", progress.get("best_bleu")),
+                     "best_val_bleu": progress.get("best_score"),
                      "final": state.get("final")},
         "evaluations": _evaluations(run),
     }
-    atomic_write(output, lambda f: torch.save(package, f), what="model file")
+    atomic_write(output, lambda f: torch.save(contents, f), what="model file")
     n_params = sum({v.data_ptr(): v.numel() for v in state["model"].values()}.values())
     return {"path": str(output), "bytes": Path(output).stat().st_size, "parameters": n_params, "int8": int8}
 
 
-def load_package(path: str | Path) -> dict[str, Any]:
+def load_model_file(path: str | Path) -> dict[str, Any]:
     """An exported file -> its dict with fp32 weights, checked against its checksums (one-line errors)."""
     path = Path(path)
     if not path.is_file():
         raise MTError(f"model file not found: {path}")
     try:
-        package = torch.load(path, map_location="cpu", weights_only=True)
+        contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, foreign or damaged file: one line for the user
         raise MTError(f"{path} is damaged or not a model file from `mt export` ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(package, dict) or package.get("format") != FORMAT:
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
         raise MTError(f"{path} is not a model file from `mt export` (format {FORMAT}); a checkpoint of a run "
                       "is used with --run RUN --checkpoint PATH")
-    if _weights_sha256(package["model"]) != package["checksums"]["weights_sha256"]:
+    if _weights_sha256(contents["model"]) != contents["checksums"]["weights_sha256"]:
         raise MTError(f"{path}: the weights do not match their checksum (a damaged copy?)")
-    tok = package["tokenizer"]
+    tok = contents["tokenizer"]
     by_name = dict(zip(tok["names"], (tok["src"], tok["tgt"] if tok["tgt"] is not None else tok["src"])))
     digest = hashlib.sha256(b"".join(by_name[n] for n in sorted(by_name)))  # as data_prep's tokenizer checksum
-    if digest.hexdigest() != package["checksums"]["tokenizer_sha256"]:
+    if digest.hexdigest() != contents["checksums"]["tokenizer_sha256"]:
         raise MTError(f"{path}: the tokenizer does not match its checksum (a damaged copy?)")
-    if package["int8"]:
-        package["model"] = {k: _from_int8(v) if isinstance(v, dict) else v for k, v in package["model"].items()}
-    return package
+    if contents["int8"]:
+        contents["model"] = {k: _from_int8(v) if isinstance(v, dict) else v for k, v in contents["model"].items()}
+    return contents
 
 
-def package_tokenizer(package: dict[str, Any], name: str) -> Tokenizer:
-    return Tokenizer.from_bytes(package["tokenizer"]["src"], package["tokenizer"]["tgt"], name)
+def model_file_tokenizer(contents: dict[str, Any], name: str) -> Tokenizer:
+    return Tokenizer.from_bytes(contents["tokenizer"]["src"], contents["tokenizer"]["tgt"], name)
 
 
 def _quantizable(t: torch.Tensor) -> bool:

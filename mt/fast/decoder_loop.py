@@ -1,12 +1,12 @@
 """The teacher-forced decoder loop (one LSTM layer, additive attention, input feeding) as one autograd function
-with a hand-written backward pass. Numbers and gradients equal the step-by-step modules (tests/test_model.py).
+with a hand-written backward pass. Numbers and gradients equal the reference decoder's (tests/test_backends.py).
 
 Why: autograd differentiates the loop step by step, so every step pays a weight-gradient multiply with only B
 rows, then adds it into the weight's gradient (an 8 MB ``add_`` per step for the LSTM weight), plus the
 bookkeeping of some thirty graph nodes. Here the backward loop only carries activation gradients; the weight
 gradients of all T steps are four large multiplies at the end, where the CPU runs near its peak rate.
-The activations kept for the backward pass (about 400 MB for a 4k-token batch) live in a ``Workspace`` that
-is reused from batch to batch: freshly allocated memory of that size costs about 60 ms of page faults per step.
+The activations kept for the backward pass live in a ``Workspace`` that is reused from batch to batch: freshly
+allocated memory of that size costs page faults at every step.
 
 The step, for a batch of B sentences, S source positions, hidden size H and attention size A:
     gates  = x_t + [feed_{t-1}; h_{t-1}] @ W^T              (B, 4H)  x_t: embedding projection plus biases
@@ -21,8 +21,8 @@ operands (weights cast once per call; h_t, [feed; h] and [h; ctx] are stored in 
 that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
 softmax, every gradient carried from step to step and the gradients returned for the fp32 weights stay fp32.
 
-tanh is computed as 2 * sigmoid(2x) - 1 (mt.model.activations): torch's CPU tanh kernel is several times
-slower than its sigmoid, and the energies' tanh over (S, B, A) at every step was the largest element-wise cost.
+tanh is computed as 2 * sigmoid(2x) - 1 (mt.fast.activations): the energies' tanh over (S, B, A) at every step
+is the largest element-wise cost.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from mt.model.activations import tanh, tanh_
+from mt.fast.activations import tanh, tanh_
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
 __all__ = ["Workspace", "fused_lstm_attention_loop"]
@@ -136,7 +136,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
     def backward(ctx, grad_out):
         if ctx.spaces[0].generation != ctx.generation:
             raise RuntimeError("the fused decoder ran another forward pass before this backward pass, which "
-                               "overwrote its saved activations; set `model.decoder.fused = False` for this use")
+                               "overwrote its saved activations; use model.backend=reference for this use")
         saved = _Saved(*ctx.saved_tensors)
         g = _Gradients(saved, ctx.spaces[1], ctx.x_dtype)
         grad_out = grad_out.transpose(0, 1)  # (T, B, H)

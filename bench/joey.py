@@ -1,4 +1,4 @@
-"""Decoding side by side with Joey NMT (`make bench JOEY=DIR`, `python -m eval.bench --joey DIR`).
+"""Decoding side by side with Joey NMT (`make bench JOEY=DIR`, `python -m bench --joey DIR`).
 
 The whole process of `mt translate --input` and of Joey NMT's `joeynmt test`, start-up included, on the same
 test split, for each beam size, in the order ours, Joey, Joey, ours: a machine whose speed drifts treats both

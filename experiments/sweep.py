@@ -6,7 +6,7 @@ same wall-clock budget on a copy of BASE's prepared data, or, for a setting that
 vocabulary size, which re-trains the tokenizer), on the same corpus prepared again. Settings are compared by
 their best greedy validation BLEU: test splits play no part.
 
-    python -m eval.experiments.sweep --base runs/multi30k-en-de --minutes 15 --out runs/sweep \\
+    python -m experiments.sweep --base runs/multi30k-en-de --minutes 15 --out runs/sweep \\
         "model.dropout=0.2" "model.dropout=0.4" "train.label_smoothing=0" "data.vocab_size=16000"
 
 Writes OUT/sweep.md (the table), OUT/sweep.json and OUT/sweep.png (validation BLEU against minutes). A setting
@@ -164,7 +164,7 @@ def plot_settings(rows: list[dict], out: Path, highlight: str = BASELINE) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.experiments.sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="a prepared run whose config and corpus every setting starts from")
     p.add_argument("--out", required=True, help="folder for one run per setting and the table")
     p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget of each setting (default 15)")

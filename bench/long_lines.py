@@ -1,6 +1,6 @@
 """Long lines whole: documents of N consecutive sentences of a split, one document per line, translated three ways.
 
-    python -m eval.bench.long_lines --run runs/multi30k-en-de [--split test_2016_flickr] [--sentences 10]
+    python -m bench.long_lines --run runs/multi30k-en-de [--split test_2016_flickr] [--sentences 10]
 
 Prints BLEU of the joined outputs against the joined references and the ratio of output to reference words for
 (1) `Translator.translate` on the long lines (split at sentence ends, `mt.decode.segment`), (2) each line cut at

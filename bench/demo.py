@@ -1,6 +1,6 @@
 """Measure the web demo end to end (``make demo-bench``): start-up, browser latency, parallel API users.
 
-    python -m eval.bench.demo --run RUN [--port 7870] [--clients 20 50] [--screenshot docs/demo.png]
+    python -m bench.demo --run RUN [--port 7870] [--clients 20 50] [--screenshot docs/demo.png]
 
 1. starts ``make demo`` (a fresh server process) and times until the page is served;
 2. in headless system Chromium (Playwright), types a validation sentence, clicks Translate and times until the
@@ -25,7 +25,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from eval.bench.procfs import status_kib
+from bench.memory import status_kib
 
 __all__ = ["main"]
 

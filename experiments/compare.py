@@ -1,6 +1,6 @@
 """Finished runs side by side: the tables of docs/results.md's recipe sections, from the runs' own files.
 
-    python -m eval.experiments.compare runs/multi30k-en-de runs/m30-ls02 [--out runs/compare]
+    python -m experiments.compare runs/multi30k-en-de runs/m30-ls02 [--out runs/compare]
     make compare RUNS="runs/multi30k-en-de runs/m30-ls02"
 
 The first run is the reference; every other run is named by how its config differs from it (e.g.
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from eval.experiments.sweep import plot_settings, summarise
+from experiments.sweep import plot_settings, summarise
 from mt.checkpoint import load_checkpoint
 from mt.config import config_to_dict
 from mt.errors import MTError
@@ -58,7 +58,7 @@ def _final_cell(final: dict | None) -> str:
     if not final:
         return "best.pt (no final choice)"
     scores, chosen = final["val_bleu"], final["chosen"]
-    name = {"best": "best.pt", "averaged": "average", "ema": "best-ema.pt"}  # ema: runs of an earlier version
+    name = {"best": "best.pt", "averaged": "average"}
     others = [f"{name[k]} {v:.2f}" for k, v in scores.items() if k != chosen]
     return f"{name[chosen]} {scores[chosen]:.2f}" + (f" vs {', '.join(others)}" if others else "")
 
@@ -99,7 +99,7 @@ def compare(runs: list[str]) -> tuple[list[dict], str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.experiments.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="trained run folders; the first is the reference")
     p.add_argument("--out", help="also write OUT/compare.md, compare.json and compare.png (BLEU by minute and epoch)")
     args = p.parse_args(argv)

@@ -48,14 +48,14 @@ def _mt(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mt", *args], check=True)
 
 
-def find_split(folder: Path, name: str, lang: str) -> Path:
+def _find_split(folder: Path, name: str, lang: str) -> Path:
     for candidate in (folder / f"{name}.{lang}", folder / f"{name}.{lang}.gz"):
         if candidate.is_file():
             return candidate
     raise SystemExit(f"error: {folder} has no {name}.{lang}[.gz]")
 
 
-def write_lines(path: Path, lines: list[str]) -> None:
+def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
 
 
@@ -65,16 +65,16 @@ def make_subset(data_dir: Path, out: Path, src: str, tgt: str, size: int, test: 
     if (out / f"mono.{tgt}").is_file():
         return
     corpus.mkdir(parents=True, exist_ok=True)
-    train = {lang: read_lines(find_split(data_dir, "train", lang))[0] for lang in (src, tgt)}
+    train = {lang: read_lines(_find_split(data_dir, "train", lang))[0] for lang in (src, tgt)}
     order = list(range(len(train[src])))
     random.Random(seed).shuffle(order)
     if size >= len(order):
         raise SystemExit(f"error: {size} pairs asked for but the corpus has {len(order)}")
     for lang in (src, tgt):
-        write_lines(corpus / f"train.{lang}", [train[lang][i] for i in order[:size]])
-        write_lines(out / f"mono.{lang}", [train[lang][i] for i in order[size:]])
+        _write_lines(corpus / f"train.{lang}", [train[lang][i] for i in order[:size]])
+        _write_lines(out / f"mono.{lang}", [train[lang][i] for i in order[size:]])
         for split in ("val", test):
-            write_lines(corpus / f"{split}.{lang}", read_lines(find_split(data_dir, split, lang))[0])
+            _write_lines(corpus / f"{split}.{lang}", read_lines(_find_split(data_dir, split, lang))[0])
 
 
 def budget(args: argparse.Namespace, index: int) -> list[str]:
@@ -146,11 +146,11 @@ def shared_tokenizer(args: argparse.Namespace, root: Path) -> Path:
         return vocab
     data_dir, corpus = Path(args.data_dir), root / "shared-tokenizer-text"
     corpus.mkdir(parents=True, exist_ok=True)
-    text = {lang: read_lines(find_split(data_dir, "train", lang))[0] for lang in (args.src, args.tgt, args.parent_tgt)}
-    write_lines(corpus / f"train.{args.src}", text[args.src] * 2)
-    write_lines(corpus / f"train.{args.tgt}", text[args.tgt] + text[args.parent_tgt])
+    text = {lang: read_lines(_find_split(data_dir, "train", lang))[0] for lang in (args.src, args.tgt, args.parent_tgt)}
+    _write_lines(corpus / f"train.{args.src}", text[args.src] * 2)
+    _write_lines(corpus / f"train.{args.tgt}", text[args.tgt] + text[args.parent_tgt])
     for lang in (args.src, args.tgt):
-        write_lines(corpus / f"val.{lang}", read_lines(find_split(data_dir, "val", lang))[0])
+        _write_lines(corpus / f"val.{lang}", read_lines(_find_split(data_dir, "val", lang))[0])
     _mt("prepare", "--run", str(vocab), "--data-dir", str(corpus), "--src", args.src, "--tgt", args.tgt)
     return vocab
 

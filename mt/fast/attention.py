@@ -1,0 +1,38 @@
+"""Additive attention scores for search, a block of sentences at a time (``mt.model.attention.BahdanauAttention``
+computes the same scores for the whole batch at once).
+
+The energies (B, K, S, A) of a whole search batch are tens of MB, and each element-wise pass over them goes to
+memory; here they are made a block of sentences at a time in one reused buffer that stays in the cache for the
+add, the tanh and the product with v. In fp32 the tanh goes through sigmoid (``mt.fast.activations``) with its
+affine parts folded away: v^T tanh(x) = 2 v^T sigmoid(2x) - sum(v), and -sum(v) is a constant per row, which the
+softmax over S ignores: one pass instead of four.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mt.fast.activations import uses_torch_tanh
+
+__all__ = ["ENERGY_BLOCK_BYTES", "search_scores"]
+
+ENERGY_BLOCK_BYTES = 8 << 20  # the (b, K, S, A) energies of one block of sentences: 8 MB
+
+
+def search_scores(keys: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
+                  block_bytes: int = ENERGY_BLOCK_BYTES) -> torch.Tensor:
+    """keys (B, S, A), q (B, K, 1, A), v (A,) -> v^T tanh(keys + q) + c (B, K, S), c a constant per (sentence,
+    row). For search, where autograd is off."""
+    batch, k, _, att_dim = q.shape
+    src_len = keys.shape[1]
+    block = max(1, block_bytes // (k * src_len * att_dim * keys.element_size()))  # sentences per block
+    via_sigmoid = not uses_torch_tanh(keys)
+    v = (v * 2 if via_sigmoid else v).to(keys.dtype)
+    scores = keys.new_empty(batch, k, src_len)
+    buf = keys.new_empty(min(block, batch), k, src_len, att_dim)
+    for start in range(0, batch, block):
+        b = min(block, batch - start)
+        energy = torch.add(keys[start:start + b].unsqueeze(1), q[start:start + b], out=buf[:b])  # (b, K, S, A)
+        energy = energy.mul_(2).sigmoid_() if via_sigmoid else energy.tanh_()
+        torch.matmul(energy, v, out=scores[start:start + b])  # (b, K, S)
+    return scores
