@@ -11,6 +11,7 @@ checkpoints into DIR) and after every ``--every`` updates writes one JSON line t
   hands out, what it holds free without returning it to the system, and what it serves by mmap.
 
     python -m bench.train_memory --run runs/multi30k-en-de --out /tmp/mem --every 25 train.max_epochs=3
+    python -m bench.train_memory --plot docs/memory.png /tmp/mem/memory.jsonl:label ...   # anonymous RSS curves
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import gc
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,10 +61,12 @@ def heap() -> dict[str, float]:
 def tensor_bytes() -> int:
     """Bytes of the distinct storages of every tensor the garbage collector can reach."""
     seen: dict[int, int] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and not obj.is_meta:
-            storage = obj.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
+    with warnings.catch_warnings():  # isinstance on some of torch's deprecated objects warns
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            if isinstance(obj, torch.Tensor) and not obj.is_meta:
+                storage = obj.untyped_storage()
+                seen[storage.data_ptr()] = storage.nbytes()
     return sum(seen.values())
 
 
@@ -92,15 +96,42 @@ class MemoryProbe(Hook):
         print(json.dumps(row), flush=True)
 
 
+def plot(out: Path, curves: list[str]) -> None:
+    """curves: ``FILE:LABEL``, each a memory.jsonl -> one line of anonymous RSS against minutes per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mt.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for spec in curves:
+        path, _, label = spec.partition(":")
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        ax.plot([r["minutes"] for r in rows], [r["rss_anon_mib"] / 1024 for r in rows], label=label or path)
+    ax.axhline(1.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel("anonymous resident memory, GiB")
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.train_memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="a prepared RUN (its data and config; its checkpoints untouched)")
-    p.add_argument("--out", required=True, help="a new folder for the copy's checkpoints, log and memory.jsonl")
+    p.add_argument("--plot", nargs="+", metavar="PNG FILE:LABEL", help="draw curves of earlier records and exit")
+    p.add_argument("--run", help="a prepared RUN (its data and config; its checkpoints untouched)")
+    p.add_argument("--out", help="a new folder for the copy's checkpoints, log and memory.jsonl")
     p.add_argument("--every", type=int, default=25, help="updates between records")
     p.add_argument("--trim-every", type=int, default=0, help="glibc malloc_trim(0) after every N updates (0: never)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
+    if args.plot:
+        plot(Path(args.plot[0]), args.plot[1:])
+        return 0
+    if not (args.run and args.out):
+        p.error("--run and --out are needed to measure")
     source, out = RunDir.of(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
     (out / "data").symlink_to((source.root / "data").resolve())

@@ -28,6 +28,13 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
+# oneDNN (torch's CPU kernels for bf16 multiplies and the LSTM) keeps the kernels it compiled for each input shape
+# it met, 1,024 by default. Training meets new shapes with almost every batch (the encoder runs one kernel per
+# distinct sentence length), so the cache only grows, by hundreds of MB over an epoch, and few shapes come back;
+# search meets the same shapes again and again, and a small cache slows it (docs/results.md, "Memory").
+TRAINING_ONEDNN_CACHE = "64"
+
+
 def use_threads(device: torch.device, threads: int = 0, processes: int = 1) -> None:
     """CPU: ``threads`` torch threads (0: the cores shared among ``processes``); GPU: make it the current one."""
     if device.type == "cpu":
@@ -38,10 +45,13 @@ def use_threads(device: torch.device, threads: int = 0, processes: int = 1) -> N
 
 @contextlib.contextmanager
 def training_device(device_choice: str, threads: int) -> Iterator[torch.device]:
-    """The device of this process, for the ``with`` block that trains on it. Under ``torchrun`` (WORLD_SIZE > 1)
+    """The device of this process, for the ``with`` block that trains on it (on a CPU with a small oneDNN kernel
+    cache, ``TRAINING_ONEDNN_CACHE``). Under ``torchrun`` (WORLD_SIZE > 1)
     the process also joins the process group (NCCL on GPUs, gloo on CPUs), and leaves it when the block ends.
     Threads are shared among one machine's processes. A group the caller had already joined stays theirs."""
     device = resolve_device(device_choice)
+    if device.type == "cpu":  # read by oneDNN when it makes its first kernel; a value the user set wins
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", TRAINING_ONEDNN_CACHE)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     joined = world > 1 and not dist.is_initialized()
     if joined:

@@ -12,6 +12,9 @@ The file is a ``torch.save`` dict of tensors and plain data (it loads with ``wei
     checksums     SHA-256 of the tokenizer models (as ``meta.json``'s ``tokenizer_sha256``) and of the weights
     training      step, epoch, minutes, best validation BLEU, how ``final.pt`` was chosen, the checkpoint's name
     evaluations   RUN/eval/*.json as ``mt eval`` wrote them (BLEU, chrF, their signatures), by name
+    sections      optional later additions, each {"version": N, ...} (``mt.checkpoint.optional_section``)
+
+The checksums are stored in the file they check: they detect a damaged copy, not a deliberate change.
 """
 
 from __future__ import annotations

@@ -146,3 +146,20 @@ def test_bench_against_a_joey_folder(trained_run, tiny_corpus, tmp_path, capsys)
     assert written["testing"]["load_model"].endswith("57.ckpt")
     assert main(["--run", str(trained_run), "--what", "decode", "--joey", str(tmp_path)]) == 2  # checked first
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}/venv/bin/python not found")
+
+
+def test_train_memory_records_where_the_memory_goes_and_draws_it(trained_run, tmp_path):
+    """bench.train_memory trains a copy of the run (its checkpoints untouched) and records, every N updates and
+    after each validation, the anonymous RSS beside the reachable tensors and glibc's heap; --plot draws them."""
+    from bench.train_memory import main as memory_main
+
+    before = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert memory_main(["--run", str(trained_run), "--out", str(tmp_path / "m"), "--every", "5",
+                        "train.max_epochs=1", "train.threads=1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "m" / "memory.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["when"] == "step"] == [5, 10, 15, 20] and rows[-1]["when"] == "validated"
+    for r in rows:
+        assert 0 < r["tensors_mib"] < r["rss_anon_mib"] <= r["peak_rss_mib"]
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == before
+    assert memory_main(["--plot", str(tmp_path / "m.png"), f"{tmp_path / 'm' / 'memory.jsonl'}:tiny"]) == 0
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

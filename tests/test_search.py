@@ -126,7 +126,7 @@ def test_greedy_sentences_leave_the_batch_when_they_end():
 
 @pytest.mark.parametrize("rows,block", [(1, 128), (37, 8), (300, 128)])
 def test_top_log_probs_block_by_block_equal_log_softmax_then_topk(rows, block):
-    """The search's output layer (mt.model.top_tokens) gives each row's n best log-probabilities and ids as the
+    """The search's output layer (mt.fast.top_tokens) gives each row's n best log-probabilities and ids as the
     plain route does, whatever the block size; bf16 inputs are taken in fp32."""
     torch.manual_seed(0)
     x, weight = torch.randn(rows, 16) * 2, torch.randn(50, 16)

@@ -272,7 +272,7 @@ def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:
     import warnings
 
     # Every linear layer and LSTM but the output layer, whose search already multiplies in int8 and rescores its
-    # candidates in fp32 (mt.model.top_tokens), and the attention's energy vector, used in cache-sized blocks.
+    # candidates in fp32 (mt.fast.top_tokens), and the attention's energy vector, used in cache-sized blocks.
     keep = {"decoder.output", "decoder.attention.energy"}
     spec = {name: torch.ao.quantization.default_dynamic_qconfig for name, m in model.named_modules()
             if isinstance(m, (torch.nn.Linear, torch.nn.LSTM)) and name not in keep}
