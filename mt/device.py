@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import gc
 import os
@@ -16,8 +15,7 @@ import torch.distributed as dist
 
 from mt.errors import MTError
 
-__all__ = ["autocast", "bf16_units", "release_free_memory", "resolve_device", "resolve_precision", "training_device",
-           "use_threads"]
+__all__ = ["autocast", "bf16_units", "resolve_device", "resolve_precision", "training_device", "use_threads"]
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -81,24 +79,6 @@ def _leave_process_group() -> None:
     here rather than during shutdown; the group's destructor waits for the workers without holding the GIL."""
     dist.destroy_process_group()
     gc.collect()
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library is another (macOS, musl)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Return what the C allocator holds free to the system. A training step allocates and frees hundreds of MB in
-    blocks of many sizes; glibc keeps the holes they leave resident, so a run's memory grew epoch after epoch with
-    nothing more in use (docs/results.md, "Memory"). Called after each validation, it takes tens of milliseconds."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _cpu_flags() -> set[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -111,23 +109,3 @@ def test_validation_decodes_in_decode_precision(trained_run, monkeypatch, precis
     validation = TranslationTask(run, cfg, model, "cpu").validate(loss=1.0)
     assert autocast_dtypes and set(autocast_dtypes) == {torch.bfloat16 if precision == "bf16" else None}
     assert validation.record["val_bleu"] >= 0
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_release_free_memory_returns_the_holes_a_heap_keeps():
-    """Blocks freed between live ones stay resident until the allocator is told to return them (glibc keeps them
-    for reuse): after each validation training hands them back."""
-    from mt.device import _malloc_trim, release_free_memory
-
-    if _malloc_trim() is None:
-        pytest.skip("not glibc")
-
-    def anonymous_kib() -> int:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssAnon:"))
-        return int(line.split()[1])
-
-    blocks = [bytearray(100_000) for _ in range(2000)]  # 200 MB of heap blocks (below the mmap threshold)
-    del blocks[::2]  # 100 MB of holes between live blocks: nothing at the top of the heap to trim
-    before = anonymous_kib()
-    release_free_memory()
-    assert before - anonymous_kib() > 50_000

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from mt import __version__
 from mt.checkpoint import load_checkpoint, save_checkpoint
 from mt.config import Config, config_from_dict, config_to_dict
-from mt.device import autocast, release_free_memory, resolve_precision
+from mt.device import autocast, resolve_precision
 from mt.errors import MTError
 from mt.files import append_jsonl, remove_stale_temporaries
 from mt.plots import LiveCurves
@@ -343,7 +343,6 @@ class Trainer:
             hook.after_validation(self)
         if self.is_main:
             self.curves.validated()
-        release_free_memory()  # what the epoch's steps and the search left free in the heap, before it grows again
         p.val_seconds = time.perf_counter() - started  # on every rank, now with the checkpoint and plot included
         self._last_checkpoint = self._last_validation = time.perf_counter()
         self._validation_by_time = False
