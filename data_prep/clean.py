@@ -3,27 +3,66 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 
 import numpy as np
 
+from mt.config import DataConfig
 from mt.text import normalize
 
-__all__ = ["FILTER_REASONS", "first_occurrences", "length_filter", "normalize_chunk", "pair_hashes"]
+__all__ = ["FILTER_REASONS", "PairFilter", "first_occurrences", "length_filter", "normalize_chunk", "pair_hashes"]
 
-FILTER_REASONS = ("empty", "duplicate", "too_long", "length_ratio")
+FILTER_REASONS = ("empty", "copy", "numbers", "language", "duplicate", "too_long", "length_ratio")
+LANGUAGE_CONFIDENCE = 0.9  # a side is in another language only where py3langid is this sure (short lines are hard)
+_NUMBER = re.compile(r"\d+")
 
 
-def normalize_chunk(src: list[str], tgt: list[str], counts: Counter) -> tuple[list[str], list[str]]:
-    """Normalise training pairs and drop (counting them as ``empty``) those with an empty side."""
+class PairFilter:
+    """What a training pair is dropped for beyond an empty side (``data.filter_copies``, ``data.filter_numbers``,
+    ``data.filter_language``): the source copied as the target; numbers on both sides with none in common (a
+    misaligned pair; digits against words, "2" / "zwei", stay); a side that ``py3langid`` (its model ships in the
+    package) says is in another language than the declared one."""
+
+    def __init__(self, data_cfg: DataConfig):
+        self.copies, self.numbers = data_cfg.filter_copies, data_cfg.filter_numbers
+        self.languages = (data_cfg.src, data_cfg.tgt) if data_cfg.filter_language else None
+        self.identify = _language_identifier() if self.languages else None
+
+    def reason(self, src: str, tgt: str) -> str | None:
+        if self.copies and src == tgt:
+            return "copy"
+        if self.numbers:
+            a, b = set(_NUMBER.findall(src)), set(_NUMBER.findall(tgt))
+            if a and b and not a & b:
+                return "numbers"
+        if self.identify is not None:
+            for text, language in zip((src, tgt), self.languages):
+                found, confidence = self.identify.classify(text)
+                if found != language and confidence >= LANGUAGE_CONFIDENCE:
+                    return "language"
+        return None
+
+
+def _language_identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def normalize_chunk(src: list[str], tgt: list[str], counts: Counter,
+                    pair_filter: PairFilter | None = None) -> tuple[list[str], list[str]]:
+    """Normalise training pairs and drop (counting them by reason) those with an empty side and those
+    ``pair_filter`` gives a reason for."""
     out_src, out_tgt = [], []
     for s, t in zip(src, tgt):
         s, t = normalize(s), normalize(t)
-        if s and t:
+        reason = "empty" if not (s and t) else pair_filter.reason(s, t) if pair_filter else None
+        if reason:
+            counts[reason] += 1
+        else:
             out_src.append(s)
             out_tgt.append(t)
-        else:
-            counts["empty"] += 1
     return out_src, out_tgt
 
 

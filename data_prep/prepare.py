@@ -25,7 +25,14 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from data_prep.clean import FILTER_REASONS, first_occurrences, length_filter, normalize_chunk, pair_hashes
+from data_prep.clean import (
+    FILTER_REASONS,
+    PairFilter,
+    first_occurrences,
+    length_filter,
+    normalize_chunk,
+    pair_hashes,
+)
 from data_prep.sources import PairSource, load_hub, load_local
 from mt.config import Config, DataConfig, config_to_dict
 from mt.data.tokenizer import BOS_ID, UNK_ID, Tokenizer, train_sentencepiece
@@ -139,7 +146,7 @@ def _build(out: Path, splits: dict[str, PairSource], cfg: Config, origin: str,
     data_cfg = cfg.data
     counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
     cleaned = out / "train.cleaned.arrow"
-    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts, data_cfg.dedup)
+    input_pairs, hashes = _clean_train(splits["train"], cleaned, counts, data_cfg.dedup, PairFilter(data_cfg))
     keep = first_occurrences(hashes) if data_cfg.dedup else np.ones(len(hashes), dtype=bool)
     counts["duplicate"] = int(len(keep) - keep.sum())
     if not len(keep):
@@ -260,7 +267,8 @@ class BackTranslations:
         ``train`` totals -> their own counts."""
         counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
         cleaned = out / "synthetic.cleaned.arrow"
-        input_pairs, hashes = _clean_train(self.source, cleaned, counts, data_cfg.dedup, what="back-translations")
+        input_pairs, hashes = _clean_train(self.source, cleaned, counts, data_cfg.dedup, PairFilter(data_cfg),
+                                           what="back-translations")
         keep = (first_occurrences(np.concatenate([genuine_hashes, hashes]))[len(genuine_hashes):] if data_cfg.dedup
                 else np.ones(len(hashes), dtype=bool))
         counts["duplicate"] = int(len(keep) - keep.sum())
@@ -289,15 +297,16 @@ def _lengths(ids: list[list[int]]) -> np.ndarray:
     return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
 
-def _clean_train(source: PairSource, path: Path, counts: Counter, dedup: bool,
+def _clean_train(source: PairSource, path: Path, counts: Counter, dedup: bool, pair_filter: PairFilter,
                  what: str = "train") -> tuple[int, np.ndarray]:
-    """Pass 1: normalise the training pairs, drop those with an empty side, write the rest to ``path`` (Arrow)
+    """Pass 1: normalise the training pairs, drop those with an empty side or a ``pair_filter`` reason, write the
+    rest to ``path`` (Arrow)
     -> the number of input pairs and the (N,) uint64 hash of each written pair (zeros without ``dedup``)."""
     schema = datasets.Features(_TEXT).arrow_schema
     input_pairs, hashes = 0, []
     with _arrow_writer(path, schema) as writer, _bar(f"cleaning {what}", source.rows) as bar:
         for raw_src, raw_tgt in source.chunks(CHUNK):
-            src, tgt = normalize_chunk(raw_src, raw_tgt, counts)
+            src, tgt = normalize_chunk(raw_src, raw_tgt, counts, pair_filter)
             input_pairs += len(raw_src)
             hashes.append(pair_hashes(src, tgt) if dedup else np.zeros(len(src), dtype=np.uint64))
             writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], schema=schema))

@@ -17,11 +17,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mt.decode.segment import split_sentences  # noqa: E402
+from mt.decode.sentences import Layout, split_text  # noqa: E402
 from mt.decode.translator import Translation, Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
 
-__all__ = ["DEFAULT_MAX_CHARS", "build_app", "model_facts", "split_sentences", "translate_text"]
+__all__ = ["DEFAULT_MAX_CHARS", "build_app", "model_facts", "translate_text"]
 
 log = logging.getLogger("mt")
 DEFAULT_MAX_CHARS = 5000
@@ -46,20 +46,26 @@ def attention_figure(t: Translation) -> Figure | None:
 
 
 def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int = 3,
-                   max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, list[list], Figure | None, str]:
+                   max_chars: int = DEFAULT_MAX_CHARS, markup: str = "none") -> tuple[str, list[list], Figure | None, str]:
     """-> (translation, n-best rows [sentence, rank, score, text], attention heatmap of the first sentence,
-    status message). Too-long input raises ``gr.Error`` (shown in the page; an error for API clients)."""
+    status message). Too-long input raises ``gr.Error`` (shown in the page; an error for API clients).
+    ``markup`` html or markdown: the text is translated whole, its tags kept (one n-best row, no heatmap)."""
     text = text or ""
     if len(text) > max_chars:
         raise gr.Error(f"The text has {len(text):,} characters; this demo translates at most {max_chars:,} at once. "
                        "Shorten it, or use `mt translate` for files.", print_exception=False)
-    sentences = split_sentences(text)
+    if markup in ("html", "markdown") and text.strip():
+        result = translator.translate([text.strip()], beam=max(1, int(beam)), markup=markup)[0]
+        return result.text, [[1, 1, round(result.score, 3), result.text]], None, f"Translated the {markup} text."
+    layout = split_text(text.strip(), translator.src_language)  # paragraphs and spacing come back as they were
+    sentences = layout.sentences
     if not sentences:
         return "", [], None, "Type or paste some text to translate."
     note = ""
     if len(sentences) > MAX_SENTENCES:
         note = f" Only the first {MAX_SENTENCES} of {len(sentences)} sentences were translated."
         sentences = sentences[:MAX_SENTENCES]
+        layout = Layout(sentences, layout.gaps[:MAX_SENTENCES] + [""])
     beam = max(1, int(beam))
     nbest = max(1, min(int(nbest), beam))
     try:
@@ -72,7 +78,7 @@ def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int 
             for rank, (score, hyp) in enumerate(r.nbest)]
     status = (f"Translated {len(sentences)} sentence{'s' if len(sentences) > 1 else ''} with "
               f"{'greedy search' if beam == 1 else f'beam {beam}'}. The heatmap shows the first sentence.{note}")
-    return "\n".join(r.text for r in results), rows, attention_figure(results[0]), status
+    return layout.join([r.text for r in results]), rows, attention_figure(results[0]), status
 
 
 def model_facts(run: RunDir | None, translator: Translator) -> str:
@@ -126,8 +132,8 @@ def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAU
     title = f"Translate {f.get('src', '')} → {f.get('tgt', '')}"
     default_beam = translator.cfg.decode.beam
 
-    def translate(text: str, beam: float = default_beam, nbest: float = 3):
-        return translate_text(translator, text, int(beam), int(nbest), max_chars)
+    def translate(text: str, beam: float = default_beam, nbest: float = 3, markup: str = "none"):
+        return translate_text(translator, text, int(beam), int(nbest), max_chars, markup)
 
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"# {title}\nA bidirectional-LSTM encoder and an attentional LSTM decoder. One sentence per "
@@ -139,6 +145,8 @@ def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAU
                 with gr.Row():
                     beam = gr.Slider(1, 10, value=default_beam, step=1, label="Beam size (1 = greedy)")
                     nbest = gr.Slider(1, 10, value=3, step=1, label="n-best entries per sentence")
+                    markup = gr.Radio(["none", "html", "markdown"], value="none", label="Markup in the text",
+                                      elem_id="markup")
                 button = gr.Button("Translate", variant="primary", elem_id="translate")
                 target = gr.Textbox(label="Translation", lines=4, interactive=False, elem_id="translation")
                 status = gr.Markdown(elem_id="status")
@@ -151,9 +159,9 @@ def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAU
                                    interactive=False, wrap=True, elem_id="nbest")
         heatmap = gr.Plot(label="Attention (first sentence)", elem_id="heatmap")
         outputs = [target, nbest_table, heatmap, status]
-        button.click(translate, [source, beam, nbest], outputs, api_name="translate", concurrency_limit=concurrency,
-                     concurrency_id="translate")
-        source.submit(translate, [source, beam, nbest], outputs, api_name=False, concurrency_id="translate")
+        button.click(translate, [source, beam, nbest, markup], outputs, api_name="translate",
+                     concurrency_limit=concurrency, concurrency_id="translate")
+        source.submit(translate, [source, beam, nbest, markup], outputs, api_name=False, concurrency_id="translate")
     app.queue(max_size=256)
     return app
 

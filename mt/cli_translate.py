@@ -27,8 +27,14 @@ def register(sub, add_model_choice) -> None:
     p.add_argument("--nbest", type=int, default=1, help="print 'i ||| translation ||| score' lines, N per input")
     p.add_argument("--input", help="input file (default: stdin, read as it comes)")
     p.add_argument("--output", help="output file, replaced only when complete (default: stdout, flushed per chunk)")
-    p.add_argument("--format", choices=["text", "jsonl"], default="text",
-                   help="text (default), or jsonl: one JSON object per line with source, translation, score, n-best")
+    p.add_argument("--format", choices=["text", "jsonl", "html", "markdown"], default="text",
+                   help="text (default), or jsonl: one JSON object per line with source, translation, score, n-best; "
+                        "html, markdown: text, with --markup of that kind")
+    p.add_argument("--glossary", metavar="FILE",
+                   help="terms to enforce: 'source<TAB>target' lines, or one term a line to keep untranslated")
+    p.add_argument("--markup", choices=["none", "html", "markdown"],
+                   help="inline markup of the input: tags kept around the words they mark, never translated "
+                        "(decode.markup; default none)")
     p.add_argument("--alignment", action="store_true",
                    help="add hard subword alignments 's-t' from attention ('translation ||| 0-0 1-2 ...' in text)")
     p.add_argument("--score-reference", metavar="FILE",
@@ -91,7 +97,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.nbest < 1 or args.chunk_lines < 1:
         raise MTError("--nbest and --chunk-lines must be at least 1")
     sampling = _sampling(args)
+    if args.format in ("html", "markdown"):
+        if args.markup not in (None, args.format):
+            raise MTError(f"--format {args.format} is --markup {args.format}: drop --markup {args.markup}")
+        args.markup, args.format = args.format, "text"
+    if args.markup:
+        args.overrides = [*args.overrides, f"decode.markup={args.markup}"]
     translator = load_translator(args)
+    if args.glossary:
+        from mt.decode.protect import load_glossary
+
+        translator.set_glossary(load_glossary(args.glossary))
     if args.score_reference:
         return _score_reference(translator, args)
     lines = iter_input(args.input)

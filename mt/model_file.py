@@ -12,7 +12,8 @@ The file is a ``torch.save`` dict of tensors and plain data (it loads with ``wei
     checksums     SHA-256 of the tokenizer models (as ``meta.json``'s ``tokenizer_sha256``) and of the weights
     training      step, epoch, minutes, best validation BLEU, how ``final.pt`` was chosen, the checkpoint's name
     evaluations   RUN/eval/*.json as ``mt eval`` wrote them (BLEU, chrF, their signatures), by name
-    sections      optional later additions, each {"version": N, ...} (``mt.checkpoint.optional_section``)
+    sections      optional later additions, each {"version": N, ...} (``mt.checkpoint.optional_section``):
+                  ``lengths``: the training sources' mean length in subwords (``src_tokens_mean``, or None)
 
 The checksums are stored in the file they check: they detect a damaged copy, not a deliberate change.
 """
@@ -59,6 +60,7 @@ def export_model(run: RunDir, output: str | Path, checkpoint: str = "final", int
                      "best_val_bleu": progress.get("best_score"),
                      "final": state.get("final")},
         "evaluations": _evaluations(run),
+        "sections": {"lengths": {"version": 1, "src_tokens_mean": run.sentence_tokens()}},
     }
     atomic_write(output, lambda f: torch.save(contents, f), what="model file")
     n_params = sum({v.data_ptr(): v.numel() for v in state["model"].values()}.values())

@@ -102,6 +102,14 @@ class RunDir:
         meta = self.meta()
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
 
+    def sentence_tokens(self) -> int | None:
+        """The mean length of the training sources in subwords (RUN/data/stats.json), or None where unknown."""
+        try:
+            mean = json.loads((self.data_dir / "stats.json").read_text())["splits"]["train"]["src_tokens_mean"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return max(1, round(mean)) if isinstance(mean, (int, float)) else None
+
     def encoded(self):
         """The encoded splits as a ``datasets.DatasetDict`` of memory-mapped Arrow files (``encoded/SPLIT.arrow``)."""
         import datasets

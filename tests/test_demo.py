@@ -14,7 +14,6 @@ gr = pytest.importorskip("gradio")
 
 from demo.app import build_app, model_facts, translate_text  # noqa: E402
 from mt.cli import main  # noqa: E402
-from mt.decode.segment import split_sentences  # noqa: E402
 from mt.decode.translator import Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
 
@@ -22,18 +21,6 @@ from mt.run import RunDir  # noqa: E402
 @pytest.fixture(scope="module")
 def translator(trained_run: Path) -> Translator:
     return Translator.from_run(trained_run, threads=1)
-
-
-@pytest.mark.parametrize("text, sentences", [
-    ("the dog runs", ["the dog runs"]),
-    ("A dog runs. A cat sits!  Why? yes", ["A dog runs.", "A cat sits!", "Why?", "yes"]),
-    ("line one\n\n  line two  \n", ["line one", "line two"]),
-    ("3.5 apples", ["3.5 apples"]),
-    ("東京は大きい。とても。", ["東京は大きい。", "とても。"]),  # CJK full stops end a sentence without a space
-    ("   \n\t", []),
-])
-def test_split_sentences(text, sentences):
-    assert split_sentences(text) == sentences
 
 
 def test_translate_text_matches_the_translator(translator: Translator):
@@ -94,6 +81,9 @@ def test_gradio_client_round_trip(server: str, translator: Translator):
     result = client.predict("the big dog runs", api_name="/translate")
     assert result[0] == translator.translate(["the big dog runs"])[0].text != ""
     assert "1 sentence" in result[3]
+    tagged = client.predict("the <b>big</b> dog runs", 5, 1, "html", api_name="/translate")[0]
+    assert tagged == translator.translate(["the <b>big</b> dog runs"], markup="html")[0].text
+    assert tagged.count("<b>") == tagged.count("</b>") == 1
     with pytest.raises(Exception, match="at most 200"):
         client.predict("dog " * 100, api_name="/translate")
 

@@ -83,6 +83,31 @@ def test_filters_count_each_reason(tmp_path):
     assert stats["splits"]["val"]["sentences"] == 11  # never filtered, empty line kept
 
 
+def test_content_filters_count_copies_numbers_and_languages(tmp_path):
+    """Copies are dropped by default; numbers and languages when asked (py3langid, its model in the package)."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    pairs = synthetic_pairs(200, seed=7)
+    planted = [
+        ("the dog runs", "the dog runs"),                                                        # copy
+        ("flight 4217 leaves at 7", "flug 5512 startet um 9"),                                  # numbers disagree
+        ("a dog with 2 cats", "ein hund mit zwei katzen"), ("2 dogs", "2 hunde"),               # numbers fine
+        ("Der kleine Hund läuft schnell über die grüne Wiese zum Haus.",
+         "Der kleine Hund läuft schnell über die grüne Wiese zum Haus!"),                         # German source
+        ("The weather is very nice today and we are going for a long walk in the park.",
+         "Le temps est très beau aujourd'hui et nous allons faire une longue promenade au parc."),  # French target
+    ]
+    write_split(folder, "train", pairs + planted)
+    write_split(folder, "val", synthetic_pairs(10, seed=8))
+    stats = prepare(RunDir.of(tmp_path / "default"), small_cfg(), data_dir=str(folder))
+    assert (stats["filtered"]["copy"], stats["filtered"]["numbers"], stats["filtered"]["language"]) == (1, 0, 0)
+    stats = prepare(RunDir.of(tmp_path / "all"), small_cfg(filter_numbers="true", filter_language="true"),
+                    data_dir=str(folder))
+    f = stats["filtered"]
+    assert (f["copy"], f["numbers"], f["language"]) == (1, 1, 2)
+    assert f["kept_pairs"] + f["duplicate"] == 202  # the synthetic pairs (too short to judge) and the two fine
+
+
 def test_vocabulary_too_large_is_lowered_with_warning(corpus, tmp_path, caplog):
     stats = prepare(RunDir.of(tmp_path / "run"), small_cfg(vocab_size=5000), data_dir=str(corpus))
     assert 30 < stats["tokenizer"]["src_vocab_size"] < 5000
@@ -258,7 +283,8 @@ def test_chunk_size_changes_nothing(tmp_path, monkeypatch):
     (big, big_cols, big_model), (small, small_cols, small_model) = runs
     # 20 planted copies (the synthetic pairs hold one more), 1 empty side, 1 too long; 1 synthetic extreme ratio
     assert big["filtered"] == small["filtered"] == {
-        "input_pairs": 172, "kept_pairs": 148, "empty": 1, "duplicate": 21, "too_long": 1, "length_ratio": 1}
+        "input_pairs": 172, "kept_pairs": 148, "empty": 1, "copy": 0, "numbers": 0, "language": 0, "duplicate": 21,
+        "too_long": 1, "length_ratio": 1}
     assert big["splits"] == small["splits"] and big_cols == small_cols and big_model == small_model
 
 
@@ -322,8 +348,8 @@ def test_multi30k_streamed_equals_the_in_memory_definition(tmp_path):
 
     run = RunDir.of(tmp_path / "run")
     stats = prepare(run, apply_overrides(Config(), []), data_dir=str(MULTI30K))
-    assert stats["filtered"] == {"input_pairs": 29000, "kept_pairs": 28994, "empty": 0, "duplicate": 3,
-                                 "too_long": 0, "length_ratio": 3}
+    assert stats["filtered"] == {"input_pairs": 29000, "kept_pairs": 28994, "empty": 0, "copy": 0, "numbers": 0,
+                                 "language": 0, "duplicate": 3, "too_long": 0, "length_ratio": 3}
 
     src, tgt, seen = [], [], set()
     for s, t in zip(*(map(normalize, read_lines(MULTI30K / f"train.{lang}.gz")[0]) for lang in ("en", "de"))):

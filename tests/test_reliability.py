@@ -70,7 +70,7 @@ def test_tokenizer_round_trips_in_vocabulary_text(translator, words):
 def test_translation_answers_every_line(translator, texts, beam):
     out = translator.translate(texts, beam=beam)
     assert [t.source for t in out] == texts
-    assert all(isinstance(t.text, str) and "\n" not in t.text for t in out)
+    assert all(isinstance(t.text, str) and t.text.count("\n") <= x.count("\n") for t, x in zip(out, texts))  # paragraphs
     assert all(t.text == "" for t, x in zip(out, texts) if not normalize(x))
 
 

@@ -4,13 +4,17 @@
 - n-best (``nbest`` > 1): ``i ||| translation ||| score`` for each of the line's best N, best first (Moses and
   Marian; ``i`` counts input lines from 0), no blank lines.
 - ``jsonl``: one JSON object per input line: ``i``, ``source``, ``translation``, ``score``, ``nbest`` (a list of
-  ``{"translation", "score"}``), ``alignment`` when asked for.
+  ``{"translation", "score"}``), ``alignment`` when asked for; where the text pipeline (``mt.decode.pipeline``)
+  acted: ``sentences`` (the line's sentences, where it had several), ``protected`` (the spans copied, each
+  ``{"text", "kind"}``, and ``"output"`` for a glossary term) with ``fallbacks`` (how many were placed without attention), ``model_input`` (what the
+  model read).
 
 Scores are the search's: the log-probability divided by the length penalty in beam search, the plain
 log-probability in greedy search. Alignments are hard alignments of subword positions, ``s-t`` with ``s`` the
 source subword and ``t`` the target subword (0-based; SentencePiece pieces as ``mt.data.tokenizer`` makes them,
 EOS excluded), each target subword aligned to the source subword it attends to most. A line translated in parts
-(longer than ``data.max_tokens``) has no alignment.
+(several sentences, or longer than ``data.max_tokens``) has no alignment; where the pipeline changed a sentence,
+the alignment is between the pieces of ``model_input`` and the translation before its spans were put back.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 
 from mt.decode.translator import Translation
 from mt.errors import MTError
+from mt.text import one_line
 
 __all__ = ["FORMATS", "alignment", "format_line"]
 
@@ -39,11 +44,18 @@ def format_line(i: int, t: Translation, fmt: str = "text", nbest: int = 1, with_
     if fmt == "jsonl":
         record = {"i": i, "source": t.source, "translation": t.text, "score": round(t.score, 4),
                   "nbest": [{"translation": text, "score": round(score, 4)} for score, text in t.nbest[:nbest]]}
+        if t.sentences:
+            record["sentences"] = t.sentences
+        if t.spans:
+            record["protected"] = t.spans
+            record["fallbacks"] = t.fallbacks
+        if t.model_input is not None:
+            record["model_input"] = t.model_input
         if with_alignment:
             record["alignment"] = alignment(t)
         return json.dumps(record, ensure_ascii=False) + "\n"
     if fmt != "text":
         raise MTError(f"unknown output format '{fmt}'; valid: {', '.join(FORMATS)}")
-    if nbest > 1:
-        return "".join(f"{i} ||| {text} ||| {score:.4f}\n" for score, text in t.nbest[:nbest])
-    return f"{t.text} ||| {alignment(t)}\n" if with_alignment else t.text + "\n"
+    if nbest > 1:  # one line per entry: line breaks of a multi-line input become spaces
+        return "".join(f"{i} ||| {one_line(text)} ||| {score:.4f}\n" for score, text in t.nbest[:nbest])
+    return f"{one_line(t.text)} ||| {alignment(t)}\n" if with_alignment else one_line(t.text) + "\n"

@@ -1,11 +1,9 @@
-"""Long inputs whole: a line over the model's limit is cut into parts that fit, translated part by part and joined.
+"""Sentences over the model's limit: cut into parts that fit, translated part by part and joined.
 
-Each sentence of such a line is a part of its own (models trained on sentence pairs stop early when given several
-sentences at once: packing sentences up to the limit kept 40% of the words of 10-sentence lines, one sentence per
-part 100%, docs/results.md); a sentence over the limit is cut at spaces into parts that fit, and a "word" longer
-than the limit inside it. Every character of the line is in exactly one part, in order, so no text is lost; the translation of the line is
-the translations of its parts joined by spaces. The demo and `mt eval` translate through the same path
-(``Translator.translate``).
+Texts reach this step already split into sentences (``mt.decode.sentences``); what is still over ``data.max_tokens``
+subwords is cut at sentence punctuation the splitter left joined, then at spaces into parts that fit, and a "word"
+longer than the limit inside it. Every character of the sentence is in exactly one part, in order, so no text is
+lost; its translation is the translations of its parts joined by spaces.
 """
 
 from __future__ import annotations
@@ -13,17 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["SENTENCE_END", "split_sentences", "split_to_fit"]
+__all__ = ["SENTENCE_END", "split_to_fit"]
 
 # where a sentence ends: whitespace after . ! ? …, or right after the CJK full stops (written without a space)
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])\s*")
 
 Count = Callable[[list[str]], list[int]]  # texts -> their lengths in subword tokens (one tokenizer call)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Lines, each split after sentence-final punctuation followed by whitespace; blank pieces dropped."""
-    return [s.strip() for line in text.splitlines() for s in SENTENCE_END.split(line) if s.strip()]
 
 
 def split_to_fit(text: str, count: Count, limit: int) -> list[str]:

@@ -14,22 +14,24 @@ from pathlib import Path
 import torch
 
 from mt.backends import resolve_backend, use_decoding
-from mt.checkpoint import load_checkpoint
+from mt.checkpoint import load_checkpoint, optional_section
 from mt.config import Config, apply_overrides, config_from_dict
 from mt.data.batching import collate, make_batches
 from mt.data.tokenizer import Tokenizer
 from mt.decode.beam import beam_search
 from mt.decode.ensemble import Ensemble
 from mt.decode.greedy import greedy_search
+from mt.decode.pipeline import Sentence, TextPipeline
+from mt.decode.protect import Glossary, known_characters
 from mt.decode.sampling import Sampling, sample_search
 from mt.decode.search import Hypothesis
 from mt.decode.segment import split_to_fit
+from mt.decode.sentences import LONG, cut_to_length
 from mt.device import autocast, resolve_device, resolve_precision, use_threads
 from mt.errors import MTError
 from mt.model import Seq2Seq
 from mt.model_file import load_model_file, model_file_tokenizer
 from mt.run import RunDir
-from mt.text import normalize
 
 __all__ = ["Translation", "Translator"]
 
@@ -45,10 +47,17 @@ class Translation:
     src_pieces: list[str] = field(default_factory=list)
     tgt_pieces: list[str] = field(default_factory=list)  # output pieces, then "</s>" when EOS was produced
     attention: torch.Tensor | None = field(default=None, repr=False)  # (len(tgt_pieces), len(src_pieces))
+    model_input: str | None = None  # what the model read, where the pipeline changed the sentence (pieces, attention)
+    sentences: list[str] = field(default_factory=list)  # the source's sentences, where it had several
+    spans: list[dict] = field(default_factory=list)  # protected spans copied: {"text", "kind"}
+    fallbacks: int = 0  # spans placed by relative position (no attention to go by)
 
 
 class Translator:
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, cfg: Config, device: torch.device | None = None):
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, cfg: Config, device: torch.device | None = None,
+                 src_language: str = "", sentence_tokens: int | None = None):
+        """``src_language``: the source's ISO code (the sentence splitter's rules); ``sentence_tokens``: the mean
+        length of the training sources in subwords (longer stretches without sentence ends are cut near it)."""
         self.model = model.eval()
         self.tokenizer, self.cfg = tokenizer, cfg
         self.device = device or next(model.parameters()).device
@@ -56,7 +65,27 @@ class Translator:
         # decode.precision: bf16 multiplies (autocast) where the hardware has bf16 units; scores stay fp32
         self.precision = resolve_precision(cfg.decode.precision, self.device)[0]
         use_decoding(self.model, cfg.decode)
+        self.src_language, self.sentence_tokens = src_language, sentence_tokens
+        self._known = known_characters(tokenizer.src)
+        self.glossary: Glossary | None = None
+        self.pipeline = self._pipeline()
         self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
+
+    def _pipeline(self, markup: str | None = None) -> TextPipeline:
+        d = self.cfg.decode
+        return TextPipeline(self.src_language, self._known, d.split_sentences, d.protect_spans, d.recase,
+                            self._one_piece, markup or d.markup, self.glossary)
+
+    def set_glossary(self, glossary: Glossary | None) -> None:
+        """Terms every translation must use (``mt.decode.protect.load_glossary``), or None."""
+        self.glossary = glossary
+        self.pipeline = self._pipeline()
+
+    def _one_piece(self, text: str) -> bool:
+        """Whether the source vocabulary holds ``text`` as one piece (a bare word-start piece aside; not <unk>)."""
+        sp = self.tokenizer.src
+        ids = [i for i in sp.encode(text) if sp.id_to_piece(i) != "▁"]
+        return len(ids) == 1 and not (sp.is_unknown(ids[0]) or sp.is_byte(ids[0]))
 
     @classmethod
     def from_run(cls, run: str | os.PathLike | RunDir, checkpoint: str = "final", device: str = "auto",
@@ -78,7 +107,7 @@ class Translator:
         if quantize:
             members = [_quantize(m, quantize, dev) for m in members]
         model = members[0] if len(members) == 1 else Ensemble(members)
-        translator = cls(model.to(dev), run.tokenizer(), cfg, dev)
+        translator = cls(model.to(dev), run.tokenizer(), cfg, dev, meta["src"], run.sentence_tokens())
         if quantize:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         progress = state.get("progress", {})
@@ -102,7 +131,9 @@ class Translator:
         n_params = model.num_parameters()
         if quantize:
             model = _quantize(model, quantize, dev)
-        translator = cls(model.to(dev), model_file_tokenizer(contents, str(path)), cfg, dev)
+        lengths = optional_section(contents, "lengths", 1) or {}
+        translator = cls(model.to(dev), model_file_tokenizer(contents, str(path)), cfg, dev,
+                         contents["languages"]["src"], lengths.get("src_tokens_mean"))
         if quantize:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         translator.facts = {**contents["languages"], **contents["training"], "checkpoint": str(path),
@@ -121,51 +152,90 @@ class Translator:
         if any(o.strip().startswith("decode.precision=") for o in overrides) and not self.facts.get("quantize"):
             self.precision = resolve_precision(self.cfg.decode.precision, self.device)[0]
         use_decoding(self.model, self.cfg.decode)
+        self.pipeline = self._pipeline()
 
     def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
                   return_attention: bool = False, sampling: Sampling | None = None,
-                  first_line: int = 0) -> list[Translation]:
-        """Translate sentences; result i answers texts[i]. Empty or blank input gives an empty translation. A line
-        over ``data.max_tokens`` subwords is translated in parts (``mt.decode.segment``) and their translations
-        joined by spaces; it then has one n-best entry and no attention. beam, alpha: None = the run's decode.*.
+                  first_line: int = 0, markup: str | None = None) -> list[Translation]:
+        """Translate texts; result i answers texts[i]. A text goes through ``mt.decode.pipeline``: split into
+        sentences (its spacing and blank lines kept), spans the model cannot translate (links, numbers, unseen
+        scripts) taken out and put back, headlines in capitals re-cased; blank input gives an empty translation.
+        A sentence far longer than the model's training sentences, or over ``data.max_tokens`` subwords, is
+        translated in parts (``mt.decode.sentences``, ``mt.decode.segment``) joined by spaces. A text of several
+        sentences or parts has one n-best entry and no attention. beam, alpha: None = the run's decode.*.
         ``sampling``: draw each translation instead of searching (``mt.decode.sampling``; beam and nbest do not
-        apply); texts[i] is line ``first_line + i`` of the input, which names its random stream."""
+        apply); texts[i] is line ``first_line + i`` of the input, which names its random stream. ``markup``: this
+        call's ``decode.markup`` (none, html, markdown; None: the translator's)."""
         d = self.cfg.decode
+        pipeline = self.pipeline if markup is None else self._pipeline(markup)
         beam = max(beam or d.beam, nbest)
         alpha = d.alpha if alpha is None else alpha
         if sampling is not None and nbest > 1:
             raise MTError("sampling draws one translation per line: n-best lists come from beam search")
-        sources = [normalize(t) for t in texts]
-        owner, parts, ids = self._parts(sources)  # part k belongs to line owner[k]
+        documents = [pipeline.prepare(t) for t in texts]
+        sentences = [s for doc in documents for s in doc.sentences]
+        model_texts = [s.protected.text for s in sentences]
+        owner, parts, ids = self._parts(model_texts, pipeline.split)  # part k belongs to sentence owner[k]
+        attention = return_attention or any(s.protected.spans for s in sentences)
         if sampling is None:
-            found = self._search(ids, beam, nbest, alpha, return_attention)
+            found = self._search(ids, beam, nbest, alpha, attention)
         else:
-            found = self._search(ids, 1, 1, alpha, return_attention, sampling, owner.keys(first_line))
+            found = self._search(ids, 1, 1, alpha, attention, sampling, owner.keys(first_line))
+        done = [self._sentence(pipeline, owner, n, s, ids, found, return_attention) for n, s in enumerate(sentences)]
         results: list[Translation] = []
-        for i, text in enumerate(texts):
-            mine = list(range(owner.start(i), owner.stop(i)))
-            if not mine or not ids[mine[0]]:  # blank: the empty translation is the only one
-                results.append(Translation(text, "", 0.0, [(0.0, "")]))
-            elif len(mine) == 1:
-                results.append(self._translation(text, sources[i], ids[mine[0]], found[mine[0]], return_attention))
-            else:
-                joined = " ".join(self.tokenizer.decode_tgt([found[k][0].tokens for k in mine]))
-                score = sum(found[k][0].score for k in mine) / len(mine)
-                results.append(Translation(text, joined, score, [(score, joined)]))
+        n = 0
+        for text, doc in zip(texts, documents):
+            mine, n = done[n:n + len(doc.sentences)], n + len(doc.sentences)
+            if len(mine) == 1 and not doc.layout.gaps[0] and not doc.layout.gaps[-1]:  # one sentence, nothing around it
+                mine[0].source = text
+                results.append(mine[0])
+                continue
+            joined = doc.layout.join([m.text for m in mine])
+            score = sum(m.score for m in mine) / len(mine) if mine else 0.0
+            results.append(Translation(text, joined, score, [(score, joined)], sentences=doc.layout.sentences,
+                                       spans=[x for m in mine for x in m.spans],
+                                       fallbacks=sum(m.fallbacks for m in mine)))
         return results
 
-    def _parts(self, sources: list[str]) -> tuple[_Owners, list[str], list[list[int]]]:
-        """Lines -> (which line each part belongs to, the parts, their subword ids): a line within the limit is
-        one part, a longer one several (``split_to_fit``)."""
+    def _sentence(self, pipeline: TextPipeline, owner: _Owners, n: int, sentence: Sentence, ids: list[list[int]],
+                  found: list[list[Hypothesis]], return_attention: bool) -> Translation:
+        """Sentence n's translation from its parts' hypotheses, re-cased and with its spans back."""
+        mine = list(range(owner.start(n), owner.stop(n)))
+        model_text = sentence.protected.text
+        if not mine or not ids[mine[0]]:  # nothing for the model: the spans alone (or the empty translation)
+            text = pipeline.finish(sentence, "", [], None, [])
+            out = Translation(sentence.source, text, 0.0, [(0.0, text)])
+        elif len(mine) == 1:
+            out = self._translation(pipeline, sentence, ids[mine[0]], found[mine[0]], return_attention)
+        else:
+            joined = " ".join(self.tokenizer.decode_tgt([found[k][0].tokens for k in mine]))
+            text = pipeline.finish(sentence, joined, [], None, [])
+            score = sum(found[k][0].score for k in mine) / len(mine)
+            out = Translation(sentence.source, text, score, [(score, text)])
+        if model_text != sentence.source:
+            out.model_input = model_text
+        out.spans = [{"text": s.text, "kind": s.kind, **({"output": s.replacement} if s.replacement else {})}
+                     for s in sentence.protected.spans]
+        out.fallbacks = sentence.protected.fallbacks
+        return out
+
+    def _parts(self, sources: list[str], split: bool = True) -> tuple[_Owners, list[str], list[list[int]]]:
+        """Sentences -> (which sentence each part belongs to, the parts, their subword ids): a sentence is one part
+        unless it is over ``LONG`` x the training sentences' mean length (``cut_to_length``) or over the limit
+        (``split_to_fit``)."""
         limit = self.max_src_tokens
         ids = self.tokenizer.encode_src(sources)
-        long_lines = [i for i, x in enumerate(ids) if len(x) > limit]
+        typical = self.sentence_tokens if split else None
+        long_lines = [i for i, x in enumerate(ids) if len(x) > limit or (typical and len(x) > LONG * typical)]
         if not long_lines:
             return _Owners([1] * len(sources)), sources, ids
         count = lambda texts: [len(x) for x in self.tokenizer.encode_src(texts)]  # noqa: E731
-        split = {i: split_to_fit(sources[i], count, limit) for i in long_lines}
-        log.info("%d input line(s) longer than %d subword tokens: translated in %d parts", len(split), limit,
-                 sum(map(len, split.values())))
+        split = {}
+        for i in long_lines:
+            cut = cut_to_length(sources[i], count, typical) if typical else [sources[i]]
+            split[i] = [p for c in cut for p in split_to_fit(c, count, limit)]
+        log.info("%d sentence(s) longer than %s subword tokens: translated in %d parts", len(split),
+                 f"{LONG * typical}" if typical else limit, sum(map(len, split.values())))
         parts = [p for i, s in enumerate(sources) for p in split.get(i, [s])]
         part_ids = [x[:limit] for x in self.tokenizer.encode_src(parts)]  # the cut never bites: parts fit
         return _Owners([len(split.get(i, [s])) for i, s in enumerate(sources)]), parts, part_ids
@@ -196,13 +266,17 @@ class Translator:
                 found[i] = h
         return found
 
-    def _translation(self, raw: str, source: str, src_ids: list[int], hyps: list[Hypothesis],
+    def _translation(self, pipeline: TextPipeline, sentence: Sentence, src_ids: list[int], hyps: list[Hypothesis],
                      with_pieces: bool) -> Translation:
         texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
+        src_pieces = [self.tokenizer.src.id_to_piece(i) for i in src_ids]
+        if pipeline.changes(sentence):
+            texts = [pipeline.finish(sentence, t, self.tokenizer.tgt_pieces(h.tokens), h.attention, src_pieces)
+                     for h, t in zip(hyps, texts)]
         best = hyps[0]
-        out = Translation(raw, texts[0], best.score, [(h.score, t) for h, t in zip(hyps, texts)])
+        out = Translation(sentence.source, texts[0], best.score, [(h.score, t) for h, t in zip(hyps, texts)])
         if with_pieces:
-            out.src_pieces = [self.tokenizer.src.id_to_piece(i) for i in src_ids]
+            out.src_pieces = src_pieces
             out.tgt_pieces = self.tokenizer.tgt_pieces(best.tokens)
             if best.attention is not None and best.attention.shape[0] > len(best.tokens):
                 out.tgt_pieces.append("</s>")

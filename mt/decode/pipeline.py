@@ -1,0 +1,169 @@
+"""The text around the model: what happens to a text before the model reads it and to the translation after.
+
+    text ─markup─▶ plain ─split─▶ sentences ─protect─▶ spans out ─uncase─▶ model
+         ◀─tags back─ ◀─join─ ◀─spans back─ ◀─recase─ translation
+
+Each step is a decode setting: ``decode.markup`` (none, html, markdown: ``mt.decode.markup``),
+``decode.split_sentences`` (``mt.decode.sentences``), ``decode.protect_spans`` (``mt.decode.protect``),
+``decode.recase`` (``mt.decode.casing``); with markup none and the others off, a text is normalised
+(``mt.text.normalize``) and translated whole, as the model was trained. ``Translator.translate`` runs this pipeline
+around its search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from mt.decode.align import Insertion, insert, piece_words, places
+from mt.decode.casing import recase, uncase
+from mt.decode.markup import Tag, escape, parse
+from mt.decode.protect import Glossary, Protected, insertions, protect, word_map
+from mt.decode.sentences import Layout, split_text
+from mt.text import normalize
+
+__all__ = ["Document", "Sentence", "TextPipeline"]
+
+
+@dataclass
+class Sentence:
+    source: str  # as it stands in the input (normalised, without its markup)
+    protected: Protected  # protected.text: what the model reads (after uncasing)
+    style: str = ""  # "upper", "title" or "" (mt.decode.casing)
+    tags: list[tuple[int, int, Tag]] = field(default_factory=list)  # (word boundary, offset in source, tag) inside
+    lead: str = ""  # tags at the sentence's start, put back before its translation
+    trail: str = ""  # tags at its end, put back after it
+
+
+@dataclass
+class Document:
+    layout: Layout  # its gaps hold the markup between sentences
+    sentences: list[Sentence] = field(default_factory=list)
+
+
+class TextPipeline:
+    def __init__(self, language: str, known: frozenset[str], split: bool = True, protect_spans: bool = True,
+                 recase_headlines: bool = True, in_vocabulary: Callable[[str], bool] = lambda _: False,
+                 markup: str = "none", glossary: Glossary | None = None):
+        """``known``/``in_vocabulary``: what the source vocabulary holds; ``glossary``: terms to enforce (both
+        ``mt.decode.protect``; a glossary applies even with ``protect_spans`` off)."""
+        self.language, self.known, self.in_vocabulary, self.glossary = language, known, in_vocabulary, glossary
+        self.split, self.protect_spans, self.recase_headlines, self.markup = split, protect_spans, recase_headlines, markup
+
+    def prepare(self, text: str) -> Document:
+        """A text -> its sentences, each with the text the model should read."""
+        plain, tags = parse(text, self.markup) if self.markup != "none" else (text, [])
+        if self.split:
+            layout = split_text(plain, self.language)
+        else:
+            stripped = plain.strip()
+            lead = plain[: len(plain) - len(plain.lstrip())]
+            layout = Layout([stripped] if stripped else [], [lead, plain[len(lead) + len(stripped):]] if stripped
+                            else [plain])
+        sentences = [self._sentence(s) for s in layout.sentences]
+        if tags:
+            _place_tags(layout, sentences, tags)
+        if not tags:
+            layout.gaps[0] = layout.gaps[-1] = ""  # a translation starts and ends with its first and last words
+        return Document(layout, sentences)
+
+    def _sentence(self, source: str) -> Sentence:
+        source = normalize(source)
+        if self.protect_spans:
+            protected = protect(source, self.known, self.in_vocabulary, self.glossary)
+        else:
+            protected = protect(source, frozenset(), glossary=self.glossary, only_glossary=True) if self.glossary \
+                else Protected(source)
+        style = ""
+        if self.recase_headlines:
+            protected.text, style = uncase(protected.text)
+        return Sentence(source, protected, style)
+
+    def changes(self, sentence: Sentence) -> bool:
+        """Whether ``finish`` changes the model's translation of ``sentence``."""
+        return bool(self.markup != "none" or sentence.protected.spans or sentence.style)
+
+    def finish(self, sentence: Sentence, text: str, pieces: list[str], attention: torch.Tensor | None,
+               source_pieces: list[str]) -> str:
+        """The model's translation of ``sentence.protected.text`` -> the translation of ``sentence.source``:
+        re-cased, its spans and tags back in place. ``pieces``/``attention``/``source_pieces``: as
+        ``mt.decode.align.places``."""
+        p = sentence.protected
+        text = escape(recase(text, sentence.style), self.markup)
+        n_out = (piece_words(pieces)[-1] + 1) if pieces else len(text.split())
+        items = [(span.at, Insertion(i.place, escape(i.text, self.markup)))
+                 for span, i in zip(p.spans, insertions(p, pieces, attention, source_pieces, text))] if p.text else \
+            [(span.at, Insertion(0, escape(span.output, self.markup))) for span in p.spans]
+        if sentence.tags:
+            items += self._tag_insertions(sentence, pieces, attention, source_pieces, n_out)
+        items.sort(key=lambda x: (x[1].place, x[0]))
+        return sentence.lead + insert(text, [i for _, i in items]) + sentence.trail
+
+    def _tag_insertions(self, sentence: Sentence, pieces, attention, source_pieces, n_out: int) -> list:
+        p = sentence.protected
+        mapping = word_map(p, len(sentence.source.split()))
+        n_src = len(p.text.split())
+        found, fallbacks = places([mapping[k] for k, _, _ in sentence.tags], n_src, pieces, attention,
+                                  source_pieces, n_out)
+        p.fallbacks += fallbacks
+        found = _in_order(found, [t for _, _, t in sentence.tags], [k for k, _, _ in sentence.tags], n_out)
+        glue = {"open": "next", "close": "previous", "void": ""}
+        return [(at, Insertion(place, tag.text, glue[tag.role])) for place, (_, at, tag) in zip(found, sentence.tags)]
+
+
+def _in_order(found: list[int], tags: list[Tag], source: list[int], n_out: int) -> list[int]:
+    """Tag places that keep the tags' order; an element that held words in the source holds at least one."""
+    out: list[int] = []
+    opened: list[int] = []  # indexes of open tags awaiting their close
+    for i, (place, tag) in enumerate(zip(found, tags)):
+        place = max(place, out[-1] if out else 0)
+        if tag.role == "open":
+            opened.append(i)
+        elif tag.role == "close" and opened:
+            j = opened.pop()
+            if place == out[j] and source[i] > source[j] and place < n_out:
+                place += 1
+        out.append(place)
+    return out
+
+
+def _place_tags(layout: Layout, sentences: list[Sentence], tags: list[Tag]) -> None:
+    """Tags to where they go back: into a gap between sentences, at a sentence's edge, or inside it (by word)."""
+    spans, at = [], 0  # (start, end) of each sentence in the plain text
+    for gap, s in zip(layout.gaps, layout.sentences):
+        at += len(gap)
+        spans.append((at, at + len(s)))
+        at += len(s)
+    gap_tags: dict[int, list[tuple[int, str]]] = {}
+    for tag in tags:
+        j = _owner(spans, tag)
+        if j is None:  # between sentences (or no sentence at all): into the gap, at its offset
+            g = sum(1 for _, end in spans if end <= tag.at)
+            gap_start = spans[g - 1][1] if g else 0
+            gap_tags.setdefault(g, []).append((tag.at - gap_start, tag.text))
+            continue
+        start, end = spans[j]
+        if tag.at <= start and tag.role != "close":
+            sentences[j].lead += tag.text
+        elif tag.at >= end:
+            sentences[j].trail += tag.text
+        else:
+            words = len(layout.sentences[j][: tag.at - start].split())
+            sentences[j].tags.append((words, tag.at - start, tag))
+    for g, inserted in gap_tags.items():
+        gap, out, last = layout.gaps[g], "", 0
+        for offset, text in inserted:
+            out += gap[last:offset] + text
+            last = offset
+        layout.gaps[g] = out + gap[last:]
+
+
+def _owner(spans: list[tuple[int, int]], tag: Tag) -> int | None:
+    """The sentence a tag belongs to: one it is inside, or whose edge it touches (an opening tag the sentence it
+    starts, a closing or void tag the sentence it ends); None for a tag in a gap between sentences."""
+    for j, (start, end) in enumerate(spans):
+        if start < tag.at < end or (tag.at == end and tag.role != "open") or (tag.at == start and tag.role != "close"):
+            return j
+    return None
