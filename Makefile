@@ -16,7 +16,7 @@ SPLIT ?= test_2016_flickr
 JOEY ?=
 ARGS ?=
 
-.PHONY: install data train eval demo test test-fast bench scale-bench demo-bench transfer-experiment sweep compare lint clean
+.PHONY: install data train eval demo test test-fast bench scale-bench messy-bench demo-bench transfer-experiment sweep compare lint clean
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ scale-bench: $(STAMP)
 	$(BIN)/python -m bench.scale --data-dir $(or $(DATA_DIR),$(SHARED_DATA)) --src $(SRC) --tgt $(TGT) $(ARGS)
 
 # the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
+# messy input (names, numbers, links, tags, capitals, paragraphs) with the text pipeline on and off; SPLIT=val to tune
+messy-bench: $(STAMP)
+	$(BIN)/python -m bench.messy --run $(RUN) --split $(SPLIT) $(if $(filter en-de,$(SRC)-$(TGT)),--glossary bench/glossary.en-de.tsv) $(ARGS)
+
 demo-bench: $(STAMP)
 	$(BIN)/python -m bench.demo --run $(RUN) $(ARGS)
 

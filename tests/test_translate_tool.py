@@ -153,8 +153,12 @@ def test_an_exported_file_alone_translates_like_its_run(trained_run, tmp_path):
     assert there.returncode == 0, there.stderr.decode()[-1000:]
     expected = "".join(t.text + "\n" for t in Translator.from_run(trained_run).translate(SENTENCES))
     assert there.stdout.decode() == expected
-    facts = Translator.from_file(alone / "model.mt").facts
+    alone_translator = Translator.from_file(alone / "model.mt")
+    facts = alone_translator.facts
     assert (facts["src"], facts["tgt"]) == ("en", "de") and facts["step"] > 0
+    # the training sources' mean length travels with the file (long unpunctuated stretches are cut near it)
+    assert alone_translator.sentence_tokens == Translator.from_run(trained_run).sentence_tokens > 0
+    assert alone_translator.src_language == "en"
 
     small = tmp_path / "int8.mt"
     assert main(["export", "--run", str(trained_run), "--output", str(small), "--int8"]) == 0
