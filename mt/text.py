@@ -47,8 +47,11 @@ def decode_lines(data: bytes, name: str) -> list[str]:
 
 
 def _decode(line: bytes, name: str, number: int) -> str:
+    """One line's bytes -> text; a byte-order mark at the start of the file (line 1) is dropped, not kept as part
+    of the first word."""
     try:
-        return line.decode("utf-8").removesuffix("\r")
+        text = line.decode("utf-8").removesuffix("\r")
+        return text.removeprefix("\ufeff") if number == 1 else text
     except UnicodeDecodeError as e:
         raise MTError(f"{name} line {number}: bytes that are not UTF-8 at byte {e.start} of the line") from None
 
