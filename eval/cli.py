@@ -17,8 +17,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from eval.evaluate import evaluate, evaluation_jobs, result_name
 
     run = RunDir.of(args.run)
+    jobs = evaluation_jobs(run, args.split, args.src, args.ref)  # read and checked before the model loads
     translator = load_translator(args)  # with --device, --threads and decode.key=value overrides
-    for name, sources, references in evaluation_jobs(run, args.split, args.src, args.ref):
+    for name, sources, references in jobs:
         name = result_name(name, args.checkpoint, len(args.ensemble), args.quantize, args.tag, args.overrides)
         report = evaluate(translator, run, name, sources, references, beam=args.beam, alpha=args.alpha)
         print(f"{name}: BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU "
@@ -32,12 +33,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from eval.evaluate import check_pair
     from eval.scoring import score
     from mt.text import read_text_file
 
     hyps, refs = read_text_file(args.hyp), read_text_file(args.ref)
-    if len(hyps) != len(refs):
-        raise MTError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
+    check_pair(args.hyp, hyps, args.ref, refs)
     report = score(hyps, refs)
     print(json.dumps(report, indent=2) if args.json else
           f"BLEU {report['bleu']:.2f}  chrF {report['chrf']:.2f}  lowercased BLEU {report['bleu_lowercase']:.2f}\n"

@@ -14,7 +14,7 @@ from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import read_text_file
 
-__all__ = ["evaluate", "evaluation_jobs", "result_name", "split_texts"]
+__all__ = ["check_pair", "evaluate", "evaluation_jobs", "result_name", "split_texts"]
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
@@ -45,6 +45,15 @@ def split_texts(run: RunDir, name: str) -> tuple[list[str], list[str]]:
     return split["src"], split["ref"] if "ref" in split.column_names else split["tgt"]
 
 
+def check_pair(first: str, a: list[str], second: str, b: list[str]) -> None:
+    """Two files scored line against line: neither empty, the same number of lines (one-line errors naming them)."""
+    for path, lines in ((first, a), (second, b)):
+        if not lines:
+            raise MTError(f"{path} is empty: nothing to score")
+    if len(a) != len(b):
+        raise MTError(f"{first} has {len(a):,} lines but {second} has {len(b):,}: they must match line for line")
+
+
 def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = None,
                     ref: str | None = None) -> list[tuple[str, list[str], list[str]]]:
     """(name, sources, references) to score: a pair of files (named after the source file), one split, or every
@@ -52,7 +61,9 @@ def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = Non
     if src or ref:
         if not (src and ref):
             raise MTError("give both --src FILE and --ref FILE")
-        return [(Path(src).name.split(".")[0], read_text_file(src), read_text_file(ref))]
+        sources, references = read_text_file(src), read_text_file(ref)
+        check_pair(src, sources, ref, references)
+        return [(Path(src).name.split(".")[0], sources, references)]
     names = [split] if split else [n for n in run.meta()["splits"] if n not in ("train", "val")]
     if not names:
         raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")

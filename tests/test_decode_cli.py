@@ -126,6 +126,18 @@ def test_score_cli_line_mismatch(tmp_path, capsys):
     assert "has 2 lines but" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("src, ref, message", [
+    ("", "a\n", "src.txt is empty"), ("a\n", "", "ref.txt is empty"), ("a\nb\n", "a\n", "has 2 lines but")])
+def test_eval_files_are_checked_before_the_model_loads(tmp_path, capsys, src, ref, message):
+    """No run, no model: the files' fault is reported first (it used to be a sacreBLEU IndexError after loading)."""
+    (tmp_path / "src.txt").write_text(src)
+    (tmp_path / "ref.txt").write_text(ref)
+    assert main(["eval", "--run", str(tmp_path / "no-run"), "--src", str(tmp_path / "src.txt"),
+                 "--ref", str(tmp_path / "ref.txt")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_int8_quantized_decoding_stays_close(trained_run):
     sentences = ["the dog runs", "a red cat sits near the man", "the big woman eats"]
     plain = Translator.from_run(trained_run).translate(sentences, beam=2)
