@@ -7,7 +7,6 @@ import json
 
 from mt.cli import add_model_choice, add_run
 from mt.cli_translate import add_runtime, load_translator
-from mt.errors import MTError
 from mt.run import RunDir
 
 __all__ = ["register_eval", "register_score"]
