@@ -65,6 +65,10 @@ class RunDir:
         missing = [key for key in META_KEYS if not isinstance(meta, dict) or key not in meta]
         if missing:
             raise MTError(f"{self.meta_path} has no '{missing[0]}': prepared in another layout; re-run `mt prepare`")
+        for key in ("src_model", "tgt_model"):  # joined to RUN/data: a name from a file must not lead out of it
+            name = meta[key]
+            if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+                raise MTError(f"{self.meta_path}: '{key}' must be a file name inside {self.data_dir}, got {name!r}")
         return meta
 
     def require_data_matches(self, cfg: Config) -> None:

@@ -317,6 +317,19 @@ def test_sentencepiece_sample_is_the_same_in_every_process(tmp_path):
     assert models[0] != models[2]
 
 
+@pytest.mark.parametrize("name", ["../../secret.txt", "/etc/passwd", "sub/spm.model", "..", "", 7, "a\\b.model"])
+def test_tokenizer_names_in_meta_json_stay_inside_the_run(corpus, tmp_path, name):
+    """meta.json comes from a run folder someone may have crafted: its tokenizer names are joined to RUN/data, so
+    `mt export` would read (and ship) any file a name leads to."""
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    meta = run.meta()
+    meta["tgt_model"] = name
+    run.meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(MTError, match=r"meta.json: 'tgt_model' must be a file name inside"):
+        run.tokenizer()
+
+
 def test_a_run_prepared_in_another_layout_is_a_one_line_error(corpus, tmp_path):
     """Prepared data of another layout (meta.json without its data settings, no SPLIT.arrow files) is refused
     with one line that says to prepare again, never read half-way."""
