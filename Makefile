@@ -34,8 +34,13 @@ data: $(STAMP)
 	$(BIN)/mt prepare --run $(RUN) --config $(CONFIG) --src $(SRC) --tgt $(TGT) \
 	  $(if $(DATA_DIR),--data-dir $(DATA_DIR),--hf-dataset $(HF_DATASET)) $(filter data.%,$(ARGS))
 
+# Training under tcmalloc where the system has it (Debian/Ubuntu: libtcmalloc-minimal4): the same speed, and memory
+# that stays flat where glibc's heap grows every epoch (docs/results.md, "Memory"). ALLOCATOR= trains without it.
+ALLOCATOR ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
+
 train: data
-	$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) data.tgt=$(TGT) $(ARGS)
+	$(if $(ALLOCATOR),LD_PRELOAD=$(ALLOCATOR) )$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) \
+	  data.tgt=$(TGT) $(ARGS)
 
 eval: $(STAMP)
 	$(BIN)/mt eval --run $(RUN) $(ARGS)
