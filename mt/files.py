@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -38,8 +39,13 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        raise MTError(f"cannot write {what} {path}: {e.strerror or e}; the previous {what} is intact") from None
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "inline_container" not in str(e):
+            raise  # not a write that failed: torch.save reports one as a RuntimeError of its C++ file writer
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else \
+            "the write stopped part-way (a full disk, a quota or a file-size limit)"
+        raise MTError(f"cannot write {what} {path}: {why}{_space_left(path.parent)}; the previous {what} is "
+                      "intact") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -51,6 +57,15 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
             os.close(fd)
     except OSError:
         pass
+
+
+def _space_left(folder: Path) -> str:
+    """" (N MB free)" when the disk of ``folder`` is nearly full (the likely reason a write failed), else ""."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" (the disk holding it has {free / 1e6:,.0f} MB free)" if free < 1 << 30 else ""
 
 
 def remove_stale_temporaries(folder: Path) -> None:

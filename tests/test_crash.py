@@ -57,3 +57,44 @@ def test_killed_training_resumes_from_its_checkpoint(train_tiny, capsys):
         match = re.search(r"resuming from last.pt: step (\d+)", capsys.readouterr().out)
         assert match and int(match.group(1)) == killed_at, sig.name
         assert load_checkpoint(lasts[sig])["progress"]["step"] >= killed_at
+
+
+FULL_DISK = r"""
+import resource, sys
+import torch
+from mt.checkpoint import save_checkpoint
+from mt.cli import main
+from mt.errors import MTError
+resource.setrlimit(resource.RLIMIT_FSIZE, (@LIMIT@, @LIMIT@))  # a file may not grow past LIMIT bytes: EFBIG, as a full disk
+codes = [main(args) for args in @JOBS@]
+try:
+    save_checkpoint({"model": {"w": torch.zeros(100_000)}}, @CHECKPOINT@)
+    codes.append(0)
+except MTError as e:
+    print(f"error: {e}", file=sys.stderr)
+    codes.append(2)
+print(codes)
+"""
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_files(trained_run, tmp_path):
+    """Under a real write limit (RLIMIT_FSIZE in a subprocess, not a faked exception), every writer fails with one
+    line naming its file and leaves the previous file and no temporary: torch.save's own error included."""
+    source = tmp_path / "in.txt"
+    source.write_text("the big red dog runs near the small cat\n" * 3000, encoding="utf-8")
+    model, output, ck = tmp_path / "model.mt", tmp_path / "out.txt", tmp_path / "last.pt"
+    for path in (model, output, ck):
+        path.write_bytes(b"the previous file")
+    jobs = [["export", "--run", str(trained_run), "--output", str(model)],
+            ["translate", "--run", str(trained_run), "--input", str(source), "--output", str(output), "--beam", "1"],
+            ]
+    script = FULL_DISK.replace("@LIMIT@", str(64 * 1024)).replace("@JOBS@", repr(jobs)).replace("@CHECKPOINT@",
+                                                                                             repr(str(ck)))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "[2, 2, 2]", result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 3 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for path, line in zip((model, output, ck), errors):
+        assert "cannot write" in line and str(path) in line and "intact" in line
+        assert path.read_bytes() == b"the previous file"
+    assert not list(tmp_path.glob(".*.tmp-*"))
