@@ -24,9 +24,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     back = BackTranslations(*args.back_translations, tag=args.tag_back_translations) if args.back_translations else None
     if args.tag_back_translations and not back:
         raise MTError("--tag-back-translations marks the pairs of --back-translations SRC_FILE TGT_FILE: give them")
-    stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config,
-                    tokenizer_from=reuse, back_translations=back)
-    save_config(cfg, run.config_path)
+    with run.writing("prepare"):
+        stats = prepare(run, cfg, data_dir=args.data_dir, hf_dataset=args.hf_dataset, hf_config=args.hf_config,
+                        tokenizer_from=reuse, back_translations=back)
+        save_config(cfg, run.config_path)
     print(summary(stats, run))
     return 0
 

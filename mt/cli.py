@@ -79,8 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run.require_prepared()
     cfg = resolve_config(run, args.config, args.overrides + ([f"model.init_from={args.init_from}"] if args.init_from else []))
     run.require_data_matches(cfg)  # before RUN/config.yaml records settings the data does not have
-    save_config(cfg, run.config_path)
-    return _exit_code(train(run, cfg).stopped)
+    with run.writing("train"):
+        save_config(cfg, run.config_path)
+        return _exit_code(train(run, cfg).stopped)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -93,8 +94,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from_run.require_prepared()
     # a resumed LM keeps its own config; a new one starts from the translator's, so the sizes match it
     cfg = resolve_config(lm_run if lm_run.config_path.is_file() else from_run, args.config, overrides)
-    save_config(cfg, lm_run.config_path)
-    return _exit_code(pretrain(lm_run, from_run, args.side, cfg, texts).stopped)
+    with lm_run.writing("pretrain"):
+        save_config(cfg, lm_run.config_path)
+        return _exit_code(pretrain(lm_run, from_run, args.side, cfg, texts).stopped)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -109,7 +111,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     from mt.checkpoint import average_last
 
-    paths, out = average_last(RunDir.of(args.run).checkpoint_dir, args.last, args.output)
+    run = RunDir.of(args.run)
+    run.require_prepared()
+    with run.writing("average"):
+        paths, out = average_last(run.checkpoint_dir, args.last, args.output)
     print(f"averaged {', '.join(p.name for p in paths)} into {out}; use it with --checkpoint {args.output}")
     return 0
 

@@ -8,18 +8,19 @@ crash or Ctrl-C leaves either the old file or the new one. Temporary files are n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 from mt.errors import MTError
 
-__all__ = ["append_jsonl", "atomic_write", "read_jsonl", "remove_stale_temporaries", "sha256_file"]
+__all__ = ["append_jsonl", "atomic_write", "exclusive_lock", "read_jsonl", "remove_stale_temporaries", "sha256_file"]
 
 log = logging.getLogger("mt")
 
@@ -57,6 +58,31 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
             os.close(fd)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) while the block runs; the file names its holder.
+    Another holder is a one-line ``MTError`` naming it. The lock is the kernel's (``flock``): it ends with the
+    process, so a killed holder leaves nothing to clean up. No lock where the OS has no ``fcntl`` (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise MTError(f"{path.parent} is in use by {f.read().strip() or 'another process'}: wait for it to end "
+                          "or stop it; one process writes a run at a time") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{holder} (PID {os.getpid()})\n")
+        f.flush()
+        yield
 
 
 def _space_left(folder: Path) -> str:

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from mt.config import Config, config_to_dict, load_config
 from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
+from mt.files import exclusive_lock
 
 __all__ = ["FINAL", "META_KEYS", "RunDir"]
 
@@ -44,6 +47,14 @@ class RunDir:
     log_path = property(lambda self: self.root / "train_log.jsonl")
     plot_dir = property(lambda self: self.root / "plots")
     eval_dir = property(lambda self: self.root / "eval")
+
+    def writing(self, command: str):
+        """A context in which this process is the run's only writer (``mt prepare``, ``train``, ``average``):
+        another one gets a one-line error naming the holder. Under torchrun only rank 0 takes it (the other ranks
+        write nothing of the run's)."""
+        if os.environ.get("RANK", "0") != "0":
+            return contextlib.nullcontext()
+        return exclusive_lock(self.root / ".lock", f"mt {command}")
 
     def require_prepared(self) -> None:
         if not self.root.is_dir():

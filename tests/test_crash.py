@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -98,3 +99,22 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_files(trained_run, tmp_p
         assert "cannot write" in line and str(path) in line and "intact" in line
         assert path.read_bytes() == b"the previous file"
     assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_one_writer_per_run_folder(prepared_tiny, tmp_path, capsys):
+    """While one process writes a run (here: this test, holding its lock as `mt train` does), a second `mt train`,
+    `mt prepare` or `mt average` on it is one line naming the holder, and nothing of the run is touched."""
+    from conftest import copy_prepared
+
+    from mt.run import RunDir
+
+    run = copy_prepared(prepared_tiny, tmp_path / "run")
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lock")
+    with RunDir.of(run).writing("train"):
+        assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=1"]) == 2
+        assert main(["prepare", "--run", str(run), "--data-dir", str(tmp_path), "--src", "en", "--tgt", "de"]) == 2
+        assert main(["average", "--run", str(run), "--last", "2"]) == 2
+        errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(f"is in use by mt train (PID {os.getpid()})" in e for e in errors)
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lock") == before
+    assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=1"]) == 0  # free again
