@@ -39,8 +39,7 @@ data: $(STAMP)
 ALLOCATOR ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4))
 
 train: data
-	$(if $(ALLOCATOR),LD_PRELOAD=$(ALLOCATOR) )$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) \
-	  data.tgt=$(TGT) $(ARGS)
+	$(if $(ALLOCATOR),LD_PRELOAD=$(ALLOCATOR) )$(BIN)/mt train --run $(RUN) --config $(CONFIG) data.src=$(SRC) data.tgt=$(TGT) $(ARGS)
 
 eval: $(STAMP)
 	$(BIN)/mt eval --run $(RUN) $(ARGS)
