@@ -12,6 +12,8 @@ around its search.
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -137,10 +139,12 @@ def _place_tags(layout: Layout, sentences: list[Sentence], tags: list[Tag]) -> N
         spans.append((at, at + len(s)))
         at += len(s)
     gap_tags: dict[int, list[tuple[int, str]]] = {}
+    ends = [end for _, end in spans]
+    word_starts: dict[int, list[int]] = {}  # sentence -> offsets of its words (made when a tag is inside it)
     for tag in tags:
-        j = _owner(spans, tag)
+        j = _owner(spans, ends, tag)
         if j is None:  # between sentences (or no sentence at all): into the gap, at its offset
-            g = sum(1 for _, end in spans if end <= tag.at)
+            g = bisect.bisect_right(ends, tag.at)  # the sentences that end at or before it
             gap_start = spans[g - 1][1] if g else 0
             gap_tags.setdefault(g, []).append((tag.at - gap_start, tag.text))
             continue
@@ -150,7 +154,9 @@ def _place_tags(layout: Layout, sentences: list[Sentence], tags: list[Tag]) -> N
         elif tag.at >= end:
             sentences[j].trail += tag.text
         else:
-            words = len(layout.sentences[j][: tag.at - start].split())
+            if j not in word_starts:
+                word_starts[j] = [m.start() for m in re.finditer(r"\S+", layout.sentences[j])]
+            words = bisect.bisect_left(word_starts[j], tag.at - start)  # the words that start before the tag
             sentences[j].tags.append((words, tag.at - start, tag))
     for g, inserted in gap_tags.items():
         gap, out, last = layout.gaps[g], "", 0
@@ -160,10 +166,13 @@ def _place_tags(layout: Layout, sentences: list[Sentence], tags: list[Tag]) -> N
         layout.gaps[g] = out + gap[last:]
 
 
-def _owner(spans: list[tuple[int, int]], tag: Tag) -> int | None:
+def _owner(spans: list[tuple[int, int]], ends: list[int], tag: Tag) -> int | None:
     """The sentence a tag belongs to: one it is inside, or whose edge it touches (an opening tag the sentence it
-    starts, a closing or void tag the sentence it ends); None for a tag in a gap between sentences."""
-    for j, (start, end) in enumerate(spans):
+    starts, a closing or void tag the sentence it ends); None for a tag in a gap between sentences. ``ends``: the
+    sentences' ends, for a binary search."""
+    first = bisect.bisect_left(ends, tag.at)  # the first sentence that ends at or after the tag
+    for j in range(first, min(first + 2, len(spans))):
+        start, end = spans[j]
         if start < tag.at < end or (tag.at == end and tag.role != "open") or (tag.at == start and tag.role != "close"):
             return j
     return None

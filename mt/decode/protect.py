@@ -96,32 +96,32 @@ def protect(sentence: str, known: frozenset[str], in_vocabulary: Callable[[str],
     ``in_vocabulary(number)``: True where the source vocabulary holds the number as one piece ("2", "10"): a number
     that common in training is the model's to translate ("2 girls" -> "Zwei Mädchen"). ``glossary``: its terms are
     taken out too, and their target terms put into the translation (``only_glossary``: nothing else is)."""
-    terms = glossary.find(sentence) if glossary else []
-    found = [] if only_glossary else [(m.start(), m.end(), m.lastgroup) for m in _SPAN.finditer(sentence)
-                                      if not any(s < m.end() and m.start() < e for s, e in terms)]
+    terms = [(s, e, "glossary") for s, e in glossary.find(sentence)] if glossary else []
+    found = [] if only_glossary else _outside([(m.start(), m.end(), m.lastgroup) for m in _SPAN.finditer(sentence)],
+                                              terms)
     if not only_glossary:
-        found += _unknown_words(sentence, known, found + [(s, e, "glossary") for s, e in terms])
+        found += _unknown_words(sentence, known, sorted(found + terms))
     found = [(start, end, kind) for start, end, kind in _merge(sorted(found), sentence)
              if kind != "number" or not in_vocabulary(sentence[start:end])]
-    found = sorted(found + [(s, e, "glossary") for s, e in terms])
+    found = sorted(found + terms)
     if not found:
         return Protected(sentence)
     kept: list[str] = []
     spans: list[Span] = []
-    at = 0
+    at = words = 0  # words: of the protected text so far (linear in the sentence, however many spans)
     for start, end, kind in found:
         if kind != "glossary":
             start, end = _frame(sentence, *_trim(sentence, start, end))
         if start < at:
             continue
         kept.append(sentence[at:start])
-        before = " ".join(kept).split()
-        replacement = glossary.target(sentence[start:end], not before) if kind == "glossary" else None
-        spans.append(Span(sentence[start:end], len(before), kind, start, replacement))
+        words = _count_words(kept[-1], words)
+        replacement = glossary.target(sentence[start:end], not words) if kind == "glossary" else None
+        spans.append(Span(sentence[start:end], words, kind, start, replacement))
         at = end
     kept.append(sentence[at:])
     text = " ".join(" ".join(kept).split())
-    text = re.sub(r"\s+([.,;:!?])", r"\1", text)  # "leaves at ." -> "leaves at."
+    text = re.sub(f"\\s+([{_ATTACHED}])", r"\1", text)  # "leaves at ." -> "leaves at."
     if not any(ch.isalnum() for ch in text):  # nothing left to translate: copy the sentence as it is
         return Protected("", [Span(sentence, 0, "whole", 0, _replaced(sentence, spans))])
     return Protected(text, spans)
@@ -138,12 +138,37 @@ def _replaced(sentence: str, spans: list[Span]) -> str | None:
     return out + sentence[at:]
 
 
+_ATTACHED = ".,;:!?"  # punctuation that joins the word before it once the span between them is gone
+
+
+def _count_words(segment: str, words: int) -> int:
+    """``words`` plus the words ``segment`` adds to the protected text (punctuation after a removed span joins the
+    word before it: "leaves at ." -> "leaves at.")."""
+    for token in segment.split():
+        if not (words and token[0] in _ATTACHED):
+            words += 1
+    return words
+
+
+def _outside(found: list[tuple[int, int, str]], taken: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The spans of ``found`` (in order) that overlap none of ``taken`` (in order, not overlapping each other)."""
+    out, j = [], 0
+    for start, end, kind in found:
+        while j < len(taken) and taken[j][1] <= start:
+            j += 1
+        if j == len(taken) or taken[j][0] >= end:
+            out.append((start, end, kind))
+    return out
+
+
 def _unknown_words(sentence: str, known: frozenset[str], found: list[tuple[int, int, str]]) -> list:
-    """Words holding a letter the model has never seen in either case, outside spans already found (a headline in
-    capitals is re-cased, not copied)."""
-    out = []
+    """Words holding a letter the model has never seen in either case, outside spans already found (``found``
+    sorted; a headline in capitals is re-cased, not copied)."""
+    out, j = [], 0
     for m in re.finditer(r"\S+", sentence):
-        if any(s <= m.start() < e for s, e, _ in found):
+        while j < len(found) and found[j][1] <= m.start():
+            j += 1
+        if j < len(found) and found[j][0] <= m.start():
             continue
         if any(ch.isalpha() and ch not in known and ch.lower() not in known for ch in m.group()):
             out.append((m.start(), m.end(), "unknown"))
