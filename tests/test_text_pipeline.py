@@ -153,6 +153,14 @@ def test_glossary_terms_are_replaced_by_their_targets(tmp_path):
         load_glossary(str(path))
 
 
+def test_html_block_elements_end_sentences_even_without_spaces():
+    pipeline = TextPipeline("en", KNOWN, markup="html")
+    doc = pipeline.prepare("<ul><li>one dog</li><li>two cats</li></ul><p>A dog.</p><p>A cat<br>runs.</p>")
+    assert doc.layout.sentences == ["one dog", "two cats", "A dog.", "A cat", "runs."]
+    out = doc.layout.join([pipeline.finish(s, s.protected.text.upper(), [], None, []) for s in doc.sentences])
+    assert out == "<ul><li>ONE DOG</li><li>TWO CATS</li></ul><p>A DOG.</p><p>A CAT<br>RUNS.</p>"
+
+
 def test_html_text_is_escaped_and_tags_are_not():
     pipeline = TextPipeline("en", KNOWN, markup="html")
     doc = pipeline.prepare("a <b>dog</b> &amp; a cat")

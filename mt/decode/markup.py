@@ -31,11 +31,16 @@ class Tag:
     at: int  # offset in the plain text
     text: str  # as in the input
     role: str  # "open", "close" or "void" (copied where it stood: <br>, an image, code)
+    block: bool = False  # an HTML block element (<p>, <li>, <br> ...): the text on either side is not one sentence
 
 
 _HTML = re.compile(r"<!--.*?-->|<(script|style|code|pre)\b[^<>]*>.*?</\1\s*>|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>",
                    re.S | re.I)
 _VOID = {"br", "hr", "img", "input", "meta", "link", "wbr", "source", "area", "base", "col", "embed", "track"}
+_BLOCK = {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
+          "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+          "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "title", "body", "html", "head", "script",
+          "style"}
 _MARKDOWN = re.compile(
     r"(?P<void>!\[[^\]\n]*\]\([^)\s]*\)|`[^`\n]+`|<https?://[^>\s]+>)"
     r"|(?P<prefix>^[ \t]*(?:#{1,6}|>|[-*+]|\d{1,3}[.)])[ \t]+)"
@@ -62,7 +67,8 @@ def _parse(text: str, pattern: re.Pattern, role, unescape) -> tuple[str, list[Ta
     plain, tags, at = "", [], 0
     for m in pattern.finditer(text):
         plain += unescape(text[at:m.start()])
-        tags.append(Tag(len(plain), m.group(), role(m)))
+        name = re.match(r"</?([A-Za-z][A-Za-z0-9-]*)", m.group())
+        tags.append(Tag(len(plain), m.group(), role(m), bool(name) and name.group(1).lower() in _BLOCK))
         at = m.end()
     return plain + unescape(text[at:]), tags
 

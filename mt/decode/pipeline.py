@@ -58,7 +58,7 @@ class TextPipeline:
         """A text -> its sentences, each with the text the model should read."""
         plain, tags = parse(text, self.markup) if self.markup != "none" else (text, [])
         if self.split:
-            layout = split_text(plain, self.language)
+            layout = split_text(plain, self.language, [t.at for t in tags if t.block])
         else:
             stripped = plain.strip()
             lead = plain[: len(plain) - len(plain.lstrip())]

@@ -17,7 +17,7 @@ A "sentence" far longer than those the model learned from (``LONG`` times their 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sentencex import segment
@@ -41,13 +41,16 @@ class Layout:
         return "".join(g + t for g, t in zip(self.gaps, translations)) + self.gaps[-1]
 
 
-def split_text(text: str, language: str) -> Layout:
+def split_text(text: str, language: str, breaks: Iterable[int] = ()) -> Layout:
     """``text`` (any whitespace, line breaks and blank lines included) -> its sentences and the gaps between them;
-    every line break ends a sentence.
+    every line break ends a sentence, and so does every offset in ``breaks`` (where markup puts a block boundary).
     ``language``: an ISO 639 code (``sentencex`` falls back to related languages, then to English rules)."""
     sentences: list[str] = []
     gaps = [""]
-    pieces = (piece for line in text.splitlines(keepends=True) for piece in segment(language or "en", line))
+    cuts = sorted({b for b in breaks if 0 < b < len(text)})
+    blocks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    pieces = (piece for block in blocks for line in block.splitlines(keepends=True)
+              for piece in segment(language or "en", line))
     for piece in pieces:  # a line break always ends a sentence (a list, a poem, lines of a form)
         stripped = piece.strip()
         if not stripped:
