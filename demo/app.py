@@ -55,7 +55,7 @@ def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int 
         raise gr.Error(f"The text has {len(text):,} characters; this demo translates at most {max_chars:,} at once. "
                        "Shorten it, or use `mt translate` for files.", print_exception=False)
     if markup in ("html", "markdown") and text.strip():
-        result = translator.translate([text.strip()], beam=max(1, int(beam)), markup=markup)[0]
+        result = _translate(translator, [text.strip()], beam=max(1, int(beam)), markup=markup)[0]
         return result.text, [[1, 1, round(result.score, 3), result.text]], None, f"Translated the {markup} text."
     layout = split_text(text.strip(), translator.src_language)  # paragraphs and spacing come back as they were
     sentences = layout.sentences
@@ -68,17 +68,21 @@ def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int 
         layout = Layout(sentences, layout.gaps[:MAX_SENTENCES] + [""])
     beam = max(1, int(beam))
     nbest = max(1, min(int(nbest), beam))
-    try:
-        results = translator.translate(sentences, beam=beam, nbest=nbest, return_attention=True)
-    except Exception as e:  # noqa: BLE001 - the page gets one line; the server log keeps the details
-        log.exception("translation failed")
-        raise gr.Error(f"Translation failed ({type(e).__name__}: {e}). Please report this input.",
-                       print_exception=False) from None
+    results = _translate(translator, sentences, beam=beam, nbest=nbest, return_attention=True)
     rows = [[i + 1, rank + 1, round(score, 3), hyp] for i, r in enumerate(results)
             for rank, (score, hyp) in enumerate(r.nbest)]
     status = (f"Translated {len(sentences)} sentence{'s' if len(sentences) > 1 else ''} with "
               f"{'greedy search' if beam == 1 else f'beam {beam}'}. The heatmap shows the first sentence.{note}")
     return layout.join([r.text for r in results]), rows, attention_figure(results[0]), status
+
+
+def _translate(translator: Translator, texts: list[str], **options) -> list:
+    try:
+        return translator.translate(texts, **options)
+    except Exception:  # noqa: BLE001 - the page gets one line without internals; the server log keeps the details
+        log.exception("translation failed")
+        raise gr.Error("Translation failed on this input; the server's log has the details. Please report it.",
+                       print_exception=False) from None
 
 
 def model_facts(run: RunDir | None, translator: Translator) -> str:
@@ -140,7 +144,7 @@ def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAU
                     f"line (or several sentences in one paragraph); up to {max_chars:,} characters.")
         with gr.Row():
             with gr.Column(scale=3):
-                source = gr.Textbox(label="Source text", lines=4, max_lines=20, elem_id="source",
+                source = gr.Textbox(label="Source text", lines=4, max_lines=20, elem_id="source", max_length=max_chars,
                                     placeholder="Type a sentence and press Enter (Shift+Enter for a new line)")
                 with gr.Row():
                     beam = gr.Slider(1, 10, value=default_beam, step=1, label="Beam size (1 = greedy)")
@@ -161,7 +165,8 @@ def build_app(translator: Translator, run: RunDir | None, max_chars: int = DEFAU
         outputs = [target, nbest_table, heatmap, status]
         button.click(translate, [source, beam, nbest, markup], outputs, api_name="translate",
                      concurrency_limit=concurrency, concurrency_id="translate")
-        source.submit(translate, [source, beam, nbest, markup], outputs, api_name=False, concurrency_id="translate")
+        source.submit(translate, [source, beam, nbest, markup], outputs, api_name=False, concurrency_limit=concurrency,
+                      concurrency_id="translate")  # each event its limit: Gradio applies a group's lowest
     app.queue(max_size=256)
     return app
 
@@ -170,6 +175,6 @@ def serve(translator: Translator, run: RunDir | None, host: str = "127.0.0.1", p
           max_chars: int = DEFAULT_MAX_CHARS, concurrency: int = 2, block: bool = True) -> gr.Blocks:
     """Serve the app for an already loaded model (``mt demo``); ``block=False`` returns once it is up."""
     app = build_app(translator, run, max_chars, concurrency)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False,
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False, share=False,
                footer_links=["api"], theme=gr.themes.Soft())
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -144,3 +145,46 @@ def test_demo_serves_an_exported_model_file(trained_run: Path, tmp_path: Path):
     assert "exported model file" in model_facts(None, translator) and "en → de" in model_facts(None, translator)
     assert isinstance(build_app(translator, None), gr.Blocks)
     assert translate_text(translator, "the dog runs", beam=2)[0] == translator.translate(["the dog runs"], beam=2)[0].text
+
+
+class _Slow:
+    """A translator stand-in that records how many translations run at once (each takes 0.4 s)."""
+
+    def __init__(self, translator: Translator):
+        self.inner, self.running, self.most = translator, 0, 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def translate(self, *args, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.4)
+        with self.lock:
+            self.running -= 1
+        raise RuntimeError(f"boom in {self.inner.facts.get('checkpoint')}")
+
+
+def test_the_concurrency_setting_holds_and_errors_tell_no_internals(trained_run: Path, translator: Translator):
+    """--concurrency N: N translations at once (it fell to 1: the Enter event had no limit of its own, and Gradio
+    applies a group's lowest); an error shows neither the exception's class nor the run's path."""
+    from gradio_client import Client
+
+    slow = _Slow(translator)
+    app = build_app(slow, RunDir.of(trained_run), max_chars=200, concurrency=3)
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        jobs = [client.submit(f"the dog runs {i}", api_name="/translate") for i in range(6)]
+        messages = []
+        for job in jobs:
+            with pytest.raises(Exception) as caught:
+                job.result(timeout=60)
+            messages.append(str(caught.value))
+    finally:
+        app.close()
+    assert slow.most == 3
+    assert all("Translation failed" in m and "RuntimeError" not in m and str(trained_run) not in m for m in messages)
