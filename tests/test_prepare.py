@@ -255,7 +255,8 @@ def test_cli_bad_input_is_one_line_exit_2(corpus, tmp_path):
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("a  b", "a b"), ("\tA\u00a0dog\n", "A dog"), ("e\u0301", "\u00e9"), ("", ""), ("   ", "")],
+    [("a  b", "a b"), ("\tA\u00a0dog\n", "A dog"), ("e\u0301", "\u00e9"), ("", ""), ("   ", ""),
+     ("a\x00dog\x1b[31m \x7f", "a dog [31m"), ("\x00", "")],  # NUL and other controls: spaces (SentencePiece, the log)
 )
 def test_normalize(raw, expected):
     assert normalize(raw) == expected
