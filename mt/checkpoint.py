@@ -23,7 +23,7 @@ import torch
 from mt.errors import MTError
 from mt.files import atomic_write
 
-__all__ = ["FORMAT", "average_checkpoints", "average_last", "load_checkpoint", "optional_section", "save_checkpoint"]
+__all__ = ["check_weights", "FORMAT", "average_checkpoints", "average_last", "load_checkpoint", "optional_section", "save_checkpoint"]
 
 log = logging.getLogger("mt")
 
@@ -32,6 +32,23 @@ FORMAT = 1
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f), what="checkpoint")
+
+
+def check_weights(weights: Any, source: str, limit: int) -> None:
+    """Weights read from a file someone else may have made: a mapping of names to tensors (an int8 entry: a mapping
+    of "int8" and "scale" tensors) none of which claims more bytes than ``limit`` (the file's size): a tensor with
+    zero strides can present a few stored bytes as gigabytes, which hashing or copying would then allocate."""
+    if not isinstance(weights, dict) or not weights:
+        raise MTError(f"{source}: 'model' must be a mapping of parameter names to tensors")
+    for name, value in weights.items():
+        tensors = value.items() if isinstance(value, dict) else [("", value)]
+        for part, t in tensors:
+            field = f"model.{name}{'.' + part if part else ''}"
+            if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+                raise MTError(f"{source}: '{field}' is not a tensor")
+            if t.numel() * t.element_size() > limit or t.untyped_storage().nbytes() > limit:
+                raise MTError(f"{source}: '{field}' claims {t.numel() * t.element_size():,} bytes in a file of "
+                              f"{limit:,} (a crafted tensor?)")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -48,6 +65,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if state.get("format") != FORMAT:
         raise MTError(f"checkpoint {path} has checkpoint format {state.get('format')}; this version of mt reads "
                       f"format {FORMAT}")
+    check_weights(state["model"], f"checkpoint {path}", path.stat().st_size)
     return state
 
 

@@ -165,6 +165,13 @@ _RULES: dict[str, tuple] = {
         "train.batch_tokens", "train.lr", "train.log_every", "train.validate_every", "decode.beam",
         "decode.max_len_ratio", "decode.batch_tokens")},
     **{key: (_fraction, "in [0, 1)") for key in ("model.dropout", "train.label_smoothing", "train.plateau_threshold")},
+    # caps far above any model of this toolkit: a file someone else made may say anything (beam 10^9 ...)
+    "decode.beam": (lambda v: 0 < v <= 1000, "in 1..1000"),
+    "decode.max_len_ratio": (lambda v: 0 < v <= 100, "in (0, 100]"),
+    "decode.max_len_extra": (lambda v: 0 <= v <= 10_000, "in 0..10000"),
+    "decode.batch_tokens": (lambda v: 0 < v <= 10_000_000, "in 1..10000000"),
+    "data.max_tokens": (lambda v: 0 < v <= 1_000_000, "in 1..1000000"),
+    "model.layers": (lambda v: 0 < v <= 64, "in 1..64"),
     **{key: (_non_negative, ">= 0") for key in (
         "train.validate_min_steps", "train.validate_minutes", "train.keep_checkpoints", "train.average_last",
         "train.rdrop_alpha",

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from mt.checkpoint import load_checkpoint
+from mt.checkpoint import check_weights, load_checkpoint
 from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
 from mt.files import atomic_write
@@ -75,10 +75,13 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, foreign or damaged file: one line for the user
-        raise MTError(f"{path} is damaged or not a model file from `mt export` ({str(e).splitlines()[0][:200]})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MTError(f"{path} is damaged or not a model file from `mt export` ({reason[:200]})") from None
     if not isinstance(contents, dict) or contents.get("format") != FORMAT:
         raise MTError(f"{path} is not a model file from `mt export` (format {FORMAT}); a checkpoint of a run "
                       "is used with --run RUN --checkpoint PATH")
+    _check_schema(contents, str(path))
+    check_weights(contents.get("model"), str(path), path.stat().st_size)  # before hashing touches every byte
     if _weights_sha256(contents["model"]) != contents["checksums"]["weights_sha256"]:
         raise MTError(f"{path}: the weights do not match their checksum (a damaged copy?)")
     tok = contents["tokenizer"]
@@ -89,6 +92,34 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
     if contents["int8"]:
         contents["model"] = {k: _from_int8(v) if isinstance(v, dict) else v for k, v in contents["model"].items()}
     return contents
+
+
+# field -> (type(s) it must have, what the message calls it)
+_SCHEMA: dict[str, tuple] = {
+    "int8": (bool, "true or false"), "config": (dict, "a mapping"), "vocab": (list, "a list of two sizes"),
+    "languages": (dict, "a mapping"), "languages.src": (str, "a language code"), "languages.tgt": (str, "a language code"),
+    "tokenizer": (dict, "a mapping"), "tokenizer.src": (bytes, "bytes"), "tokenizer.tgt": ((bytes, type(None)), "bytes or null"),
+    "tokenizer.names": (list, "a list of two file names"), "checksums": (dict, "a mapping"),
+    "checksums.weights_sha256": (str, "a hex digest"), "checksums.tokenizer_sha256": (str, "a hex digest"),
+    "training": (dict, "a mapping"), "evaluations": (dict, "a mapping"),
+}
+
+
+def _check_schema(contents: dict[str, Any], source: str) -> None:
+    """Every field the loader reads, present and of its type, before any is used (one line naming the field)."""
+    for field, (kinds, what) in _SCHEMA.items():
+        value: Any = contents
+        for part in field.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise MTError(f"{source}: field '{field}' is missing (not a model file from `mt export`, or damaged)")
+            value = value[part]
+        if not isinstance(value, kinds):
+            raise MTError(f"{source}: field '{field}' must be {what}, got {type(value).__name__}")
+    names, vocab = contents["tokenizer"]["names"], contents["vocab"]
+    if len(names) != 2 or not all(isinstance(n, str) for n in names):
+        raise MTError(f"{source}: field 'tokenizer.names' must be a list of two file names")
+    if len(vocab) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab):
+        raise MTError(f"{source}: field 'vocab' must be a list of two sizes")
 
 
 def model_file_tokenizer(contents: dict[str, Any], name: str) -> Tokenizer:

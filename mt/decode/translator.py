@@ -328,14 +328,36 @@ def model_from_state(state: dict, source: str, backend: str | None = None) -> tu
     """A checkpoint's (or exported file's) ``config``, ``vocab`` and ``model`` -> the model in eval mode, its
     config. ``backend``: as ``Translator.from_run``. ``source`` names the file in errors."""
     cfg = config_from_dict(state["config"], source=source)
-    src_vocab, tgt_vocab = state["vocab"]
-    model = resolve_backend(backend or cfg.model.backend).build_model(cfg.model, src_vocab, tgt_vocab,
-                                                                      init_weights=False)
+    vocab = state.get("vocab")
+    if not (isinstance(vocab, (list, tuple)) and len(vocab) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in vocab)):
+        raise MTError(f"{source}: field 'vocab' must be two positive sizes, got {str(vocab)[:60]}")
+    src_vocab, tgt_vocab = vocab
+    build = resolve_backend(backend or cfg.model.backend).build_model
+    with torch.device("meta"):  # shapes first, nothing allocated: a config may claim any size
+        expected = {k: tuple(v.shape) for k, v in build(cfg.model, src_vocab, tgt_vocab, init_weights=False)
+                    .state_dict().items()}
+    _check_shapes(state["model"], expected, source)
+    model = build(cfg.model, src_vocab, tgt_vocab, init_weights=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise MTError(f"{source} does not match its own model config: {str(e).splitlines()[0]}") from None
     return model.eval(), cfg
+
+
+def _check_shapes(weights: dict, expected: dict[str, tuple], source: str) -> None:
+    """The file's tensors against the shapes its config gives, parameter by parameter (one line naming the first
+    that differs), before the model is built for real."""
+    for name, shape in expected.items():
+        if name not in weights:
+            raise MTError(f"{source}: parameter '{name}' is missing")
+        if tuple(weights[name].shape) != shape:
+            raise MTError(f"{source}: parameter '{name}' has shape {tuple(weights[name].shape)} but its config "
+                          f"gives {shape}")
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise MTError(f"{source}: parameter '{extra[0]}' is not part of the model its config describes")
 
 
 def _quantize(model: Seq2Seq, kind: str, device: torch.device) -> Seq2Seq:
