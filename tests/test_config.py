@@ -90,3 +90,12 @@ def test_shared_embeddings_conflicts_are_one_line_errors(overrides, message):
         apply_overrides(Config(), overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("section, key, value", [("decode", "beam", 10**9), ("decode", "max_len_ratio", 1e12),
+                                                 ("decode", "max_len_extra", 10**7), ("data", "max_tokens", 10**9),
+                                                 ("model", "layers", 1000)])
+def test_settings_out_of_reason_are_refused(section, key, value):
+    """A config read from someone else's file may say anything: a beam of 10^9 would allocate without end."""
+    with pytest.raises(MTError, match=rf"'{section}.{key}' must be in"):
+        config_from_dict({section: {key: value}}, source="model.mt")
