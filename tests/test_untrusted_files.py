@@ -11,7 +11,7 @@ from pathlib import Path
 from mt.cli import main
 
 FUZZ = r'''
-import collections, io, json, random, resource, sys
+import collections, json, random, sys
 import torch
 from mt.checkpoint import load_checkpoint
 from mt.decode.translator import Translator, model_from_state
@@ -105,7 +105,9 @@ for field, bad in (("src", 5), ("tgt", "x"), ("names", ["../../etc/passwd"]), ("
     attempt({**file_good, "tokenizer": {**file_good["tokenizer"], field: bad}}, "file", "tokenizer")
 attempt({**file_good, "checksums": {**file_good["checksums"], "weights_sha256": "0" * 64}}, "file", "checksum")
 attempt({**file_good, "format": "mt-model/9"}, "file", "not a model file")
-print(json.dumps({**counts, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+# VmHWM, the peak of this process's own memory (ru_maxrss would carry the forking parent's peak across exec)
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({**counts, "peak_rss_mb": peak_kb // 1024}))
 '''
 
 
