@@ -14,18 +14,20 @@ FUZZ = r'''
 import collections, json, random, sys
 import torch
 from mt.checkpoint import load_checkpoint
-from mt.decode.translator import Translator, model_from_state
+from mt.decode.translator import model_from_state
 from mt.errors import MTError
-from mt.model_file import _weights_sha256
+from mt.model_file import _weights_sha256, load_model_file, model_file_tokenizer
 
 model_file, checkpoint, folder = sys.argv[1:4]
 rng = random.Random(7)
 counts = collections.Counter()
 
 
-def load(path, kind):
+def load(path, kind):  # what Translator.from_file and from_run read, without their device set-up each time
     if kind == "file":
-        Translator.from_file(path)
+        contents = load_model_file(path)
+        model_from_state(contents, str(path))
+        model_file_tokenizer(contents, str(path))
     else:
         model_from_state(load_checkpoint(path), str(path))
 
