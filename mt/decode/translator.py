@@ -233,7 +233,8 @@ class Translator:
         split = {}
         for i in long_lines:
             cut = cut_to_length(sources[i], count, typical) if typical else [sources[i]]
-            split[i] = [p for c in cut for p in split_to_fit(c, count, limit)]
+            sizes = count(cut)  # one tokenizer call for all the parts; only those over the limit are cut again
+            split[i] = [p for c, n in zip(cut, sizes) for p in (split_to_fit(c, count, limit) if n > limit else [c])]
         log.info("%d sentence(s) longer than %s subword tokens: translated in %d parts", len(split),
                  f"{LONG * typical}" if typical else limit, sum(map(len, split.values())))
         parts = [p for i, s in enumerate(sources) for p in split.get(i, [s])]
