@@ -78,6 +78,8 @@ def prepare(
     key = _cache_key(fingerprint + (f":tokenizer={reused.sha256}" if reused else "")
                      + (f":synthetic={back_translations.fingerprint()}" if back_translations else ""), cfg)
     data_settings = config_to_dict(cfg)["data"]  # kept in meta.json: `mt train` refuses a config that differs
+    if run.root.is_dir():
+        _recover(run)
     if run.meta_path.is_file() and run.stats_path.is_file():
         try:
             meta = json.loads(run.meta_path.read_text(encoding="utf-8"))
@@ -290,6 +292,20 @@ def _arrow_writer(path: Path, schema: pa.Schema) -> Iterator[pa.ipc.RecordBatchS
     """An Arrow stream file written batch by batch (what ``datasets.Dataset.from_file`` memory-maps)."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         yield writer
+
+
+def _recover(run: RunDir) -> None:
+    """What a killed prepare left (its caller holds the run's lock, so no other writer is at work): a swap cut
+    between its two renames leaves RUN/data missing and the previous data as .data.old-PID, which goes back; the
+    half-built .data.tmp-PID folders and any other .data.old-PID are deleted."""
+    olds = sorted(run.root.glob(".data.old-*"), key=lambda p: p.stat().st_mtime)
+    if not run.data_dir.exists() and olds:
+        log.warning("restoring %s from %s, left by a prepare that was killed while swapping it", run.data_dir,
+                    olds[-1].name)
+        olds.pop().rename(run.data_dir)
+    for stale in [*run.root.glob(".data.tmp-*"), *olds]:
+        log.warning("removing %s, left by a prepare that was killed", stale.name)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _lengths(ids: list[list[int]]) -> np.ndarray:

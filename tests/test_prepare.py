@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -410,3 +411,24 @@ def test_wmt14_recipe_on_a_local_stand_in(monkeypatch, tmp_path, capsys):
                  "decode.beam=1", "model.emb_dim=32", "model.hidden_dim=64"]) == 0  # two updates, 2 layers, narrow
     assert RunDir.of(run).config().model.layers == 2
     assert "stopped (max_epochs) at step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("killed", ["building", "between the renames", "after the swap"])
+def test_a_prepare_killed_at_any_step_is_recovered_by_the_next(corpus, tmp_path, killed, caplog):
+    """What a kill leaves at each step of prepare's swap (a half-built .data.tmp-PID; RUN/data renamed away to
+    .data.old-PID with the new data not yet in place; the old copy not yet deleted): the next prepare restores or
+    removes it, and the data is whole again (the cache is reused where the data was not lost)."""
+    run = RunDir.of(tmp_path / "run")
+    prepare(run, small_cfg(), data_dir=str(corpus))
+    meta = run.meta_path.read_bytes()
+    (tmp_path / "run" / ".data.tmp-99999").mkdir()  # a build cut short
+    (tmp_path / "run" / ".data.tmp-99999" / "half.arrow").write_bytes(b"x")
+    if killed == "between the renames":
+        run.data_dir.rename(tmp_path / "run" / ".data.old-99998")
+    elif killed == "after the swap":
+        shutil.copytree(run.data_dir, tmp_path / "run" / ".data.old-99998")
+    with caplog.at_level(logging.INFO, logger="mt"):
+        prepare(run, small_cfg(), data_dir=str(corpus))
+    assert run.meta_path.read_bytes() == meta and len(run.encoded()["train"]) > 0
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".data.")]
+    assert "reusing the cache" in caplog.text  # nothing was lost, nothing rebuilt
