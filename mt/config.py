@@ -60,7 +60,7 @@ class DataConfig:
     filter_copies: bool = _key(True, "drop training pairs whose target is a copy of the source")
     filter_numbers: bool = _key(False, "drop training pairs with numbers on both sides and none in common")
     filter_language: bool = _key(False, "drop training pairs with a side py3langid is sure is in another language "
-                                        "than data.src/data.tgt (about 6,000 lines/s on one core)")
+                                        "than data.src/data.tgt (a language guess per side of every pair)")
     spm_sample_size: int = _key(1_000_000, "SentencePiece trains on a seeded sample of this many sentences (0: all)")
 
 

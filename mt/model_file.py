@@ -96,7 +96,7 @@ def load_model_file(path: str | Path) -> dict[str, Any]:
 
 # field -> (type(s) it must have, what the message calls it)
 _SCHEMA: dict[str, tuple] = {
-    "int8": (bool, "true or false"), "config": (dict, "a mapping"), "vocab": (list, "a list of two sizes"),
+    "int8": (bool, "true or false"), "config": (dict, "a mapping"),
     "languages": (dict, "a mapping"), "languages.src": (str, "a language code"), "languages.tgt": (str, "a language code"),
     "tokenizer": (dict, "a mapping"), "tokenizer.src": (bytes, "bytes"), "tokenizer.tgt": ((bytes, type(None)), "bytes or null"),
     "tokenizer.names": (list, "a list of two file names"), "checksums": (dict, "a mapping"),
@@ -106,7 +106,8 @@ _SCHEMA: dict[str, tuple] = {
 
 
 def _check_schema(contents: dict[str, Any], source: str) -> None:
-    """Every field the loader reads, present and of its type, before any is used (one line naming the field)."""
+    """Every field the loader reads, present and of its type, before any is used (one line naming the field); the
+    model's own fields (``vocab``, ``config``, the weights' shapes) in ``mt.decode.translator.model_from_state``."""
     for field, (kinds, what) in _SCHEMA.items():
         value: Any = contents
         for part in field.split("."):
@@ -115,11 +116,9 @@ def _check_schema(contents: dict[str, Any], source: str) -> None:
             value = value[part]
         if not isinstance(value, kinds):
             raise MTError(f"{source}: field '{field}' must be {what}, got {type(value).__name__}")
-    names, vocab = contents["tokenizer"]["names"], contents["vocab"]
+    names = contents["tokenizer"]["names"]  # ``vocab`` and ``config`` are checked where models are built from them
     if len(names) != 2 or not all(isinstance(n, str) for n in names):
         raise MTError(f"{source}: field 'tokenizer.names' must be a list of two file names")
-    if len(vocab) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab):
-        raise MTError(f"{source}: field 'vocab' must be a list of two sizes")
 
 
 def model_file_tokenizer(contents: dict[str, Any], name: str) -> Tokenizer:

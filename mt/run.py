@@ -120,7 +120,7 @@ class RunDir:
     def sentence_tokens(self) -> int | None:
         """The mean length of the training sources in subwords (RUN/data/stats.json), or None where unknown."""
         try:
-            mean = json.loads((self.data_dir / "stats.json").read_text())["splits"]["train"]["src_tokens_mean"]
+            mean = json.loads(self.stats_path.read_text(encoding="utf-8"))["splits"]["train"]["src_tokens_mean"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return max(1, round(mean)) if isinstance(mean, (int, float)) else None

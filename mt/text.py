@@ -20,16 +20,13 @@ __all__ = ["decode_lines", "file_sha256", "iter_input", "iter_lines", "normalize
            "read_text_file"]
 
 
-_INVISIBLE_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")  # control characters str.split keeps
+_CONTROL = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")  # line breaks, tabs and other control characters
 
 
 def normalize(text: str) -> str:
     """Unicode NFC, every control character (NUL, escape ...) and every run of whitespace (any Unicode space,
     tabs, newlines) turned into one space, trimmed."""
-    return " ".join(_INVISIBLE_CONTROLS.sub(" ", unicodedata.normalize("NFC", text)).split())
-
-
-_CONTROL = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")  # line breaks, tabs and other control characters
+    return " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", text)).split())
 
 
 def one_line(text: str) -> str:

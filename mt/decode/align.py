@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Insertion", "insert", "places"]
+__all__ = ["Insertion", "insert", "output_words", "piece_words", "places"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ def places(boundaries: list[int], n_source_words: int, pieces: list[str], attent
         else:
             out.append(_cut(words_out, source_word, k, n_output_words))
     return out, fallbacks
+
+
+def output_words(pieces: list[str], text: str) -> int:
+    """How many words the translation has: by its pieces, or by ``text`` where there are none (a joined parts)."""
+    return piece_words(pieces)[-1] + 1 if pieces else len(text.split())
 
 
 def piece_words(pieces: list[str]) -> list[int]:

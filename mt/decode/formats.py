@@ -6,8 +6,8 @@
 - ``jsonl``: one JSON object per input line: ``i``, ``source``, ``translation``, ``score``, ``nbest`` (a list of
   ``{"translation", "score"}``), ``alignment`` when asked for; where the text pipeline (``mt.decode.pipeline``)
   acted: ``sentences`` (the line's sentences, where it had several), ``protected`` (the spans copied, each
-  ``{"text", "kind"}``, and ``"output"`` for a glossary term) with ``fallbacks`` (how many were placed without attention), ``model_input`` (what the
-  model read).
+  ``{"text", "kind"}``, and ``"output"`` for a glossary term) with ``fallbacks`` (how many spans and tags were
+  placed without attention), ``model_input`` (what the model read).
 
 Scores are the search's: the log-probability divided by the length penalty in beam search, the plain
 log-probability in greedy search. Alignments are hard alignments of subword positions, ``s-t`` with ``s`` the

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mt.decode.align import Insertion, insert, piece_words, places
+from mt.decode.align import Insertion, insert, output_words, places
 from mt.decode.casing import recase, uncase
 from mt.decode.markup import Tag, escape, parse
-from mt.decode.protect import Glossary, Protected, insertions, protect, word_map
+from mt.decode.protect import Glossary, Protected, protect, word_map
 from mt.decode.sentences import Layout, split_text
 from mt.text import normalize
 
@@ -67,7 +67,7 @@ class TextPipeline:
         sentences = [self._sentence(s) for s in layout.sentences]
         if tags:
             _place_tags(layout, sentences, tags)
-        if not tags:
+        else:
             layout.gaps[0] = layout.gaps[-1] = ""  # a translation starts and ends with its first and last words
         return Document(layout, sentences)
 
@@ -91,28 +91,23 @@ class TextPipeline:
                source_pieces: list[str]) -> str:
         """The model's translation of ``sentence.protected.text`` -> the translation of ``sentence.source``:
         re-cased, its spans and tags back in place. ``pieces``/``attention``/``source_pieces``: as
-        ``mt.decode.align.places``."""
-        p = sentence.protected
+        ``mt.decode.align.places``, which places spans and tags together."""
+        p, tags = sentence.protected, sentence.tags
         text = escape(recase(text, sentence.style), self.markup)
-        n_out = (piece_words(pieces)[-1] + 1) if pieces else len(text.split())
-        items = [(span.at, Insertion(i.place, escape(i.text, self.markup)))
-                 for span, i in zip(p.spans, insertions(p, pieces, attention, source_pieces, text))] if p.text else \
-            [(span.at, Insertion(0, escape(span.output, self.markup))) for span in p.spans]
-        if sentence.tags:
-            items += self._tag_insertions(sentence, pieces, attention, source_pieces, n_out)
+        n_out = output_words(pieces, text)
+        mapping = word_map(p, len(sentence.source.split())) if tags else []
+        found, fallbacks = places([s.word for s in p.spans] + [mapping[k] for k, _, _ in tags], len(p.text.split()),
+                                  pieces, attention, source_pieces, n_out)
+        p.fallbacks += fallbacks
+        at_spans, at_tags = found[: len(p.spans)], _in_order(found[len(p.spans):], [t for _, _, t in tags],
+                                                             [k for k, _, _ in tags], n_out)
+        items = [(span.at, Insertion(place, escape(span.output, self.markup))) for span, place in zip(p.spans, at_spans)]
+        items += [(at, Insertion(place, tag.text, _GLUE[tag.role])) for place, (_, at, tag) in zip(at_tags, tags)]
         items.sort(key=lambda x: (x[1].place, x[0]))
         return sentence.lead + insert(text, [i for _, i in items]) + sentence.trail
 
-    def _tag_insertions(self, sentence: Sentence, pieces, attention, source_pieces, n_out: int) -> list:
-        p = sentence.protected
-        mapping = word_map(p, len(sentence.source.split()))
-        n_src = len(p.text.split())
-        found, fallbacks = places([mapping[k] for k, _, _ in sentence.tags], n_src, pieces, attention,
-                                  source_pieces, n_out)
-        p.fallbacks += fallbacks
-        found = _in_order(found, [t for _, _, t in sentence.tags], [k for k, _, _ in sentence.tags], n_out)
-        glue = {"open": "next", "close": "previous", "void": ""}
-        return [(at, Insertion(place, tag.text, glue[tag.role])) for place, (_, at, tag) in zip(found, sentence.tags)]
+
+_GLUE = {"open": "next", "close": "previous", "void": ""}  # an opening tag sticks to the word after it ...
 
 
 def _in_order(found: list[int], tags: list[Tag], source: list[int], n_out: int) -> list[int]:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mt.decode.align import Insertion, insert, piece_words, places
+from mt.decode.align import Insertion, insert, output_words, places
 from mt.errors import MTError
 from mt.text import read_text_file
 
-__all__ = ["Glossary", "Protected", "Span", "insertions", "known_characters", "load_glossary", "protect", "restore", "word_map"]
+__all__ = ["Glossary", "Protected", "Span", "known_characters", "load_glossary", "protect", "restore", "word_map"]
 
 _URL = r"(?:https?://|www\.)[^\s<>\"]+|\b[\w-]+(?:\.[\w-]+)+/[^\s<>\"]*"
 _EMAIL = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
@@ -215,36 +215,29 @@ def restore(protected: Protected, pieces: list[str], attention: torch.Tensor | N
 
     ``pieces``: the translation's SentencePiece pieces (``text`` decoded from them); ``attention``: (len(pieces) or
     one more for the end of sentence, len(source_pieces)), or None (the spans then go by relative position, counted
-    in ``protected.fallbacks``)."""
+    in ``protected.fallbacks``). ``mt.decode.pipeline`` does the same for spans and tags together."""
     if not protected.spans:
         return text
-    if not protected.text:
-        return protected.spans[0].output
-    return insert(text, insertions(protected, pieces, attention, source_pieces, text))
+    found, fallbacks = places([s.word for s in protected.spans], len(protected.text.split()), pieces, attention,
+                              source_pieces, output_words(pieces, text))
+    protected.fallbacks += fallbacks
+    return insert(text, [Insertion(place, span.output) for place, span in zip(found, protected.spans)])
 
 
 def word_map(protected: Protected, n_words: int) -> list[int]:
     """For each word boundary 0..n_words of the sentence before protection, the boundary of ``protected.text``
     it became (a boundary inside a span becomes the span's)."""
     n = len(protected.text.split())
+    spans_at: dict[int, list[Span]] = {}
+    for span in protected.spans:
+        spans_at.setdefault(span.word, []).append(span)
     order: list[int] = []  # the protected boundary before each word of the original sentence
     for w in range(n + 1):
-        for span in protected.spans:
-            if span.word == w:
-                order.extend([w] * len(span.text.split()))
+        for span in spans_at.get(w, []):
+            order.extend([w] * len(span.text.split()))
         if w < n:
             order.append(w)
     return [order[k] if k < len(order) else n for k in range(n_words + 1)]
-
-
-def insertions(protected: Protected, pieces: list[str], attention: torch.Tensor | None, source_pieces: list[str],
-               text: str) -> list[Insertion]:
-    """Where ``restore`` puts each span (``mt.decode.align``); counts fallbacks in ``protected``."""
-    n_out = (piece_words(pieces)[-1] + 1) if pieces else len(text.split())
-    found, fallbacks = places([s.word for s in protected.spans], len(protected.text.split()), pieces, attention,
-                              source_pieces, n_out)
-    protected.fallbacks += fallbacks
-    return [Insertion(place, span.output) for place, span in zip(found, protected.spans)]
 
 
 def load_glossary(path: str) -> Glossary:

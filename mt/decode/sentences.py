@@ -24,8 +24,7 @@ from sentencex import segment
 
 __all__ = ["LONG", "Layout", "cut_to_length", "split_text"]
 
-LONG = 3  # a "sentence" of more than LONG x the training sentences' mean length is cut (2 cut real sentences of
-          # Multi30k's validation split, and hurt them)
+LONG = 3  # a "sentence" of more than LONG x the training sentences' mean length is cut (docs/recipe.md)
 
 Count = Callable[[list[str]], list[int]]  # texts -> their lengths in subword tokens (one tokenizer call)
 
