@@ -230,6 +230,8 @@ def test_tags_come_back_in_order_around_the_translated_words(translator, markup)
         assert [t.text for t in parse(line, markup)[1]] == [t.text for t in parse(o.text, markup)[1]], (line, o.text)
     if markup == "html":
         assert re.search(r"<b>\S+</b>", out[0].text)  # the element still holds a word
+        alone = translator.translate([lines[0]], beam=2, markup="html")[0]  # tags, no span: attention all the same
+        assert alone.text == out[0].text and alone.fallbacks == 0  # placed by attention, not by relative position
         assert out[0].text.replace("<b>", "").replace("</b>", "") == plain[0].text
         assert out[1].text.startswith("<p>") and "</p>\n<p>" in out[1].text and out[1].text.endswith("</p>")
         assert "<" not in out[2 + 8].text and "<script>the dog</script>" in out[2 + 7].text  # text stays text

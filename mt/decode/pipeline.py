@@ -83,6 +83,10 @@ class TextPipeline:
             protected.text, style = uncase(protected.text)
         return Sentence(source, protected, style)
 
+    def aligns(self, sentence: Sentence) -> bool:
+        """Whether ``finish`` needs the search's attention: spans or tags go back inside the sentence."""
+        return bool(sentence.protected.spans or sentence.tags)
+
     def changes(self, sentence: Sentence) -> bool:
         """Whether ``finish`` changes the model's translation of ``sentence``."""
         return bool(self.markup != "none" or sentence.protected.spans or sentence.style)

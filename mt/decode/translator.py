@@ -176,7 +176,7 @@ class Translator:
         sentences = [s for doc in documents for s in doc.sentences]
         model_texts = [s.protected.text for s in sentences]
         owner, parts, ids = self._parts(model_texts, pipeline.split)  # part k belongs to sentence owner[k]
-        attention = return_attention or any(s.protected.spans for s in sentences)
+        attention = return_attention or any(pipeline.aligns(s) for s in sentences)
         if sampling is None:
             found = self._search(ids, beam, nbest, alpha, attention)
         else:
