@@ -168,8 +168,8 @@ class _Slow:
 
 
 def test_the_concurrency_setting_holds_and_errors_tell_no_internals(trained_run: Path, translator: Translator):
-    """--concurrency N: N translations at once (it fell to 1: the Enter event had no limit of its own, and Gradio
-    applies a group's lowest); an error shows neither the exception's class nor the run's path."""
+    """--concurrency N: N translations at once through the API (a guard: the reported fall to 1 after an Enter
+    press did not show through API calls alone); an error shows neither the exception's class nor the run's path."""
     from gradio_client import Client
 
     slow = _Slow(translator)
