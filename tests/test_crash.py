@@ -82,14 +82,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_files(trained_run, tmp_p
     """Under a real write limit (RLIMIT_FSIZE in a subprocess, not a faked exception), every writer fails with one
     line naming its file and leaves the previous file and no temporary: torch.save's own error included."""
     source = tmp_path / "in.txt"
-    source.write_text("the big red dog runs near the small cat\n" * 3000, encoding="utf-8")
+    source.write_text("the big red dog runs near the small cat\n" * 800, encoding="utf-8")
     model, output, ck = tmp_path / "model.mt", tmp_path / "out.txt", tmp_path / "last.pt"
     for path in (model, output, ck):
         path.write_bytes(b"the previous file")
     jobs = [["export", "--run", str(trained_run), "--output", str(model)],
             ["translate", "--run", str(trained_run), "--input", str(source), "--output", str(output), "--beam", "1"],
             ]
-    script = FULL_DISK.replace("@LIMIT@", str(64 * 1024)).replace("@JOBS@", repr(jobs)).replace("@CHECKPOINT@",
+    script = FULL_DISK.replace("@LIMIT@", str(16 * 1024)).replace("@JOBS@", repr(jobs)).replace("@CHECKPOINT@",
                                                                                              repr(str(ck)))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "[2, 2, 2]", result.stderr[-2000:]
