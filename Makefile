@@ -47,8 +47,9 @@ eval: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mt demo --run $(RUN) $(ARGS)
 
+# one pytest worker per core, at most 4 (pytest-xdist); the idle one steals queued tests from the busy one
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal $(ARGS)
 
 # the unit tests without end-to-end runs (no training, no subprocesses): the loop for development
 test-fast: $(STAMP)

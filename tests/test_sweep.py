@@ -23,6 +23,9 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
     out = tmp_path / "sweep"
     argv = ["--base", str(trained_run), "--out", str(out), "--minutes", "0", "--common", "train.max_epochs=1",
             "model.dropout=0.2 data.vocab_size=50"]
+    # the same `mt` commands, run in this process: each child process costs seconds of start-up (the child
+    # process itself is tested below)
+    monkeypatch.setattr(sweep, "_mt", lambda *args: print("+ mt " + " ".join(args)) or mt_main(list(args)))
     assert main(argv) == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["setting"] for r in rows] == ["baseline", "model.dropout=0.2 data.vocab_size=50"]
@@ -45,13 +48,19 @@ def test_sweep_trains_each_setting_and_tabulates_validation_bleu(trained_run, tm
     assert table.count("\n| ") == 4 and "**" in table  # header, rule, two rows; the best one in bold
     assert (out / "sweep.png").stat().st_size > 0
 
-    # re-running finds every budget spent: nothing trains again, the same table comes out (the same `mt` commands,
-    # run in this process this time: each child process costs seconds of start-up)
+    # re-running finds every budget spent: nothing trains again, the same table comes out
     capfd.readouterr()
-    monkeypatch.setattr(sweep, "_mt", lambda *args: mt_main(list(args)))
     assert main(argv) == 0
     assert capfd.readouterr().out.count("nothing left to train") == 2
     assert json.loads((out / "sweep.json").read_text()) == rows
+
+
+def test_each_setting_runs_in_a_child_process_whose_exit_status_is_kept(tmp_path, capfd):
+    """A setting that fails (here: a run folder with nothing prepared) is that child's exit status, not the sweep's
+    crash."""
+    assert sweep._mt("train", "--run", str(tmp_path / "nothing")) == 2
+    out, err = capfd.readouterr()
+    assert out.startswith("+ mt train --run") and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_sweep_rejects_a_bad_override_before_training_anything(trained_run, tmp_path, capsys):
