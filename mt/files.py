@@ -3,7 +3,8 @@
 Every file the toolkit writes for later (checkpoints, configs, results, plots) goes through ``atomic_write``:
 the data goes to a temporary file in the same folder, is flushed to disk and renamed over the old file, so a
 crash or Ctrl-C leaves either the old file or the new one. Temporary files are named ``.NAME.tmp-PID``;
-``remove_stale_temporaries`` clears those a killed process left behind.
+the next write of NAME removes those of processes that have ended, and ``remove_stale_temporaries`` clears a
+whole folder that one process owns (a run's checkpoints, under the run's lock).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +33,7 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[IO[bytes]], Non
     ``what`` names the file in the error message ("checkpoint", "config" ...)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_dead_writers_temporaries(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -99,6 +103,31 @@ def remove_stale_temporaries(folder: Path) -> None:
     for stale in Path(folder).glob(".*.tmp-*"):
         log.warning("removing %s, an incomplete write of an earlier run", stale.name)
         stale.unlink()
+
+
+def _remove_dead_writers_temporaries(path: Path, quiet_for_s: float = 60.0) -> None:
+    """Delete the ``.NAME.tmp-PID`` files of earlier writes of ``path`` whose process is gone (killed, or stopped by
+    a full disk before it could clean up). A temporary is left alone while its PID runs on this machine, or while it
+    changed in the last minute (a writer on another machine sharing the folder)."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        try:
+            if not pid.isdigit() or _running(int(pid)) or time.time() - stale.stat().st_mtime < quiet_for_s:
+                continue
+            stale.unlink()
+        except OSError:
+            continue
+        log.warning("removed %s, an incomplete write by process %s, which has ended", stale.name, pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
 
 
 def sha256_file(path: str | Path) -> str:

@@ -118,3 +118,24 @@ def test_one_writer_per_run_folder(prepared_tiny, tmp_path, capsys):
     assert len(errors) == 3 and all(f"is in use by mt train (PID {os.getpid()})" in e for e in errors)
     assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lock") == before
     assert main(["train", "--run", str(run), *TINY_OVERRIDES, "train.max_epochs=1"]) == 0  # free again
+
+
+def test_the_next_write_removes_the_temporaries_of_writers_that_were_killed(tmp_path):
+    """A process killed mid-write (SIGKILL, or the OOM killer) leaves `.NAME.tmp-PID` behind, a whole model file
+    for `mt export`: the next write of NAME removes it once its process is gone, and leaves the temporaries of a
+    process still running, of a writer that touched its file in the last minute, and of other files."""
+    from mt.files import atomic_write
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)
+    target = tmp_path / "model.mt"
+    stale, fresh = tmp_path / f".model.mt.tmp-{dead}", tmp_path / f".model.mt.tmp-{dead + 1_000_000}"
+    alive, other = tmp_path / f".model.mt.tmp-{os.getppid()}", tmp_path / f".other.mt.tmp-{dead}"
+    for path in (stale, fresh, alive, other):
+        path.write_bytes(b"half a model")
+    hour_ago = time.time() - 3600
+    for path in (stale, alive, other):
+        os.utime(path, (hour_ago, hour_ago))
+    atomic_write(target, b"the model")
+    assert target.read_bytes() == b"the model"
+    assert not stale.exists() and fresh.exists() and alive.exists() and other.exists()
