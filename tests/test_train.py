@@ -562,3 +562,21 @@ def test_optional_sections_of_a_known_version_are_read_and_others_left_aside(cap
     assert optional_section(state, "lexicon", 1) == {"version": 1, "pairs": [[4, 5]]}
     assert optional_section(state, "card", 1) is None and "card section of version 3 ignored" in caplog.text
     assert optional_section(state, "lengths", 1) is None and optional_section({"format": 1}, "card", 1) is None
+
+
+def test_a_huge_validation_line_is_translated_in_parts_that_fit(trained_run):
+    """A validation line over data.max_tokens is cut as `mt translate` cuts it, so each validation decodes a few
+    sentences' worth instead of one search over all of it; its translation is its parts' joined."""
+    from mt.tasks.validation import parts_that_fit, validation_bleu
+
+    translator = Translator.from_run(trained_run)
+    tok, limit = translator.tokenizer, 20
+    lines = ["the dog runs", "the big red dog runs near the small cat " * 300]
+    ids = tok.encode_src(lines)
+    parts = parts_that_fit(lines, ids, tok.encode_src, limit)
+    assert parts[0] == [ids[0]]
+    assert len(parts[1]) > 100 and all(0 < len(p) <= limit for p in parts[1])
+    assert sum(map(len, parts[1])) == len(ids[1])  # cut at spaces: the same subwords, none lost
+    bleu, hyps = validation_bleu(translator.model, parts, ["der hund rennt", "x"], tok.decode_tgt,
+                                 translator.cfg.decode, torch.device("cpu"))
+    assert len(hyps) == 2 and len(hyps[1].split()) > 3 * len(parts[1])

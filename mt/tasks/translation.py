@@ -26,7 +26,7 @@ from mt.model import Seq2Seq
 from mt.recipes.averaging import FinalModelChoice, KeepCheckpoints
 from mt.recipes.rdrop import RDropGuard
 from mt.run import RunDir
-from mt.tasks.validation import validation_bleu
+from mt.tasks.validation import parts_that_fit, validation_bleu
 from mt.train.hooks import Hook
 from mt.train.loop import Trainer
 from mt.train.progress import TrainResult
@@ -57,11 +57,16 @@ class TranslationTask:
         # reads its own rows, so memory does not grow with the corpus
         self.train = train.select_columns(["src_ids", "tgt_ids"])
         self.src_lens, self.tgt_lens = (list_lengths(self.train, c) for c in ("src_ids", "tgt_ids"))  # (N,) each
-        limit = cfg.train.val_max_sentences or len(val)
-        self.val_src, self.val_tgt, self.val_refs = (val[c][:limit] for c in ("src_ids", "tgt_ids", "ref"))
-        self.val_batches = [collate([self.val_src[i] for i in idx], [self.val_tgt[i] for i in idx], idx)
-                            for idx in make_batches([len(s) for s in self.val_src], [len(t) for t in self.val_tgt],
-                                                    cfg.train.batch_tokens)]
+        n = cfg.train.val_max_sentences or len(val)
+        src_ids, tgt_ids, self.val_refs = (val[c][:n] for c in ("src_ids", "tgt_ids", "ref"))
+        # BLEU: every line, one over data.max_tokens in parts as `mt translate` cuts it (val_src[i]: line i's parts)
+        self.val_src = parts_that_fit(val["src"][:n], src_ids, self.tokenizer.encode_src, cfg.data.max_tokens)
+        # the loss: the pairs within data.max_tokens, as training's (a longer pair would be one huge batch)
+        within = [i for i in range(len(src_ids)) if max(len(src_ids[i]), len(tgt_ids[i])) <= cfg.data.max_tokens]
+        self.val_batches = [collate([src_ids[within[j]] for j in idx], [tgt_ids[within[j]] for j in idx],
+                                    [within[j] for j in idx])
+                            for idx in make_batches([len(src_ids[i]) for i in within],
+                                                    [len(tgt_ids[i]) for i in within], cfg.train.batch_tokens)]
 
     def describe(self) -> str:
         world = dist.get_world_size() if dist.is_initialized() else 1

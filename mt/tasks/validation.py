@@ -5,6 +5,8 @@ fp32 greedy BLEU of one Multi30k checkpoint differed by 0.16)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sacrebleu
 import torch
 
@@ -13,10 +15,11 @@ from mt.config import DecodeConfig
 from mt.data.batching import collate, make_batches
 from mt.decode.greedy import greedy_search
 from mt.decode.search import Hypothesis
+from mt.decode.segment import split_to_fit
 from mt.device import autocast
 from mt.model import Seq2Seq
 
-__all__ = ["decode_ids", "validation_bleu"]
+__all__ = ["decode_ids", "parts_that_fit", "validation_bleu"]
 
 
 @torch.no_grad()
@@ -33,12 +36,24 @@ def decode_ids(model: Seq2Seq, src: list[list[int]], cfg: DecodeConfig, device: 
     return out  # type: ignore[return-value]
 
 
-def validation_bleu(model: Seq2Seq, src: list[list[int]], refs: list[str], detok, cfg: DecodeConfig,
+def parts_that_fit(sources: list[str], ids: list[list[int]], encode: Callable[[list[str]], list[list[int]]],
+                   limit: int) -> list[list[list[int]]]:
+    """Each validation line as the parts `mt translate` translates it in: the line itself within ``limit`` subwords,
+    else ``split_to_fit``'s parts (``ids[i]`` are the subwords of ``sources[i]``). A huge line costs a few
+    sentences' decoding at every validation, not one search over all of it."""
+    count = lambda texts: [len(x) for x in encode(texts)]  # noqa: E731
+    return [[line_ids] if len(line_ids) <= limit else encode(split_to_fit(text, count, limit))
+            for text, line_ids in zip(sources, ids)]
+
+
+def validation_bleu(model: Seq2Seq, src: list[list[list[int]]], refs: list[str], detok, cfg: DecodeConfig,
                     device: torch.device) -> tuple[float, list[str]]:
-    """Greedy translations, decoded in ``cfg.precision``, scored with sacreBLEU (cased, 13a) against the raw
-    references."""
+    """Greedy translations of each line's parts (``parts_that_fit``) joined by spaces, decoded in
+    ``cfg.precision``, scored with sacreBLEU (cased, 13a) against the raw references."""
     device = torch.device(device)
     use_decoding(model, cfg)
+    flat = [part for parts in src for part in parts]
     with autocast(device, cfg.precision):
-        hyps = detok([h.tokens for h in decode_ids(model, src, cfg, device)])
+        translated = iter(detok([h.tokens for h in decode_ids(model, flat, cfg, device)]))
+    hyps = [" ".join(next(translated) for _ in parts) for parts in src]
     return sacrebleu.corpus_bleu(hyps, [refs]).score, hyps
