@@ -37,7 +37,7 @@ def _timed(run: RunDir, arm: Arm, precision: str | None, sources: list[str], bea
     start = time.perf_counter()
     translator = arm.translator(run, precision)
     loaded = time.perf_counter()
-    texts = [t.text for t in translator.translate(sources, beam=beam)]
+    texts = translator.translate(sources, beam=beam)
     done = time.perf_counter()
     return translator, texts, done - loaded, done - start
 
@@ -50,7 +50,7 @@ def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[s
     for beam in beams:
         for precision in precisions:
             for arm in arms:  # a process's first decode of a kind runs slower (kernels, memory): untimed
-                arm.translator(run, precision).translate(sources[:WARMUP_SENTENCES], beam=beam)
+                arm.translator(run, precision).translate_batch(sources[:WARMUP_SENTENCES], beam=beam)
             seconds: dict[str, list[float]] = {a.label: [] for a in arms}
             with_loading: dict[str, list[float]] = {a.label: [] for a in arms}
             first_round: dict[str, tuple[Translator, list[str]]] = {}

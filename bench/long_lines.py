@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(docs)} lines of {args.sentences} sentences of {args.split}: {min(map(len, ids))}-"
           f"{max(map(len, ids))} subwords, {sum(len(x) > limit for x in ids)} over the limit of {limit}")
     start = time.perf_counter()
-    whole = [t.text for t in translator.translate(docs)]
+    whole = translator.translate(docs)
     seconds = time.perf_counter() - start
     cfg = translator.cfg.decode
     cut = translator.tokenizer.decode_tgt(
         [h[0].tokens for h in translator._search([x[:limit] for x in ids], cfg.beam, 1, cfg.alpha, False)])
-    one_by_one = documents([t.text for t in translator.translate(sources)], args.sentences)
+    one_by_one = documents(translator.translate(sources), args.sentences)
     report("split at sentence ends (mt translate)", whole, refs)
     report("cut at the limit (before)", cut, refs)
     report("sentence by sentence (ceiling)", one_by_one, refs)

@@ -72,15 +72,15 @@ def evaluate(translator: Translator, items: list[dict], clean_src: list[str], cl
              markup: str = "none") -> dict:
     """The report of one arm; ``markup``: the ``decode.markup`` the tag lines are translated with."""
     started = time.perf_counter()
-    results = translator.translate([x["source"] for x in items])
+    results = translator.translate_batch([x["source"] for x in items])
     if markup != "none":
         tagged = [i for i, x in enumerate(items) if x["kind"] == "tag"]
         translator.set_decoding([f"decode.markup={markup}"])
-        for i, r in zip(tagged, translator.translate([items[i]["source"] for i in tagged])):
+        for i, r in zip(tagged, translator.translate_batch([items[i]["source"] for i in tagged])):
             results[i] = r
         translator.set_decoding(["decode.markup=none"])
     hyps = [r.text for r in results]
-    clean = [r.text for r in translator.translate(clean_src)]
+    clean = translator.translate(clean_src)
     seconds = time.perf_counter() - started
     report: dict = {"seconds": round(seconds, 1), "bleu_clean_split": bleu(clean, clean_ref)}
     messy_hyps, messy_refs, clean_hyps, clean_refs = [], [], [], []
@@ -122,7 +122,7 @@ def glossary_report(translator: Translator, sources: list[str], references: list
     report = {"glossary": path, "lines": len(lines), "terms": sum(map(len, wanted))}
     for arm, g in (("without", None), ("with", glossary)):
         translator.set_glossary(g)
-        hyps = [t.text for t in translator.translate([sources[i] for i in lines])]
+        hyps = translator.translate([sources[i] for i in lines])
         present = sum(w in h for ws, h in zip(wanted, hyps) for w in ws)
         report[arm] = {"terms_present": round(present / max(1, report["terms"]), 3),
                        "bleu": bleu(hyps, [references[i] for i in lines])}

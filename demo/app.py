@@ -78,7 +78,7 @@ def translate_text(translator: Translator, text: str, beam: int = 5, nbest: int 
 
 def _translate(translator: Translator, texts: list[str], **options) -> list:
     try:
-        return translator.translate(texts, **options)
+        return translator.translate_batch(texts, **options)
     except Exception:  # noqa: BLE001 - the page gets one line without internals; the server log keeps the details
         log.exception("translation failed")
         raise gr.Error("Translation failed on this input; the server's log has the details. Please report it.",

@@ -24,7 +24,7 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     beam = beam or translator.cfg.decode.beam
     alpha = translator.cfg.decode.alpha if alpha is None else alpha
     start = time.perf_counter()
-    hypotheses = [t.text for t in translator.translate(sources, beam=beam, alpha=alpha)]
+    hypotheses = [t.text for t in translator.translate_batch(sources, beam=beam, alpha=alpha)]
     seconds = time.perf_counter() - start
     facts = getattr(translator, "facts", {})
     report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,

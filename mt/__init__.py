@@ -15,10 +15,26 @@ boundary; the decoder's teacher-forced loop runs time-major inside, and its comm
     P  prompt length (language-model sampling)
 Lower-case t counts decoding steps taken so far.
 
-Public entry points: ``mt.config.load_config``, ``mt.decode.translator.Translator`` and the ``mt`` command line.
+Public entry points: ``mt.Translator`` (``mt.decode.translator``), ``mt.config.load_config`` and the ``mt``
+command line.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from mt.errors import MTError
 
+if TYPE_CHECKING:
+    from mt.decode.translator import Translator
+
 __version__ = "0.1.0"
-__all__ = ["MTError", "__version__"]
+__all__ = ["MTError", "Translator", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Translator":  # imported on first use: `import mt` alone does not load torch
+        from mt.decode.translator import Translator
+
+        return Translator
+    raise AttributeError(f"module 'mt' has no attribute {name!r}")

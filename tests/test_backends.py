@@ -173,7 +173,7 @@ def test_a_trained_model_translates_identically_in_both_backends(trained_run):
                 assert translator.facts["backend"] == backend
                 for beam in (1, 3):
                     texts[backend, candidates, precision, beam] = [t.text for t in
-                                                                   translator.translate(sources, beam=beam)]
+                                                                   translator.translate_batch(sources, beam=beam)]
     for beam in (1, 3):
         want = texts["reference", "exact", "fp32", beam]
         assert texts["fast", "exact", "fp32", beam] == want

@@ -62,7 +62,7 @@ def test_nbest_format_is_moses(trained_run, tmp_path):
 
 
 def test_translator_returns_attention_and_pieces(trained_run):
-    t = Translator.from_run(trained_run).translate(["the red dog runs"], beam=3, return_attention=True)[0]
+    t = Translator.from_run(trained_run).translate_batch(["the red dog runs"], beam=3, return_attention=True)[0]
     assert "".join(t.src_pieces).replace("\u2581", " ").strip() == "the red dog runs"
     assert "".join(p for p in t.tgt_pieces if p != "</s>").replace("\u2581", " ").strip() == t.text
     assert t.tgt_pieces[-1] == "</s>" and t.text  # the best hypothesis ended with EOS, its step has attention too
@@ -140,8 +140,8 @@ def test_eval_files_are_checked_before_the_model_loads(tmp_path, capsys, src, re
 
 def test_int8_quantized_decoding_stays_close(trained_run):
     sentences = ["the dog runs", "a red cat sits near the man", "the big woman eats"]
-    plain = Translator.from_run(trained_run).translate(sentences, beam=2)
-    quantized = Translator.from_run(trained_run, quantize="int8").translate(sentences, beam=2)
+    plain = Translator.from_run(trained_run).translate_batch(sentences, beam=2)
+    quantized = Translator.from_run(trained_run, quantize="int8").translate_batch(sentences, beam=2)
     assert len(quantized) == len(sentences)
     assert sum(p.text == q.text for p, q in zip(plain, quantized)) >= 2
 
@@ -157,3 +157,19 @@ def test_eval_with_ensemble_writes_its_own_report(trained_run, tmp_path, capsys)
     assert main_report.read_text() == before  # the single model's result is kept
     assert main(["translate", "--run", str(trained_run), "--ensemble", str(tmp_path / "nowhere")]) == 2
     assert "ensemble member not found" in capsys.readouterr().err
+
+
+def test_the_python_api_gives_a_string_for_a_string_and_a_list_for_a_list(trained_run):
+    import mt
+    from mt import Translator
+
+    translator = Translator.from_run(trained_run)
+    sentences = ["the dog runs", "a small cat sits near the man"]
+    objects = translator.translate_batch(sentences, beam=2)
+    assert translator.translate(sentences[0], beam=2) == objects[0].text
+    assert translator.translate(sentences, beam=2) == [t.text for t in objects]
+    assert translator.translate((s for s in sentences), beam=2) == [t.text for t in objects]  # any iterable
+    assert "Translator" in mt.__all__
+    lazy = subprocess.run([sys.executable, "-c", "import mt, sys; print('torch' in sys.modules)"],
+                          capture_output=True, text=True)
+    assert lazy.stdout.strip() == "False"  # `import mt` alone stays light: torch loads with the Translator

@@ -26,7 +26,7 @@ def translator(trained_run: Path) -> Translator:
 
 def test_translate_text_matches_the_translator(translator: Translator):
     text, rows, figure, status = translate_text(translator, "the dog runs\na red cat sits", beam=3, nbest=2)
-    expected = [t.text for t in translator.translate(["the dog runs", "a red cat sits"], beam=3)]
+    expected = [t.text for t in translator.translate_batch(["the dog runs", "a red cat sits"], beam=3)]
     assert text.split("\n") == expected
     assert [r[:2] for r in rows] == [[1, 1], [1, 2], [2, 1], [2, 2]]
     assert rows[0][3] == expected[0] and rows[0][2] >= rows[1][2]  # best first
@@ -80,10 +80,10 @@ def test_gradio_client_round_trip(server: str, translator: Translator):
 
     client = Client(server, verbose=False)
     result = client.predict("the big dog runs", api_name="/translate")
-    assert result[0] == translator.translate(["the big dog runs"])[0].text != ""
+    assert result[0] == translator.translate_batch(["the big dog runs"])[0].text != ""
     assert "1 sentence" in result[3]
     tagged = client.predict("the <b>big</b> dog runs", 5, 1, "html", api_name="/translate")[0]
-    assert tagged == translator.translate(["the <b>big</b> dog runs"], markup="html")[0].text
+    assert tagged == translator.translate_batch(["the <b>big</b> dog runs"], markup="html")[0].text
     assert tagged.count("<b>") == tagged.count("</b>") == 1
     with pytest.raises(Exception, match="at most 200"):
         client.predict("dog " * 100, api_name="/translate")
@@ -93,7 +93,7 @@ def test_concurrent_requests_are_all_answered(server: str, translator: Translato
     from gradio_client import Client
 
     sentences = [" ".join(["the", "red", "dog", "runs", "near", "a", "cat"][: 2 + i % 6]) for i in range(20)]
-    expected = [t.text for t in translator.translate(sentences)]
+    expected = [t.text for t in translator.translate_batch(sentences)]
 
     client = Client(server, verbose=False)
     jobs = [client.submit(sentence, api_name="/translate") for sentence in sentences]  # 20 requests in flight
@@ -130,7 +130,7 @@ def test_real_browser_translates_and_draws_the_heatmap(server: str, translator: 
             expect(translation).not_to_have_value("", timeout=30_000)
             expect(page.locator("#heatmap img")).to_be_visible(timeout=30_000)
             print(f"browser round trip {time.perf_counter() - start:.2f} s")
-            assert translation.input_value() == translator.translate(["the small cat jumps over a dog"])[0].text
+            assert translation.input_value() == translator.translate_batch(["the small cat jumps over a dog"])[0].text
             expect(page.locator("#nbest")).to_contain_text("katze")
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         finally:
@@ -144,7 +144,7 @@ def test_demo_serves_an_exported_model_file(trained_run: Path, tmp_path: Path):
     translator = Translator.from_file(tmp_path / "m.mt", threads=1)
     assert "exported model file" in model_facts(None, translator) and "en → de" in model_facts(None, translator)
     assert isinstance(build_app(translator, None), gr.Blocks)
-    assert translate_text(translator, "the dog runs", beam=2)[0] == translator.translate(["the dog runs"], beam=2)[0].text
+    assert translate_text(translator, "the dog runs", beam=2)[0] == translator.translate_batch(["the dog runs"], beam=2)[0].text
 
 
 class _Slow:

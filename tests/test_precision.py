@@ -75,9 +75,9 @@ def test_decoding_follows_decode_precision(trained_run):
     assert translator.precision == "fp32"  # configs/tiny.yaml fixes it
     sources = RunDir.of(trained_run).encoded()["val"]["src"][:20]
     for beam in (1, 3):
-        fp32 = [t.text for t in translator.translate(sources, beam=beam)]
+        fp32 = [t.text for t in translator.translate_batch(sources, beam=beam)]
         translator.precision = "bf16"
-        bf16 = translator.translate(sources, beam=beam, return_attention=True)
+        bf16 = translator.translate_batch(sources, beam=beam, return_attention=True)
         translator.precision = "fp32"
         assert sum(a == b.text for a, b in zip(fp32, bf16)) >= 14
         assert bf16[0].attention.dtype == torch.float32

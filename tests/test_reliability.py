@@ -76,7 +76,7 @@ def test_tokenizer_round_trips_in_vocabulary_text(translator, words):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ANY_TEXT, max_size=6), st.integers(1, 3))
 def test_translation_answers_every_line(translator, texts, beam):
-    out = translator.translate(texts, beam=beam)
+    out = translator.translate_batch(texts, beam=beam)
     assert [t.source for t in out] == texts
     assert all(isinstance(t.text, str) and t.text.count("\n") <= x.count("\n") for t, x in zip(out, texts))  # paragraphs
     assert all(t.text == "" for t, x in zip(out, texts) if not normalize(x))

@@ -177,8 +177,8 @@ def translator(trained_run: Path) -> Translator:
 
 def test_the_translator_copies_spans_keeps_paragraphs_and_re_cases(translator):
     """The tiny model knows 20 lower-case words: numbers, links, unseen scripts and capitals are beyond it."""
-    plain = translator.translate(["the dog runs near the cat", "a red cat sits"], beam=2)
-    messy = translator.translate(["the dog runs (4217) near the cat", "THE DOG RUNS NEAR THE CAT",
+    plain = translator.translate_batch(["the dog runs near the cat", "a red cat sits"], beam=2)
+    messy = translator.translate_batch(["the dog runs (4217) near the cat", "THE DOG RUNS NEAR THE CAT",
                                   "the dog runs near the cat.\n\na red cat sits. https://example.org/x?y=1",
                                   "Łódź"], beam=2)
     assert "(4217)" in messy[0].text and messy[0].text.replace(" (4217)", "") == plain[0].text
@@ -192,10 +192,10 @@ def test_the_translator_copies_spans_keeps_paragraphs_and_re_cases(translator):
 
 def test_switched_off_the_pipeline_translates_the_normalised_text_whole(translator):
     line = "The dog runs (4217).  A cat sits."
-    on = translator.translate([line], beam=1)[0]
+    on = translator.translate_batch([line], beam=1)[0]
     translator.set_decoding(["decode.split_sentences=false", "decode.protect_spans=false", "decode.recase=false"])
     try:
-        off = translator.translate([line], beam=1)[0]
+        off = translator.translate_batch([line], beam=1)[0]
     finally:
         translator.set_decoding(["decode.split_sentences=true", "decode.protect_spans=true", "decode.recase=true"])
     assert off.sentences == [] and off.spans == [] and off.model_input is None
@@ -222,15 +222,15 @@ def test_tags_come_back_in_order_around_the_translated_words(translator, markup)
                      *HOSTILE]
         else:
             lines = ["the **red** dog runs near [the cat](http://x.org)", "# the dog\n\n- a *red* cat sits"]
-        out = translator.translate(lines, beam=2)
-        plain = translator.translate([parse(x, markup)[0] for x in lines], beam=2)
+        out = translator.translate_batch(lines, beam=2)
+        plain = translator.translate_batch([parse(x, markup)[0] for x in lines], beam=2)
     finally:
         translator.set_decoding(["decode.markup=none"])
     for line, o in zip(lines, out):
         assert [t.text for t in parse(line, markup)[1]] == [t.text for t in parse(o.text, markup)[1]], (line, o.text)
     if markup == "html":
         assert re.search(r"<b>\S+</b>", out[0].text)  # the element still holds a word
-        alone = translator.translate([lines[0]], beam=2, markup="html")[0]  # tags, no span: attention all the same
+        alone = translator.translate_batch([lines[0]], beam=2, markup="html")[0]  # tags, no span: attention all the same
         assert alone.text == out[0].text and alone.fallbacks == 0  # placed by attention, not by relative position
         assert out[0].text.replace("<b>", "").replace("</b>", "") == plain[0].text
         assert out[1].text.startswith("<p>") and "</p>\n<p>" in out[1].text and out[1].text.endswith("</p>")

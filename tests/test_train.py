@@ -202,7 +202,7 @@ def test_checkpoint_round_trip(trained_run, tmp_path):
         b = again.model(src, torch.tensor([4]), torch.tensor([[2, 9, 10]]))
     assert torch.equal(a, b)
     sentences = ["the dog runs", "a red cat sits near the man"]
-    assert [t.text for t in translator.translate(sentences)] == [t.text for t in again.translate(sentences)]
+    assert [t.text for t in translator.translate_batch(sentences)] == [t.text for t in again.translate_batch(sentences)]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -430,7 +430,7 @@ def test_shared_embeddings_train_save_and_load_as_one_matrix(tmp_path, capsys, t
     assert torch.equal(weights["encoder.embed.weight"], weights["decoder.embed.weight"])
     model = Translator.from_run(run).model
     assert model.encoder.embed.weight is model.decoder.embed.weight is model.decoder.output.weight
-    assert Translator.from_run(run).translate(["the dog runs"])[0].text
+    assert Translator.from_run(run).translate_batch(["the dog runs"])[0].text
 
 
 def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys, train_tiny):
@@ -443,7 +443,7 @@ def test_validation_checkpoints_kept_and_averaged(tmp_path, capsys, train_tiny):
     parts = [load_checkpoint(run / "checkpoints" / name)["model"] for name in kept]
     name = "decoder.output.weight"
     assert torch.allclose(averaged["model"][name], sum(p[name] for p in parts) / 3, atol=1e-6)
-    assert Translator.from_run(run, checkpoint="averaged").translate(["the dog runs"])[0].text
+    assert Translator.from_run(run, checkpoint="averaged").translate_batch(["the dog runs"])[0].text
     assert main(["average", "--run", str(run), "--last", "5"]) == 2
     assert "fewer than --last 5" in capsys.readouterr().err
 

@@ -45,7 +45,7 @@ def test_a_pipe_gets_each_answer_before_its_input_ends(trained_run):
         assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
     finally:
         proc.kill()
-    expected = Translator.from_run(trained_run).translate(SENTENCES[:2], beam=1)
+    expected = Translator.from_run(trained_run).translate_batch(SENTENCES[:2], beam=1)
     assert answers == [t.text + "\n" for t in expected]
 
 
@@ -68,12 +68,12 @@ def test_a_long_line_is_translated_whole(translator):
     limit = max(len(x) for x in translator.tokenizer.encode_src([s + "." for s in SENTENCES]))
     translator.max_src_tokens = limit
     try:
-        whole = translator.translate([line, "the dog runs"], beam=2)
+        whole = translator.translate_batch([line, "the dog runs"], beam=2)
     finally:
         translator.max_src_tokens = translator.cfg.data.max_tokens
-    parts = translator.translate([s + "." for s in SENTENCES], beam=2)
+    parts = translator.translate_batch([s + "." for s in SENTENCES], beam=2)
     assert whole[0].text == " ".join(p.text for p in parts)
-    assert whole[1].text == translator.translate(["the dog runs"], beam=2)[0].text  # short lines as before
+    assert whole[1].text == translator.translate_batch(["the dog runs"], beam=2)[0].text  # short lines as before
 
 
 def test_score_reference_is_the_validation_loss(translator):
@@ -123,7 +123,7 @@ def test_decode_overrides_device_and_threads(trained_run, tmp_path, capsys):
     args = ["translate", "--run", str(trained_run), "--input", str(tmp_path / "in"), "--device", "cpu",
             "--threads", "1"]
     assert main([*args, "decode.batch_tokens=7", "decode.beam=1"]) == 0
-    assert capsys.readouterr().out == Translator.from_run(trained_run).translate(["the dog runs"], beam=1)[0].text + "\n"
+    assert capsys.readouterr().out == Translator.from_run(trained_run).translate_batch(["the dog runs"], beam=1)[0].text + "\n"
     assert main([*args, "model.dropout=0.1"]) == 2
     assert "only decode.* keys apply when translating" in capsys.readouterr().err
 
@@ -151,7 +151,7 @@ def test_an_exported_file_alone_translates_like_its_run(trained_run, tmp_path):
     there = subprocess.run([sys.executable, "-m", "mt", "translate", "--model", "model.mt"], input=lines.encode(),
                            capture_output=True, cwd=alone, env=env, timeout=120)
     assert there.returncode == 0, there.stderr.decode()[-1000:]
-    expected = "".join(t.text + "\n" for t in Translator.from_run(trained_run).translate(SENTENCES))
+    expected = "".join(t.text + "\n" for t in Translator.from_run(trained_run).translate_batch(SENTENCES))
     assert there.stdout.decode() == expected
     alone_translator = Translator.from_file(alone / "model.mt")
     facts = alone_translator.facts
@@ -164,7 +164,7 @@ def test_an_exported_file_alone_translates_like_its_run(trained_run, tmp_path):
     assert main(["export", "--run", str(trained_run), "--output", str(small), "--int8"]) == 0
     saved = out.stat().st_size - small.stat().st_size  # the tokenizer is most of a tiny model's file
     assert saved > 0.5 * 4 * facts["parameters"]  # int8 matrices: well over half of the fp32 weight bytes
-    assert len(Translator.from_file(small).translate(SENTENCES)) == len(SENTENCES)
+    assert len(Translator.from_file(small).translate_batch(SENTENCES)) == len(SENTENCES)
 
     damaged = alone / "model.mt"
     data = bytearray(damaged.read_bytes())

@@ -25,29 +25,29 @@ def translator(trained_run) -> Translator:
 
 def test_sampling_is_reproducible_by_seed_whatever_the_batching(translator):
     hot = Sampling(temperature=3.0, seed=5)
-    first = [t.text for t in translator.translate(LINES, sampling=hot)]
+    first = [t.text for t in translator.translate_batch(LINES, sampling=hot)]
     translator.set_decoding(["decode.batch_tokens=7"])  # one sentence per batch
     try:
-        again = [t.text for t in translator.translate(LINES, sampling=hot)]
-        one_by_one = [translator.translate([line], sampling=hot, first_line=i)[0].text for i, line in enumerate(LINES)]
+        again = [t.text for t in translator.translate_batch(LINES, sampling=hot)]
+        one_by_one = [translator.translate_batch([line], sampling=hot, first_line=i)[0].text for i, line in enumerate(LINES)]
     finally:
         translator.set_decoding(["decode.batch_tokens=4000"])
-    other_seed = [t.text for t in translator.translate(LINES, sampling=Sampling(temperature=3.0, seed=6))]
+    other_seed = [t.text for t in translator.translate_batch(LINES, sampling=Sampling(temperature=3.0, seed=6))]
     assert first == again == one_by_one
     assert sum(a != b for a, b in zip(first, other_seed)) >= 3
-    shifted = [t.text for t in translator.translate(LINES, sampling=hot, first_line=100)]
+    shifted = [t.text for t in translator.translate_batch(LINES, sampling=hot, first_line=100)]
     assert shifted != first  # a line's random stream is named by its position in the input
 
 
 def test_sampling_without_randomness_is_greedy_search(translator):
-    greedy = [t.text for t in translator.translate(LINES, beam=1)]
-    assert [t.text for t in translator.translate(LINES, sampling=Sampling(temperature=0))] == greedy
-    assert [t.text for t in translator.translate(LINES, sampling=Sampling(temperature=5.0, top_k=1))] == greedy
+    greedy = [t.text for t in translator.translate_batch(LINES, beam=1)]
+    assert [t.text for t in translator.translate_batch(LINES, sampling=Sampling(temperature=0))] == greedy
+    assert [t.text for t in translator.translate_batch(LINES, sampling=Sampling(temperature=5.0, top_k=1))] == greedy
 
 
 def test_sample_scores_are_the_models_log_probabilities(translator):
-    sampled = translator.translate(LINES[:6], sampling=Sampling(temperature=2.0, seed=3))
-    greedy = translator.translate(LINES[:6], beam=1)
+    sampled = translator.translate_batch(LINES[:6], sampling=Sampling(temperature=2.0, seed=3))
+    greedy = translator.translate_batch(LINES[:6], beam=1)
     assert all(s.score <= 0 for s in sampled)
     assert sum(s.score for s in sampled) < sum(g.score for g in greedy)  # hot samples are less likely
 
@@ -222,5 +222,5 @@ def test_unseen_characters_never_become_unknown_or_print_it(trained_run, tmp_pat
     # a tokenizer without byte fallback maps them to <unk>; the translation never shows it
     translator = Translator.from_run(trained_run)
     assert UNK_ID in translator.tokenizer.encode_src([names])[0]
-    assert all("⁇" not in t.text for t in translator.translate([names, f"the dog {names} runs"], beam=1))
+    assert all("⁇" not in t.text for t in translator.translate_batch([names, f"the dog {names} runs"], beam=1))
     assert translator.tokenizer.decode_tgt([[UNK_ID, 5, UNK_ID]]) == [translator.tokenizer.tgt.decode([5])]

@@ -64,7 +64,7 @@ def translate_stream(translator: Translator, chunks: Iterable[list[str]], write:
     of n lines (a progress bar). Returns the number of lines translated."""
     total = 0
     for chunk in chunks:
-        results = translator.translate(chunk, beam=beam, nbest=nbest, alpha=alpha, return_attention=with_alignment,
+        results = translator.translate_batch(chunk, beam=beam, nbest=nbest, alpha=alpha, return_attention=with_alignment,
                                        sampling=sampling, first_line=total)
         write("".join(format_line(total + k, t, fmt, nbest, with_alignment) for k, t in enumerate(results)))
         total += len(chunk)

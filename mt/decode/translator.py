@@ -1,7 +1,10 @@
-"""Load a trained RUN and translate strings: the one entry point for the CLI, evaluation and the demo.
+"""Load a trained RUN or a model file and translate strings: the one entry point for the CLI, evaluation, the demo
+and the HTTP server.
 
-    translator = Translator.from_run("runs/multi30k-en-de")
-    translator.translate(["A dog runs on the beach."])[0].text
+    translator = Translator.from_run("runs/multi30k-en-de")      # or Translator.from_file("en-de.mt")
+    translator.translate("A dog runs on the beach.")              # -> "Ein Hund rennt am Strand."
+    translator.translate(["A dog.", "A cat."])                    # -> a list of strings
+    translator.translate_batch(["A dog."], nbest=3, return_attention=True)  # -> Translation objects
 """
 
 from __future__ import annotations
@@ -154,7 +157,13 @@ class Translator:
         use_decoding(self.model, self.cfg.decode)
         self.pipeline = self._pipeline()
 
-    def translate(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
+    def translate(self, text: str | list[str], beam: int | None = None, markup: str | None = None) -> str | list[str]:
+        """A text's translation (a string for a string, a list for a list): ``translate_batch``'s texts alone."""
+        if isinstance(text, str):
+            return self.translate_batch([text], beam=beam, markup=markup)[0].text
+        return [t.text for t in self.translate_batch(list(text), beam=beam, markup=markup)]
+
+    def translate_batch(self, texts: list[str], beam: int | None = None, nbest: int = 1, alpha: float | None = None,
                   return_attention: bool = False, sampling: Sampling | None = None,
                   first_line: int = 0, markup: str | None = None) -> list[Translation]:
         """Translate texts; result i answers texts[i]. A text goes through ``mt.decode.pipeline``: split into
