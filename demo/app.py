@@ -7,7 +7,6 @@ the page and turns results into tables and a heatmap. The translate function is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,7 +15,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
+from demo.limits import BodyLimit  # noqa: E402
+from demo.model_info import evaluations  # noqa: E402
 from mt.decode.sentences import Layout, split_text  # noqa: E402
 from mt.decode.translator import Translation, Translator  # noqa: E402
 from mt.run import RunDir  # noqa: E402
@@ -95,7 +97,7 @@ def model_facts(run: RunDir | None, translator: Translator) -> str:
         lines.append(f"**Training:** {f['train_minutes']} min, {f.get('step', '?')} updates, {f.get('epoch', '?')} epochs")
     if f.get("best_val_bleu") is not None and f["best_val_bleu"] >= 0:
         lines.append(f"**Best validation BLEU (greedy):** {f['best_val_bleu']:.2f}")
-    for name, r in _evaluations(run, f).items():
+    for name, r in evaluations(run, f).items():
         try:
             lines.append(f"**{name}:** BLEU {r['bleu']:.2f}, chrF {r['chrf']:.2f} (beam {r.get('beam', '?')})")
         except (KeyError, TypeError, ValueError):
@@ -103,18 +105,6 @@ def model_facts(run: RunDir | None, translator: Translator) -> str:
     where = f"in `{run.root}`" if run else "(exported model file)"
     lines.append(f"**Checkpoint:** `{Path(f.get('checkpoint', '?')).name}` {where}")
     return "  \n".join(lines)
-
-
-def _evaluations(run: RunDir | None, facts: dict) -> dict:
-    if run is None:
-        return facts.get("evaluations") or {}
-    found = {}
-    for report in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
-        try:
-            found[report.stem] = json.loads(report.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("skipping unreadable evaluation report %s", report)
-    return found
 
 
 def _examples(run: RunDir | None, n: int = 6) -> list[str]:
@@ -175,6 +165,9 @@ def serve(translator: Translator, run: RunDir | None, host: str = "127.0.0.1", p
           max_chars: int = DEFAULT_MAX_CHARS, concurrency: int = 2, block: bool = True) -> gr.Blocks:
     """Serve the app for an already loaded model (``mt demo``); ``block=False`` returns once it is up."""
     app = build_app(translator, run, max_chars, concurrency)
+    # a request larger than the longest text allowed could be (6 bytes a character, as JSON escapes, and room for
+    # the other fields) is refused on arrival, before Gradio queues it (413)
+    limit = Middleware(BodyLimit, max_bytes=6 * max_chars + 65_536)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=False, share=False,
-               footer_links=["api"], theme=gr.themes.Soft())
+               footer_links=["api"], theme=gr.themes.Soft(), app_kwargs={"middleware": [limit]})
     return app

@@ -157,7 +157,7 @@ class _Slow:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def translate(self, *args, **kwargs):
+    def translate_batch(self, *args, **kwargs):
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
@@ -188,3 +188,25 @@ def test_the_concurrency_setting_holds_and_errors_tell_no_internals(trained_run:
         app.close()
     assert slow.most == 3
     assert all("Translation failed" in m and "RuntimeError" not in m and str(trained_run) not in m for m in messages)
+
+
+def test_a_request_too_large_is_refused_on_arrival(trained_run: Path, translator: Translator):
+    """`mt demo --max-chars N`: a body larger than N characters could need is answered 413 before Gradio reads or
+    queues it (API clients bypass the text box's own limit)."""
+    import urllib.error
+    import urllib.request
+
+    from demo.app import serve
+
+    port = _free_port()
+    app = serve(translator, RunDir.of(trained_run), port=port, max_chars=200, block=False)
+    try:
+        body = b'{"data": ["' + b"x" * 200_000 + b'"], "fn_index": 0}'
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/queue/join", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        assert b"larger than this server's limit of 66,736 bytes" in refused.value.read()
+    finally:
+        app.close()

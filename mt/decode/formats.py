@@ -25,7 +25,7 @@ from mt.decode.translator import Translation
 from mt.errors import MTError
 from mt.text import one_line
 
-__all__ = ["FORMATS", "alignment", "format_line"]
+__all__ = ["FORMATS", "alignment", "format_line", "record"]
 
 FORMATS = ("text", "jsonl")
 
@@ -39,21 +39,26 @@ def alignment(t: Translation) -> str:
     return " ".join(f"{s}-{j}" for j, s in enumerate(best))
 
 
+def record(i: int, t: Translation, nbest: int = 1, with_alignment: bool = False) -> dict:
+    """Input line ``i``'s translation ``t`` as the ``jsonl`` format's object (also `mt serve`'s batch answer)."""
+    out = {"i": i, "source": t.source, "translation": t.text, "score": round(t.score, 4),
+           "nbest": [{"translation": text, "score": round(score, 4)} for score, text in t.nbest[:nbest]]}
+    if t.sentences:
+        out["sentences"] = t.sentences
+    if t.spans:
+        out["protected"] = t.spans
+        out["fallbacks"] = t.fallbacks
+    if t.model_input is not None:
+        out["model_input"] = t.model_input
+    if with_alignment:
+        out["alignment"] = alignment(t)
+    return out
+
+
 def format_line(i: int, t: Translation, fmt: str = "text", nbest: int = 1, with_alignment: bool = False) -> str:
     """Input line ``i``'s translation ``t`` as the text to write, newline(s) included."""
     if fmt == "jsonl":
-        record = {"i": i, "source": t.source, "translation": t.text, "score": round(t.score, 4),
-                  "nbest": [{"translation": text, "score": round(score, 4)} for score, text in t.nbest[:nbest]]}
-        if t.sentences:
-            record["sentences"] = t.sentences
-        if t.spans:
-            record["protected"] = t.spans
-            record["fallbacks"] = t.fallbacks
-        if t.model_input is not None:
-            record["model_input"] = t.model_input
-        if with_alignment:
-            record["alignment"] = alignment(t)
-        return json.dumps(record, ensure_ascii=False) + "\n"
+        return json.dumps(record(i, t, nbest, with_alignment), ensure_ascii=False) + "\n"
     if fmt != "text":
         raise MTError(f"unknown output format '{fmt}'; valid: {', '.join(FORMATS)}")
     if nbest > 1:  # one line per entry: line breaks of a multi-line input become spaces
