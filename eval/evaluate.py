@@ -18,7 +18,10 @@ __all__ = ["check_pair", "evaluate", "evaluation_jobs", "result_name", "split_te
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
-             beam: int | None = None, alpha: float | None = None) -> dict:
+             beam: int | None = None, alpha: float | None = None, tokenize: str | None = None) -> dict:
+    """Translate ``sources``, score against ``references`` (BLEU's tokenizer: ``tokenize``, else the one for the
+    target language) and write RUN/eval/NAME.{hyp,json}; -> the report (with the hypotheses under "hypotheses"
+    for the caller, not in the file)."""
     if len(sources) != len(references):
         raise MTError(f"{name}: {len(sources)} source lines but {len(references)} reference lines")
     beam = beam or translator.cfg.decode.beam
@@ -27,14 +30,14 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     hypotheses = [t.text for t in translator.translate_batch(sources, beam=beam, alpha=alpha)]
     seconds = time.perf_counter() - start
     facts = getattr(translator, "facts", {})
-    report = {**score(hypotheses, references), "beam": beam, "alpha": alpha,
+    report = {**score(hypotheses, references, facts.get("tgt", ""), tokenize), "beam": beam, "alpha": alpha,
               "precision": getattr(translator, "precision", "fp32"), "backend": facts.get("backend"),
               "checkpoint": facts.get("checkpoint"), "final": facts.get("final"), "ensemble": facts.get("ensemble", []),
               "sentences": len(sources), "seconds": round(seconds, 2),
               "sentences_per_s": round(len(sources) / max(seconds, 1e-9), 1)}
     atomic_write(run.eval_dir / f"{name}.hyp", "".join(h + "\n" for h in hypotheses))
     atomic_write(run.eval_dir / f"{name}.json", json.dumps(report, indent=2))
-    return report
+    return {**report, "hypotheses": hypotheses}
 
 
 def split_texts(run: RunDir, name: str) -> tuple[list[str], list[str]]:
