@@ -16,7 +16,7 @@ SPLIT ?= test_2016_flickr
 JOEY ?=
 ARGS ?=
 
-.PHONY: install data train eval demo test test-fast bench scale-bench messy-bench demo-bench transfer-experiment sweep compare lint clean
+.PHONY: install data train eval demo serve test test-fast bench scale-bench serve-bench messy-bench demo-bench transfer-experiment sweep compare lint clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ eval: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mt demo --run $(RUN) $(ARGS)
 
+# the HTTP JSON API (LibreTranslate's /translate, /translate_batch, /docs) on http://127.0.0.1:8000
+serve: $(STAMP)
+	$(BIN)/mt serve --run $(RUN) $(ARGS)
+
 # one pytest worker per core, at most 4 (pytest-xdist); the idle one steals queued tests from the busy one
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal $(ARGS)
@@ -65,6 +69,10 @@ scale-bench: $(STAMP)
 
 # the web demo measured end to end: start-up, browser latency (system chromium), concurrent API users, memory
 # messy input (names, numbers, links, tags, capitals, paragraphs) with the text pipeline on and off; SPLIT=val to tune
+# mt serve under 1, 8 and 50 concurrent clients, batching on and off, beside mt translate on the same sentences
+serve-bench: $(STAMP)
+	$(BIN)/python -m bench.serve --run $(RUN) --split $(SPLIT) $(ARGS)
+
 messy-bench: $(STAMP)
 	$(BIN)/python -m bench.messy --run $(RUN) --split $(SPLIT) $(if $(filter en-de,$(SRC)-$(TGT)),--glossary bench/glossary.en-de.tsv) $(ARGS)
 
