@@ -54,15 +54,23 @@ def register(sub, add_model_choice) -> None:
     p = sub.add_parser("export", help="write a run's model as one self-contained file (mt translate --model FILE)")
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
     p.add_argument("--checkpoint", default="final", help="final (default), best, last, a name or a path")
-    p.add_argument("--output", required=True, help="the file to write, e.g. en-de.mt")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", help="the file to write, e.g. en-de.mt")
+    where.add_argument("--hub-dir", help="a folder ready to upload to the Hugging Face Hub: model.mt and README.md, "
+                                         "the model card")
+    where.add_argument("--push-to-hub", metavar="USER/NAME", help="upload that folder to this Hub repository "
+                                                                    "(created when missing; `hf auth login` first)")
     p.add_argument("--int8", action="store_true", help="store the weight matrices as int8 (about a quarter the size)")
+    p.add_argument("--license", default="cc-by-4.0", help="the licence the model card states (default cc-by-4.0)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
     p.set_defaults(func=cmd_export)
 
 
 def add_model_source(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", "--run-dir", dest="run", help="run directory (its final model, tokenizer and config)")
-    which.add_argument("--model", help="a model file written by `mt export`")
+    which.add_argument("--model", help="a model file written by `mt export`, or hf://USER/NAME[@REVISION] on the "
+                                       "Hugging Face Hub")
 
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
@@ -184,7 +192,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mt.model_file import export_model
     from mt.run import RunDir
 
-    info = export_model(RunDir.of(args.run), args.output, args.checkpoint, args.int8)
+    run = RunDir.of(args.run)
+    if args.push_to_hub:
+        from mt.hub import push_to_hub
+
+        url = push_to_hub(run, args.push_to_hub, args.checkpoint, args.int8, args.license, args.private)
+        print(f"uploaded to {url}; use it with `mt translate --model hf://{args.push_to_hub}`")
+        return 0
+    if args.hub_dir:
+        from mt.hub import write_hub_folder
+
+        info = write_hub_folder(run, args.hub_dir, args.checkpoint, args.int8, args.license)
+        print(f"wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB) and the model card {info['card']}; upload the "
+              f"folder with `hf upload USER/NAME {args.hub_dir}` or `mt export --push-to-hub USER/NAME`")
+        return 0
+    info = export_model(run, args.output, args.checkpoint, args.int8)
     print(f"wrote {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['parameters']:,} parameters"
           f"{' (int8 weights)' if info['int8'] else ''}; use it with `mt translate --model {info['path']}`")
     return 0

@@ -21,7 +21,6 @@ The checksums are stored in the file they check: they detect a damaged copy, not
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ def export_model(run: RunDir, output: str | Path, checkpoint: str = "final", int
                      "train_minutes": round(progress["train_seconds"] / 60, 1) if "train_seconds" in progress else None,
                      "best_val_bleu": progress.get("best_score"),
                      "final": state.get("final")},
-        "evaluations": _evaluations(run),
+        "evaluations": run.evaluations(),
         "sections": {"lengths": {"version": 1, "src_tokens_mean": run.sentence_tokens()}},
     }
     atomic_write(output, lambda f: torch.save(contents, f), what="model file")
@@ -146,13 +145,3 @@ def _weights_sha256(weights: dict[str, Any]) -> str:
             digest.update(name.encode())
             digest.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _evaluations(run: RunDir) -> dict[str, Any]:
-    found = {}
-    for report in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
-        try:
-            found[report.stem] = json.loads(report.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged report is left out, not fatal
-    return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from mt.config import Config, config_to_dict, load_config
 from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
 from mt.files import exclusive_lock
+
+log = logging.getLogger("mt")
 
 __all__ = ["FINAL", "META_KEYS", "RunDir"]
 
@@ -124,6 +127,18 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return max(1, round(mean)) if isinstance(mean, (int, float)) else None
+
+    def evaluations(self) -> dict[str, Any]:
+        """Result name -> its `mt eval` report (RUN/eval/NAME.json); an unreadable report is left out."""
+        found = {}
+        for report in sorted(self.eval_dir.glob("*.json")) if self.eval_dir.is_dir() else []:
+            if report.name.endswith(".compare.json"):
+                continue  # a comparison of systems, not a report of this run
+            try:
+                found[report.stem] = json.loads(report.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("skipping unreadable evaluation report %s", report)
+        return found
 
     def encoded(self):
         """The encoded splits as a ``datasets.DatasetDict`` of memory-mapped Arrow files (``encoded/SPLIT.arrow``)."""

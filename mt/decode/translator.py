@@ -126,7 +126,11 @@ class Translator:
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str = "auto", threads: int = 0,
                   quantize: str | None = None, backend: str | None = None) -> Translator:
-        """A model written by ``mt export`` (``mt.model_file``): one file, no run folder needed."""
+        """A model written by ``mt export`` (``mt.model_file``): one file, no run folder needed; ``path`` may be
+        ``hf://USER/NAME[@REVISION]``, a model on the Hugging Face Hub (``mt.hub``)."""
+        from mt.hub import resolve_model
+
+        path = resolve_model(path)
         contents = load_model_file(path)
         dev = resolve_device(device)
         use_threads(dev, threads)
@@ -143,6 +147,12 @@ class Translator:
                             "backend": resolve_backend(backend or cfg.model.backend).name, "parameters": n_params, "ensemble": [],
                             "quantize": quantize, "evaluations": contents["evaluations"]}
         return translator
+
+    @classmethod
+    def from_pretrained(cls, name: str | os.PathLike, **options) -> Translator:
+        """``hf://USER/NAME[@REVISION]`` (downloaded once into the Hub cache) or a local model file; ``options`` as
+        ``from_file``'s."""
+        return cls.from_file(name, **options)
 
     def set_decoding(self, overrides: list[str]) -> None:
         """``decode.key=value`` overrides (``decode.batch_tokens=8000``, ``decode.max_len_ratio=2`` ...) for this
