@@ -117,6 +117,8 @@ class TrainConfig:
                                 "(all kept, when fewer), the better on validation (0: best.pt)")
     freeze_pretrained_epochs: int = _key(0, "weights from model.init_*_from stay fixed for the first N epochs")
     log_every: int = _key(50, "updates between records in train_log.jsonl")
+    log_to: Literal["none", "tensorboard"] = _key(
+        "none", "also write the log's scalars for TensorBoard to RUN/tensorboard (needs the tensorboard extra)")
     val_max_sentences: int = _key(0, "validation BLEU on at most this many sentences (0: all)")
     rdrop_alpha: float = _key(1.0, "R-Drop: weight of the symmetric KL between two dropout passes (0: off; "
                                    "2x compute per update)")

@@ -580,3 +580,22 @@ def test_a_huge_validation_line_is_translated_in_parts_that_fit(trained_run):
     bleu, hyps = validation_bleu(translator.model, parts, ["der hund rennt", "x"], tok.decode_tgt,
                                  translator.cfg.decode, torch.device("cpu"))
     assert len(hyps) == 2 and len(hyps[1].split()) > 3 * len(parts[1])
+
+
+def test_tensorboard_gets_the_logs_numbers_at_their_steps(train_tiny):
+    """train.log_to=tensorboard: each record of train_log.jsonl is also a TensorBoard scalar at its step, read
+    back from the event file with TensorBoard's own reader."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train_tiny(4, extra=["train.log_to=tensorboard", "train.rdrop_alpha=1", "train.max_minutes=5"])  # R-Drop's
+    # guard decides after its probe's updates
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    log = read_jsonl(run / "train_log.jsonl")
+    for kind, field, tag in (("train", "loss", "train/loss"), ("train", "lr", "train/lr"),
+                             ("valid", "val_bleu", "valid/bleu"), ("valid", "val_loss", "valid/loss"),
+                             ("rdrop", "on", "rdrop/on")):
+        expected = [(r["step"], float(r[field])) for r in log if r["kind"] == kind]
+        assert expected, kind
+        assert [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)] == expected, tag
+    assert not (train_tiny(1, name="plain") / "tensorboard").exists()  # off by default

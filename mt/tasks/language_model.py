@@ -43,6 +43,7 @@ from mt.train.loop import Trainer
 from mt.train.progress import TrainResult
 from mt.train.step import seed_everything
 from mt.train.task import Validation
+from mt.train.tensorboard import log_hooks
 
 __all__ = ["LanguageModelTask", "generate_text", "pretrain"]
 
@@ -125,7 +126,7 @@ def pretrain(lm_run: RunDir, from_run: RunDir, side: str, cfg: Config, texts: li
     backend = resolve_backend(cfg.model.backend)
     lm = backend.build_language_model(cfg.model, vocab, side).to(device)
     task = LanguageModelTask(cfg, lm, backend.loss(lm), train_ids, val_ids, lm_meta, device)
-    trainer = Trainer(task, cfg, lm_run, device, hooks=[KeepCheckpoints(cfg.train.keep_checkpoints)])
+    trainer = Trainer(task, cfg, lm_run, device, hooks=[KeepCheckpoints(cfg.train.keep_checkpoints), *log_hooks(cfg.train)])
     return trainer.fit(trainer.resume())
 
 

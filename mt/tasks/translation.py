@@ -32,6 +32,7 @@ from mt.train.loop import Trainer
 from mt.train.progress import TrainResult
 from mt.train.step import seed_everything
 from mt.train.task import Validation
+from mt.train.tensorboard import log_hooks
 
 __all__ = ["TranslationTask", "list_lengths", "recipe_hooks", "train"]
 
@@ -123,6 +124,7 @@ def recipe_hooks(task: TranslationTask, cfg: Config) -> list[Hook]:
     t = cfg.train
     hooks: list[Hook] = [RDropGuard(task.loss, t.rdrop_min_updates), KeepCheckpoints(t.keep_checkpoints),
                          FinalModelChoice(t.average_last)]
+    hooks += log_hooks(t)
     if t.freeze_pretrained_epochs:
         from mt.recipes.transfer import FreezePretrained, pretrained_regions
 

@@ -37,5 +37,8 @@ class Hook:
     def after_validation(self, trainer) -> None:
         """After each validation, its log record and last.pt / best.pt."""
 
+    def record(self, trainer, record: dict[str, Any]) -> None:
+        """After each record written to RUN/train_log.jsonl (rank 0 only): ``kind``, ``step``, ... and its fields."""
+
     def end(self, trainer, result: TrainResult) -> None:
         """After training stopped, for whatever reason (``result.stopped``)."""

@@ -89,8 +89,10 @@ class Trainer:
         """Append a record of ``kind`` to RUN/train_log.jsonl (rank 0 only), with the step, epoch and minute."""
         if self.is_main:
             p = self.progress
-            append_jsonl(self.run.log_path, {"kind": kind, "step": p.step, "epoch": p.epoch,
-                                             "minutes": self.elapsed() / 60, **fields})
+            record = {"kind": kind, "step": p.step, "epoch": p.epoch, "minutes": self.elapsed() / 60, **fields}
+            append_jsonl(self.run.log_path, record)
+            for hook in self.hooks:
+                hook.record(self, record)
 
     def weights_state(self) -> dict[str, Any]:
         """What a checkpoint holds besides the optimizer's, the schedule's and the hooks' state: the weights, the
