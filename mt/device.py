@@ -36,11 +36,20 @@ TRAINING_ONEDNN_CACHE = "64"
 
 
 def use_threads(device: torch.device, threads: int = 0, processes: int = 1) -> None:
-    """CPU: ``threads`` torch threads (0: the cores shared among ``processes``); GPU: make it the current one."""
+    """CPU: ``threads`` torch threads (0: ``OMP_NUM_THREADS`` where set for a single process, else the cores
+    shared among ``processes``: torchrun sets OMP_NUM_THREADS=1 for each of its processes, which would leave cores
+    idle); GPU: make it the current one."""
     if device.type == "cpu":
-        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // processes))
+        from_env = _env_threads() if processes == 1 else 0
+        torch.set_num_threads(threads or from_env or max(1, (os.cpu_count() or 1) // processes))
     else:
         torch.cuda.set_device(device)
+
+
+def _env_threads() -> int:
+    """OMP_NUM_THREADS, the usual way to give a process its share of the cores (0 where unset or not a number)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() else 0
 
 
 @contextlib.contextmanager

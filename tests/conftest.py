@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each, and each
+    # `mt` process it starts too (mt.device honours OMP_NUM_THREADS), or the threads of two workers spin against
+    # each other on the same cores (a 1.6 s test took 30)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 SRC_WORDS = "the a dog cat man woman child red blue green big small runs jumps sits eats near under over with".split()
 TGT_WORDS = "der ein hund katze mann frau kind rot blau grün groß klein rennt springt sitzt isst nahe unter über mit".split()
