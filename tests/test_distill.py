@@ -1,0 +1,63 @@
+"""`mt distill` on the tiny synthetic task: the teacher's translations become the student's training data (the
+teacher's tokenizer, its evaluation splits), a killed translation stage resumes, and the student learns."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TINY_OVERRIDES
+
+from data_prep import distill as distill_module
+from mt.cli import main
+from mt.decode.translator import Translator
+from mt.files import read_jsonl
+from mt.run import RunDir
+
+STUDENT = ["model.emb_dim=24", "model.hidden_dim=48"]
+
+
+def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(distill_module, "CHUNK", 64)
+    calls = []
+    real = Translator.translate
+
+    def dies_on_the_third_chunk(self, texts, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C (or a kill) in the middle of the stage
+        return real(self, texts, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate", dies_on_the_third_chunk)
+    student = tmp_path / "student"
+    assert main(["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate"]) == 130
+    progress = json.loads((student / "distill" / "progress.json").read_text())
+    assert progress["lines"] == 128
+    corpus = student / "distill" / "corpus"
+    with open(corpus / "train.de", "a", encoding="utf-8") as f:
+        f.write("half a chunk that the kill cut short\n")
+
+    calls.clear()
+    monkeypatch.setattr(Translator, "translate", real)
+    assert main(["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate"]) == 0
+    sources = RunDir.of(trained_run).encoded()["train"]["src"]
+    src_lines = (corpus / "train.en").read_text(encoding="utf-8").splitlines()
+    tgt_lines = (corpus / "train.de").read_text(encoding="utf-8").splitlines()
+    assert src_lines == list(sources) and len(tgt_lines) == len(sources)
+    teacher = Translator.from_run(trained_run)
+    teacher.set_decoding(distill_module.PIPELINE_OFF)
+    assert tgt_lines == teacher.translate(list(sources))  # what one uninterrupted pass writes, chunk by chunk
+    assert sorted(p.name for p in corpus.iterdir()) == ["test_toy.de.gz", "test_toy.en.gz", "train.de", "train.en",
+                                                         "val.de.gz", "val.en.gz"]
+
+
+def test_the_student_learns_from_the_teacher_with_its_tokenizer(trained_run, tmp_path, capsys):
+    student = tmp_path / "student"
+    args = ["distill", "--teacher", str(trained_run), "--student", str(student), *TINY_OVERRIDES, *STUDENT,
+            "train.max_epochs=8"]
+    assert main(args) == 0
+    run, teacher = RunDir.of(student), RunDir.of(trained_run)
+    assert run.meta()["tokenizer_sha256"] == teacher.meta()["tokenizer_sha256"]  # one vocabulary for both
+    assert run.config().model.hidden_dim == 48
+    assert run.encoded()["val"]["ref"] == teacher.encoded()["val"]["ref"]  # evaluated on the original references
+    valid = read_jsonl(student / "train_log.jsonl", "valid")
+    assert valid[-1]["val_bleu"] > 10 and valid[-1]["val_bleu"] > valid[0]["val_bleu"]
