@@ -105,7 +105,8 @@ def register_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to serve other machines)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (0: any free port)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long a request waits for others to share its decode batch (default 5)")
+                   help="a decode batch takes requests as they come until none has come for this long "
+                        "(default 5; at most 10 times that in all)")
     p.add_argument("--no-batching", action="store_true", help="translate each request alone (for comparison)")
     p.add_argument("--max-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
     p.add_argument("--max-texts", type=int, default=128, help="texts per request (413 beyond)")
