@@ -16,7 +16,7 @@ SPLIT ?= test_2016_flickr
 JOEY ?=
 ARGS ?=
 
-.PHONY: install data train eval demo serve test test-fast bench scale-bench serve-bench messy-bench demo-bench transfer-experiment sweep compare lint clean
+.PHONY: install data train eval demo serve test test-fast bench scale-bench serve-bench students-bench messy-bench demo-bench transfer-experiment sweep compare lint clean
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ scale-bench: $(STAMP)
 # mt serve under 1, 8 and 50 concurrent clients, batching on and off, beside mt translate on the same sentences
 serve-bench: $(STAMP)
 	$(BIN)/python -m bench.serve --run $(RUN) --split $(SPLIT) $(ARGS)
+
+# teachers and students (mt distill) side by side: STUDENT=RUN of the student
+STUDENT ?= runs/student
+students-bench: $(STAMP)
+	$(BIN)/python -m bench.students --split $(SPLIT) --arm "teacher beam 5=$(RUN):5" --arm "teacher greedy=$(RUN):1" \
+		--arm "student greedy=$(STUDENT):1" --arm "student beam 5=$(STUDENT):5" $(ARGS)
 
 messy-bench: $(STAMP)
 	$(BIN)/python -m bench.messy --run $(RUN) --split $(SPLIT) $(if $(filter en-de,$(SRC)-$(TGT)),--glossary bench/glossary.en-de.tsv) $(ARGS)

@@ -163,3 +163,20 @@ def test_train_memory_records_where_the_memory_goes_and_draws_it(trained_run, tm
     assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == before
     assert memory_main(["--plot", str(tmp_path / "m.png"), f"{tmp_path / 'm' / 'memory.jsonl'}:tiny"]) == 0
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_students_bench_tabulates_quality_speed_size_and_memory(trained_run, tmp_path):
+    """bench.students on two arms of one run: every column filled, the paired test against the first arm, the
+    plot drawn."""
+    from bench.students import main as students
+
+    out = tmp_path / "students.json"
+    assert students(["--split", "test_toy", "--lines", "60", "--rounds", "1", "--arm", f"beam 2={trained_run}:2",
+                     "--arm", f"greedy={trained_run}:1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"] for r in rows] == ["beam 2", "greedy"]
+    for row in rows:
+        assert row["decode_sentences_per_s"] > 0 and row["translate_s"] > 0 and row["peak_mib"] > 50
+        assert row["model_mb"] > 0 and 0 <= row["bleu"] <= 100 and row["lines_per_s_translate"] > 0
+    assert "bleu_p" in rows[1] and "bleu_p" not in rows[0]
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -1,0 +1,124 @@
+"""Teachers and students side by side (``make students-bench``): quality, speed, size and memory of each arm.
+
+    python -m bench.students --split test_2016_flickr --lines 10000 \\
+        --arm "teacher beam 5=runs/multi30k-en-de:5" --arm "student greedy=runs/student:1" [--out F.json]
+
+An arm is ``NAME=RUN:BEAM``. For each: BLEU and chrF on the split (and the paired bootstrap against the first arm),
+decode-only sentences/s (the split's sources through one ``Translator``, after a warm-up), the whole-process time
+of `mt translate` on ``--lines`` lines (the split's sources repeated, so start-up does not dominate) with its peak
+resident memory, and the size of the model as `mt export` writes it. Speed is measured in rounds, every arm once
+per round, and the best round counts. A plot of BLEU against decode-only sentences/s goes beside ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from eval.evaluate import split_texts
+from eval.scoring import compare
+from mt.decode.translator import Translator
+from mt.model_file import export_model
+from mt.run import RunDir
+
+__all__ = ["main"]
+
+WARMUP = 50
+
+
+def _arm(spec: str) -> tuple[str, Path, int]:
+    name, _, rest = spec.partition("=")
+    run, _, beam = rest.rpartition(":")
+    if not (name and run and beam.isdigit()):
+        raise SystemExit(f"error: --arm {spec!r}: write NAME=RUN:BEAM")
+    return name, Path(run), int(beam)
+
+
+def _decode(run: Path, beam: int, sources: list[str]) -> tuple[float, list[str]]:
+    translator = Translator.from_run(run)
+    translator.translate(sources[:WARMUP], beam=beam)
+    start = time.perf_counter()
+    hyps = translator.translate(sources, beam=beam)
+    return len(sources) / (time.perf_counter() - start), hyps
+
+
+def _whole_process(run: Path, beam: int, source: Path) -> tuple[float, float]:
+    """`mt translate` of ``source`` -> (seconds, peak resident MiB)."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "mt", "translate", "--run", str(run), "--beam", str(beam),
+                              "--input", str(source), "--output", os.devnull], stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status:
+        raise SystemExit(f"error: mt translate --run {run} failed (status {status})")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.students", description=__doc__.split("\n")[0])
+    p.add_argument("--arm", action="append", required=True, help="NAME=RUN:BEAM (the first is the baseline)")
+    p.add_argument("--split", default="test_2016_flickr")
+    p.add_argument("--lines", type=int, default=10000, help="lines of the whole-process input")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    arms = [_arm(a) for a in args.arm]
+    sources, references = (list(x) for x in split_texts(RunDir.of(arms[0][1]), args.split))
+    rows = {name: {"arm": name, "run": str(run), "beam": beam} for name, run, beam in arms}
+    hyps = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "input.txt"
+        big.write_text("".join(sources[i % len(sources)] + "\n" for i in range(args.lines)), encoding="utf-8")
+        for name, run, _ in arms:
+            rows[name]["model_mb"] = round(export_model(RunDir.of(run), Path(tmp) / "m.mt")["bytes"] / 1e6, 1)
+        for _ in range(args.rounds):
+            for name, run, beam in arms:
+                rate, hyps[name] = _decode(run, beam, sources)
+                seconds, peak = _whole_process(run, beam, big)
+                row = rows[name]
+                row["decode_sentences_per_s"] = max(row.get("decode_sentences_per_s", 0), round(rate, 1))
+                row["translate_s"] = min(row.get("translate_s", 1e9), round(seconds, 1))
+                row["peak_mib"] = max(row.get("peak_mib", 0), round(peak))
+                print(json.dumps({"arm": name, "decode_sentences_per_s": round(rate, 1),
+                                  "translate_s": round(seconds, 1)}), flush=True)
+    tgt = RunDir.of(arms[0][1]).meta()["tgt"]
+    result = compare([(name, hyps[name]) for name, _, _ in arms], references, tgt)
+    for system in result["systems"]:
+        row = rows[system["name"]]
+        for metric in ("bleu", "chrf"):
+            row[metric] = system[metric]["score"]
+            if "p_value" in system[metric]:
+                row[f"{metric}_p"] = system[metric]["p_value"]
+        row["lines_per_s_translate"] = round(args.lines / row["translate_s"], 1)
+    table = list(rows.values())
+    for row in table:
+        print(json.dumps(row))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"split": args.split, "lines": args.lines, "rows": table,
+                                              "signature": result["signature"]}, indent=1) + "\n", encoding="utf-8")
+        _plot(table, Path(args.out).with_suffix(".png"))
+    return 0
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for row in rows:
+        ax.scatter(row["decode_sentences_per_s"], row["bleu"], s=30)
+        ax.annotate(row["arm"], (row["decode_sentences_per_s"], row["bleu"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("decode-only sentences/s (log scale)")
+    ax.set_ylabel("BLEU")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
