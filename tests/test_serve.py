@@ -145,6 +145,7 @@ def test_bad_and_oversized_requests_are_one_line_errors(server):
         got, body, _ = call(server, "/translate", **kwargs)
         assert (got, list(body)) == (status, ["error"]) and message in body["error"], (kwargs, body)
         assert "\n" not in body["error"] and "Traceback" not in body["error"]
+    assert call(server, "/nothing")[:2] == (404, {"error": "Not Found"})
     got, body, _ = call(server, "/translate_batch", {"texts": ["x"], "nbset": 2})
     assert got == 400 and body == {"error": "field 'nbset': Extra inputs are not permitted"}
     got, body, _ = call(server, "/translate_batch", {"texts": ["x"], "beam": 500})
