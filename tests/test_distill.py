@@ -52,12 +52,14 @@ def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tm
 
 def test_the_student_learns_from_the_teacher_with_its_tokenizer(trained_run, tmp_path, capsys):
     student = tmp_path / "student"
-    args = ["distill", "--teacher", str(trained_run), "--student", str(student), *TINY_OVERRIDES, *STUDENT,
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("decode.beam=")]  # the student's default decides
+    args = ["distill", "--teacher", str(trained_run), "--student", str(student), *tiny, *STUDENT,
             "train.max_epochs=8"]
     assert main(args) == 0
     run, teacher = RunDir.of(student), RunDir.of(trained_run)
     assert run.meta()["tokenizer_sha256"] == teacher.meta()["tokenizer_sha256"]  # one vocabulary for both
-    assert run.config().model.hidden_dim == 48
+    assert run.config().model.hidden_dim == 48  # the overrides win over the student defaults ...
+    assert run.config().decode.beam == 1  # ... which fill in the rest: students decode greedily
     assert run.encoded()["val"]["ref"] == teacher.encoded()["val"]["ref"]  # evaluated on the original references
     valid = read_jsonl(student / "train_log.jsonl", "valid")
     assert valid[-1]["val_bleu"] > 10 and valid[-1]["val_bleu"] > valid[0]["val_bleu"]
