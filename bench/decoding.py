@@ -11,7 +11,6 @@ import time
 import torch
 
 from bench.memory import memory_record
-from eval.evaluate import split_texts
 from eval.scoring import score
 from mt.decode.translator import Translator
 from mt.run import RunDir
@@ -45,7 +44,7 @@ def _timed(run: RunDir, arm: Arm, precision: str | None, sources: list[str], bea
 def bench_decoding(run: RunDir, split: str, beams: list[int], precisions: list[str | None], arms: list[Arm],
                    rounds: int = 1) -> list[dict]:
     """One record per (beam, precision, arm); ``None`` precision: the run's decode.precision."""
-    sources, references = split_texts(run, split)
+    sources, references = run.split_texts(split)
     results = []
     for beam in beams:
         for precision in precisions:

@@ -14,7 +14,6 @@ import time
 
 from sacrebleu.metrics import BLEU
 
-from eval.evaluate import split_texts
 from mt.decode.translator import Translator
 from mt.run import RunDir
 from mt.text import normalize
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test_2016_flickr")
     parser.add_argument("--sentences", type=int, default=10, help="sentences per document line")
     args = parser.parse_args(argv)
-    sources, references = split_texts(RunDir.of(args.run), args.split)
+    sources, references = RunDir.of(args.run).split_texts(args.split)
     translator = Translator.from_run(args.run)
     docs, refs = documents(sources, args.sentences), documents(references, args.sentences)
     ids = translator.tokenizer.encode_src([normalize(d) for d in docs])

@@ -30,7 +30,6 @@ from pathlib import Path
 from sacrebleu.metrics import BLEU
 
 from bench.messy_set import SPANS, build
-from eval.evaluate import split_texts
 from mt.decode.protect import load_glossary
 from mt.decode.translator import Translator
 from mt.device import bf16_units
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--glossary", help="a glossary (source<TAB>target) to enforce on the clean lines holding its "
                                            "terms (bench/glossary.en-de.tsv for en-de: deliberately unusual choices)")
     args = parser.parse_args(argv)
-    sources, references = (list(x) for x in split_texts(RunDir.of(args.run), args.split))
+    sources, references = (list(x) for x in RunDir.of(args.run).split_texts(args.split))
     items = build(sources, references, seed=1)
     translator = Translator.from_run(args.run, threads=args.threads)
     if args.beam:

@@ -27,7 +27,6 @@ import json
 import random
 from pathlib import Path
 
-from eval.evaluate import split_texts
 from mt.files import atomic_write
 from mt.run import RunDir
 
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for messy.jsonl and clean.jsonl")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    sources, references = split_texts(RunDir.of(args.run), args.split)
+    sources, references = RunDir.of(args.run).split_texts(args.split)
     items = build(list(sources), list(references), args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from eval.evaluate import split_texts
+from bench.process import timed_translate
 from mt.run import RunDir
 
 __all__ = ["main"]
@@ -36,17 +36,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _mt_translate(run: Path, sentences: list[str]) -> tuple[float, list[str]]:
-    """-> (sentences/s translating, the translations), timing whole processes."""
+    """-> (sentences/s translating, the translations), timing whole processes: all the sentences, minus one."""
     with tempfile.TemporaryDirectory() as tmp:
         walls = []
         for lines in (sentences[:1], sentences):
-            source = Path(tmp) / "in.txt"
+            source, output = Path(tmp) / "in.txt", Path(tmp) / "out.txt"
             source.write_text("".join(s + "\n" for s in lines), encoding="utf-8")
-            start = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "mt", "translate", "--run", str(run), "--input", str(source)],
-                                 capture_output=True, text=True, check=True)
-            walls.append(time.perf_counter() - start)
-    return (len(sentences) - 1) / (walls[1] - walls[0]), out.stdout.split("\n")[:-1]
+            walls.append(timed_translate(run, source, output)[0])
+        translations = output.read_text(encoding="utf-8").split("\n")[:-1]
+    return (len(sentences) - 1) / (walls[1] - walls[0]), translations
 
 
 class _Connection:
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     run = RunDir.of(args.run)
-    sentences = list(split_texts(run, args.split)[0])[:args.sentences or None]
+    sentences = list(run.split_texts(args.split)[0])[:args.sentences or None]
     rows = []
     rate, reference = _mt_translate(run.root, sentences)
     rows.append({"arm": "mt translate", "sentences": len(sentences), "sentences_per_s": round(rate, 1)})

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from eval.evaluate import split_texts
+from bench.process import timed_translate
 from eval.scoring import compare
 from mt.decode.translator import Translator
 from mt.model_file import export_model
@@ -48,17 +45,6 @@ def _decode(run: Path, beam: int, sources: list[str]) -> tuple[float, list[str]]
     return len(sources) / (time.perf_counter() - start), hyps
 
 
-def _whole_process(run: Path, beam: int, source: Path) -> tuple[float, float]:
-    """`mt translate` of ``source`` -> (seconds, peak resident MiB)."""
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "mt", "translate", "--run", str(run), "--beam", str(beam),
-                              "--input", str(source), "--output", os.devnull], stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status:
-        raise SystemExit(f"error: mt translate --run {run} failed (status {status})")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.students", description=__doc__.split("\n")[0])
     p.add_argument("--arm", action="append", required=True, help="NAME=RUN:BEAM (the first is the baseline)")
@@ -68,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     arms = [_arm(a) for a in args.arm]
-    sources, references = (list(x) for x in split_texts(RunDir.of(arms[0][1]), args.split))
+    sources, references = (list(x) for x in RunDir.of(arms[0][1]).split_texts(args.split))
     rows = {name: {"arm": name, "run": str(run), "beam": beam} for name, run, beam in arms}
     hyps = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name, run, beam in arms:
                 rate, hyps[name] = _decode(run, beam, sources)
-                seconds, peak = _whole_process(run, beam, big)
+                seconds, peak = timed_translate(run, big, beam=beam)
                 row = rows[name]
                 row["decode_sentences_per_s"] = max(row.get("decode_sentences_per_s", 0), round(rate, 1))
                 row["translate_s"] = min(row.get("translate_s", 1e9), round(seconds, 1))

@@ -11,7 +11,8 @@ import numpy as np
 from mt.config import DataConfig
 from mt.text import normalize
 
-__all__ = ["FILTER_REASONS", "PairFilter", "first_occurrences", "length_filter", "normalize_chunk", "pair_hashes"]
+__all__ = ["FILTER_REASONS", "PairFilter", "first_occurrences", "language_identifier", "length_filter",
+           "normalize_chunk", "pair_hashes"]
 
 FILTER_REASONS = ("empty", "copy", "numbers", "language", "duplicate", "too_long", "length_ratio")
 LANGUAGE_CONFIDENCE = 0.9  # a side is in another language only where py3langid is this sure (short lines are hard)
@@ -27,7 +28,7 @@ class PairFilter:
     def __init__(self, data_cfg: DataConfig):
         self.copies, self.numbers = data_cfg.filter_copies, data_cfg.filter_numbers
         self.languages = (data_cfg.src, data_cfg.tgt) if data_cfg.filter_language else None
-        self.identify = _language_identifier() if self.languages else None
+        self.identify = language_identifier() if self.languages else None
 
     def reason(self, src: str, tgt: str) -> str | None:
         if self.copies and src == tgt:
@@ -44,7 +45,9 @@ class PairFilter:
         return None
 
 
-def _language_identifier():
+def language_identifier():
+    """py3langid's identifier with normalised probabilities (its model ships inside the package: nothing downloads).
+    ``classify(text)`` -> (language, confidence); ``rank(text)`` -> [(language, probability)], most likely first."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)

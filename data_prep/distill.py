@@ -33,6 +33,7 @@ from pathlib import Path
 from mt.errors import MTError
 from mt.files import atomic_write
 from mt.run import RunDir
+from mt.text import one_line
 
 __all__ = ["STAGES", "distill", "translate_sources"]
 
@@ -78,35 +79,35 @@ def translate_sources(teachers: list[str], folder: Path, meta: dict, beam: int |
 
     from mt.decode.translator import Translator
 
-    teacher = RunDir.of(teachers[0])
-    sources = teacher.encoded()["train"]["src"]
+    teacher, names = RunDir.of(teachers[0]), [str(RunDir.of(t).root) for t in teachers]
+    train = teacher.encoded()["train"]  # memory-mapped: read a chunk at a time
     corpus = folder / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     files = [corpus / f"train.{meta['src']}", corpus / f"train.{meta['tgt']}"]
     progress_path = folder / "progress.json"
     done = json.loads(progress_path.read_text()) if progress_path.is_file() else {"lines": 0, "bytes": [0, 0]}
-    if done.get("teachers", [str(RunDir.of(t).root) for t in teachers]) != [str(RunDir.of(t).root) for t in teachers]:
+    if done.get("teachers", names) != names:
         raise MTError(f"{folder} holds the translations of other teachers ({', '.join(done['teachers'])}); "
                       "use another --student")
-    if done["lines"] >= len(sources):
+    if done["lines"] >= train.num_rows:
         return done["lines"]
     for path, size in zip(files, done["bytes"]):  # a chunk written after the last record is cut off
         with open(path, "ab") as f:
             f.truncate(size)
     translator = Translator.from_run(teacher.root, ensemble=teachers[1:])
     translator.set_decoding(PIPELINE_OFF)
-    bar = tqdm(total=len(sources), initial=done["lines"], desc="teacher translates", unit=" sentences",
+    bar = tqdm(total=train.num_rows, initial=done["lines"], desc="teacher translates", unit=" sentences",
                dynamic_ncols=True, mininterval=1.0)
     with open(files[0], "a", encoding="utf-8") as src_out, open(files[1], "a", encoding="utf-8") as tgt_out:
-        for start in range(done["lines"], len(sources), CHUNK):
-            chunk = sources[start:start + CHUNK]
+        for start in range(done["lines"], train.num_rows, CHUNK):
+            chunk = train[start:start + CHUNK]["src"]
             for source, translation in zip(chunk, translator.translate(chunk, beam=beam)):
                 src_out.write(source + "\n")
-                tgt_out.write(" ".join(translation.split()) + "\n")  # one line: the model writes no line breaks
+                tgt_out.write(one_line(translation) + "\n")
             for f in (src_out, tgt_out):
                 f.flush()
                 os.fsync(f.fileno())
-            done = {"teachers": [str(RunDir.of(t).root) for t in teachers], "lines": start + len(chunk),
+            done = {"teachers": names, "lines": start + len(chunk),
                     "bytes": [p.stat().st_size for p in files], "beam": beam or translator.cfg.decode.beam}
             atomic_write(progress_path, json.dumps(done), what="distillation progress")
             bar.update(len(chunk))
@@ -122,17 +123,17 @@ def _append_references(teacher: RunDir, corpus: Path, meta: dict) -> None:
     train = teacher.encoded()["train"]
     for column, lang in (("src", meta["src"]), ("tgt", meta["tgt"])):
         with open(corpus / f"train.{lang}", "a", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in train[column])
+            for start in range(0, train.num_rows, CHUNK):  # a chunk at a time: the corpus may not fit in memory
+                f.writelines(line + "\n" for line in train[start:start + CHUNK][column])
     marker.write_text("the original training pairs follow the distilled ones in corpus/train.*\n")
 
 
 def _write_eval_splits(teacher: RunDir, corpus: Path, meta: dict) -> None:
     """The teacher's validation and test splits, sources and original references, as the student's."""
-    for name, split in teacher.encoded().items():
+    for name in teacher.encoded():
         if name == "train":
             continue
-        references = split["ref"] if "ref" in split.column_names else split["tgt"]
-        for lines, lang in ((split["src"], meta["src"]), (references, meta["tgt"])):
+        for lines, lang in zip(teacher.split_texts(name), (meta["src"], meta["tgt"])):
             text = "".join(line + "\n" for line in lines).encode("utf-8")
             atomic_write(corpus / f"{name}.{lang}.gz", gzip.compress(text, mtime=0), what="evaluation split")
 

@@ -43,7 +43,6 @@ class _Job:
     options: Options
     tokens: int
     done: asyncio.Future = field(repr=False)
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class Batcher:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
+from data_prep.clean import language_identifier
 from demo.batcher import Batcher, Options, QueueFull
 from demo.limits import BodyLimit
 from demo.model_info import evaluations
@@ -262,9 +263,7 @@ def _language_name(code: str) -> str:
 def _language_identifier():
     """(text, language) -> py3langid's confidence, in percent, that ``text`` is in ``language`` (100 where
     py3langid does not know the language: the model's source is the only answer there is)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    identifier = language_identifier()
     known = set(identifier.nb_classes)
 
     def confidence(text: str, language: str) -> float:

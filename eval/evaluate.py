@@ -14,7 +14,7 @@ from mt.files import atomic_write
 from mt.run import RunDir
 from mt.text import read_text_file
 
-__all__ = ["check_pair", "evaluate", "evaluation_jobs", "result_name", "split_texts"]
+__all__ = ["check_pair", "evaluate", "evaluation_jobs", "result_name"]
 
 
 def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str], references: list[str],
@@ -40,14 +40,6 @@ def evaluate(translator: Translator, run: RunDir, name: str, sources: list[str],
     return {**report, "hypotheses": hypotheses}
 
 
-def split_texts(run: RunDir, name: str) -> tuple[list[str], list[str]]:
-    encoded = run.encoded()
-    if name not in encoded:
-        raise MTError(f"{run.root} has no split '{name}'; it has {', '.join(encoded)}")
-    split = encoded[name]
-    return split["src"], split["ref"] if "ref" in split.column_names else split["tgt"]
-
-
 def check_pair(first: str, a: list[str], second: str, b: list[str]) -> None:
     """Two files scored line against line: neither empty, the same number of lines (one-line errors naming them)."""
     for path, lines in ((first, a), (second, b)):
@@ -70,7 +62,7 @@ def evaluation_jobs(run: RunDir, split: str | None = None, src: str | None = Non
     names = [split] if split else [n for n in run.meta()["splits"] if n not in ("train", "val")]
     if not names:
         raise MTError(f"{run.root} has no test split; use --split val or --src/--ref")
-    return [(name, *split_texts(run, name)) for name in names]
+    return [(name, *run.split_texts(name)) for name in names]
 
 
 def result_name(name: str, checkpoint: str = "final", ensemble: int = 0, quantize: str | None = None,

@@ -11,7 +11,6 @@ loader. With ``HF_HUB_OFFLINE=1`` the Hub cache alone answers.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,7 +95,7 @@ def push_to_hub(run: RunDir, repo_id: str, checkpoint: str = "final", int8: bool
 
 
 def model_card(run: RunDir, info: dict[str, Any], license: str, repo_id: str) -> str:
-    meta, cfg, stats = run.meta(), run.config(), _stats(run)
+    meta, cfg, stats = run.meta(), run.config(), run.stats()
     src, tgt = meta["src"], meta["tgt"]
     reports = {name: r for name, r in run.evaluations().items() if isinstance(r, dict) and "bleu" in r}
     front = _card_metadata(src, tgt, license, repo_id, str(stats.get("origin", "")), reports)
@@ -160,13 +159,6 @@ def _card_metadata(src: str, tgt: str, license: str, repo_id: str, origin: str, 
     return {"language": [src, tgt], "license": license, "library_name": "mt-lstm", "pipeline_tag": "translation",
             "tags": ["translation", "lstm", "seq2seq", "mt-lstm"],
             "model-index": [{"name": repo_id.split("/")[-1], "results": results}]}
-
-
-def _stats(run: RunDir) -> dict[str, Any]:
-    try:
-        return json.loads(run.stats_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _origin(stats: dict[str, Any]) -> str:

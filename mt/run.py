@@ -120,13 +120,29 @@ class RunDir:
         meta = self.meta()
         return Tokenizer(self.data_dir / meta["src_model"], self.data_dir / meta["tgt_model"])
 
+    def stats(self) -> dict[str, Any]:
+        """RUN/data/stats.json (what `mt prepare` counted), or {} where it is missing or unreadable."""
+        try:
+            stats = json.loads(self.stats_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return stats if isinstance(stats, dict) else {}
+
     def sentence_tokens(self) -> int | None:
         """The mean length of the training sources in subwords (RUN/data/stats.json), or None where unknown."""
         try:
-            mean = json.loads(self.stats_path.read_text(encoding="utf-8"))["splits"]["train"]["src_tokens_mean"]
-        except (OSError, ValueError, KeyError, TypeError):
+            mean = self.stats()["splits"]["train"]["src_tokens_mean"]
+        except (KeyError, TypeError):
             return None
         return max(1, round(mean)) if isinstance(mean, (int, float)) else None
+
+    def split_texts(self, name: str) -> tuple[list[str], list[str]]:
+        """Split ``name``'s sources (normalised) and references (as given; ``tgt`` where a split has no ``ref``)."""
+        encoded = self.encoded()
+        if name not in encoded:
+            raise MTError(f"{self.root} has no split '{name}'; it has {', '.join(encoded)}")
+        split = encoded[name]
+        return split["src"], split["ref"] if "ref" in split.column_names else split["tgt"]
 
     def evaluations(self) -> dict[str, Any]:
         """Result name -> its `mt eval` report (RUN/eval/NAME.json); an unreadable report is left out."""

@@ -160,10 +160,9 @@ def test_a_trained_model_translates_identically_in_both_backends(trained_run):
     """The same checkpoint, greedy and beam 3 over the toy test split: identical lines with exact candidates
     (``decode.candidates=exact``), and the default approximate candidates within their stated tolerance (at
     least 95% identical lines); bf16 decoding within bf16's (at least 90% identical lines)."""
-    from eval.evaluate import split_texts
     from mt.decode.translator import Translator
 
-    sources, _ = split_texts(RunDir.of(trained_run), "test_toy")
+    sources, _ = RunDir.of(trained_run).split_texts("test_toy")
     texts = {}
     for backend in ("reference", "fast"):
         for candidates in ("exact", "approximate"):

@@ -53,12 +53,15 @@ def local(trained_run) -> Translator:
 
 def call(url: str, path: str, payload: dict | None = None, form: dict | None = None,
          raw: bytes | None = None) -> tuple[int, dict | list, dict]:
-    """-> (status, decoded JSON body, headers)."""
+    """A GET without a body, else a POST of ``form`` (form-encoded), ``raw`` bytes or ``payload`` (JSON)
+    -> (status, decoded JSON body, headers)."""
+    data, kind = None, "application/json"
     if form is not None:
         data, kind = urllib.parse.urlencode(form, doseq=True).encode(), "application/x-www-form-urlencoded"
-    else:
-        data, kind = (raw if raw is not None else json.dumps(payload).encode()) if payload is not None or raw else \
-            None, "application/json"
+    elif raw is not None:
+        data = raw
+    elif payload is not None:
+        data = json.dumps(payload).encode()
     request = urllib.request.Request(url + path, data=data, headers={"Content-Type": kind} if data else {})
     try:
         with urllib.request.urlopen(request, timeout=120) as r:
