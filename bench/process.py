@@ -12,12 +12,14 @@ from pathlib import Path
 __all__ = ["timed_translate"]
 
 
-def timed_translate(run: Path, source: Path, output: str | Path = os.devnull, beam: int | None = None
-                    ) -> tuple[float, float]:
-    """`mt translate --run RUN --input SOURCE --output OUTPUT [--beam B]` -> (seconds, peak resident MiB)."""
+def timed_translate(run: Path, source: Path, output: str | Path = os.devnull, beam: int | None = None,
+                    ensemble: list[Path] = (), overrides: list[str] = ()) -> tuple[float, float]:
+    """`mt translate --run RUN --input SOURCE --output OUTPUT [--beam B] [--ensemble ...] [decode.k=v ...]` ->
+    (seconds, peak resident MiB)."""
     args = [sys.executable, "-m", "mt", "translate", "--run", str(run), "--input", str(source), "--output", str(output)]
+    args += (["--beam", str(beam)] if beam else []) + (["--ensemble", *map(str, ensemble)] if ensemble else [])
     start = time.perf_counter()
-    child = subprocess.Popen(args + (["--beam", str(beam)] if beam else []), stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(args + list(overrides), stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     if status:
         raise SystemExit(f"error: mt translate --run {run} failed (status {status})")

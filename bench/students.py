@@ -3,7 +3,8 @@
     python -m bench.students --split test_2016_flickr --lines 10000 \\
         --arm "teacher beam 5=runs/multi30k-en-de:5" --arm "student greedy=runs/student:1" [--out F.json]
 
-An arm is ``NAME=RUN:BEAM``. For each: BLEU and chrF on the split (and the paired bootstrap against the first arm),
+An arm is ``NAME=RUN:BEAM``, ``NAME=RUN+RUN2...:BEAM`` (an ensemble) or ``NAME=RUN:BEAM:decode.k=v,decode.k=v``
+(decoding settings, e.g. ``decode.lexical_shortlist=true``). For each: BLEU and chrF on the split (and the paired bootstrap against the first arm),
 decode-only sentences/s (the split's sources through one ``Translator``, after a warm-up), the whole-process time
 of `mt translate` on ``--lines`` lines (the split's sources repeated, so start-up does not dominate) with its peak
 resident memory, and the size of the model as `mt export` writes it. Speed is measured in rounds, every arm once
@@ -16,6 +17,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.process import timed_translate
@@ -29,19 +31,29 @@ __all__ = ["main"]
 WARMUP = 50
 
 
-def _arm(spec: str) -> tuple[str, Path, int]:
+@dataclass
+class Arm:
+    name: str
+    runs: list[Path]  # the model, then the other members of an ensemble
+    beam: int
+    overrides: list[str]  # decode.key=value
+
+
+def _arm(spec: str) -> Arm:
     name, _, rest = spec.partition("=")
-    run, _, beam = rest.rpartition(":")
-    if not (name and run and beam.isdigit()):
-        raise SystemExit(f"error: --arm {spec!r}: write NAME=RUN:BEAM")
-    return name, Path(run), int(beam)
+    runs, _, rest = rest.partition(":")
+    beam, _, overrides = rest.partition(":")
+    if not (name and runs and beam.isdigit()):
+        raise SystemExit(f"error: --arm {spec!r}: write NAME=RUN[+RUN2...]:BEAM[:decode.key=value,...]")
+    return Arm(name, [Path(r) for r in runs.split("+")], int(beam), [o for o in overrides.split(",") if o])
 
 
-def _decode(run: Path, beam: int, sources: list[str]) -> tuple[float, list[str]]:
-    translator = Translator.from_run(run)
-    translator.translate(sources[:WARMUP], beam=beam)
+def _decode(arm: Arm, sources: list[str]) -> tuple[float, list[str]]:
+    translator = Translator.from_run(arm.runs[0], ensemble=[str(r) for r in arm.runs[1:]])
+    translator.set_decoding(arm.overrides)
+    translator.translate(sources[:WARMUP], beam=arm.beam)
     start = time.perf_counter()
-    hyps = translator.translate(sources, beam=beam)
+    hyps = translator.translate(sources, beam=arm.beam)
     return len(sources) / (time.perf_counter() - start), hyps
 
 
@@ -54,26 +66,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     arms = [_arm(a) for a in args.arm]
-    sources, references = (list(x) for x in RunDir.of(arms[0][1]).split_texts(args.split))
-    rows = {name: {"arm": name, "run": str(run), "beam": beam} for name, run, beam in arms}
+    sources, references = (list(x) for x in RunDir.of(arms[0].runs[0]).split_texts(args.split))
+    rows = {a.name: {"arm": a.name, "run": "+".join(map(str, a.runs)), "beam": a.beam, "decode": a.overrides}
+            for a in arms}
     hyps = {}
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "input.txt"
         big.write_text("".join(sources[i % len(sources)] + "\n" for i in range(args.lines)), encoding="utf-8")
-        for name, run, _ in arms:
-            rows[name]["model_mb"] = round(export_model(RunDir.of(run), Path(tmp) / "m.mt")["bytes"] / 1e6, 1)
+        for a in arms:
+            sizes = [export_model(RunDir.of(run), Path(tmp) / "m.mt")["bytes"] for run in a.runs]
+            rows[a.name]["model_mb"] = round(sum(sizes) / 1e6, 1)
         for _ in range(args.rounds):
-            for name, run, beam in arms:
-                rate, hyps[name] = _decode(run, beam, sources)
-                seconds, peak = timed_translate(run, big, beam=beam)
+            for a in arms:
+                name = a.name
+                rate, hyps[name] = _decode(a, sources)
+                seconds, peak = timed_translate(a.runs[0], big, beam=a.beam, ensemble=a.runs[1:], overrides=a.overrides)
                 row = rows[name]
                 row["decode_sentences_per_s"] = max(row.get("decode_sentences_per_s", 0), round(rate, 1))
                 row["translate_s"] = min(row.get("translate_s", 1e9), round(seconds, 1))
                 row["peak_mib"] = max(row.get("peak_mib", 0), round(peak))
                 print(json.dumps({"arm": name, "decode_sentences_per_s": round(rate, 1),
                                   "translate_s": round(seconds, 1)}), flush=True)
-    tgt = RunDir.of(arms[0][1]).meta()["tgt"]
-    result = compare([(name, hyps[name]) for name, _, _ in arms], references, tgt)
+    tgt = RunDir.of(arms[0].runs[0]).meta()["tgt"]
+    result = compare([(a.name, hyps[a.name]) for a in arms], references, tgt)
     for system in result["systems"]:
         row = rows[system["name"]]
         for metric in ("bleu", "chrf"):

@@ -138,6 +138,11 @@ class DecodeConfig:
     candidates: Literal["approximate", "exact"] = _key(
         "approximate", "fast backend: each step's candidate tokens found by a bf16 (bf16 decoding) or int8 (fp32, "
                        "x86) multiply, rescored in fp32 (an approximation: docs/results.md) | exact (fp32)")
+    lexical_shortlist: bool = _key(False, "score only each sentence's likely target subwords: the translations of "
+                                          "its source subwords learned from the training pairs and the most frequent "
+                                          "(mt.decode.lexical_shortlist; an approximation: docs/results.md)")
+    lexical_words: int = _key(20, "lexical shortlist: target subwords taken per source subword")
+    lexical_frequent: int = _key(100, "lexical shortlist: the most frequent target subwords, scored for every sentence")
     split_sentences: bool = _key(True, "translate each sentence of a text alone, its spacing and paragraphs kept; "
                                        "stretches without sentence ends cut near the training sentences' length")
     protect_spans: bool = _key(True, "copy links, e-mail addresses, numbers, codes and words in unseen characters "
@@ -172,6 +177,8 @@ _RULES: dict[str, tuple] = {
     "decode.max_len_ratio": (lambda v: 0 < v <= 100, "in (0, 100]"),
     "decode.max_len_extra": (lambda v: 0 <= v <= 10_000, "in 0..10000"),
     "decode.batch_tokens": (lambda v: 0 < v <= 10_000_000, "in 1..10000000"),
+    "decode.lexical_words": (lambda v: 0 < v <= 1000, "in 1..1000"),
+    "decode.lexical_frequent": (lambda v: 0 <= v <= 100_000, "in 0..100000"),
     "data.max_tokens": (lambda v: 0 < v <= 1_000_000, "in 1..1000000"),
     "model.layers": (lambda v: 0 < v <= 64, "in 1..64"),
     **{key: (_non_negative, ">= 0") for key in (

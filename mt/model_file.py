@@ -14,6 +14,7 @@ The file is a ``torch.save`` dict of tensors and plain data (it loads with ``wei
     evaluations   RUN/eval/*.json as ``mt eval`` wrote them (BLEU, chrF, their signatures), by name
     sections      optional later additions, each {"version": N, ...} (``mt.checkpoint.optional_section``):
                   ``lengths``: the training sources' mean length in subwords (``src_tokens_mean``, or None)
+                  ``lexicon``: the lexical table of ``decode.lexical_shortlist`` (``mt.data.lexicon``)
 
 The checksums are stored in the file they check: they detect a damaged copy, not a deliberate change.
 """
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from mt.checkpoint import check_weights, load_checkpoint
+from mt.data.lexicon import run_lexicon
 from mt.data.tokenizer import Tokenizer
 from mt.errors import MTError
 from mt.files import atomic_write
@@ -59,7 +61,8 @@ def export_model(run: RunDir, output: str | Path, checkpoint: str = "final", int
                      "best_val_bleu": progress.get("best_score"),
                      "final": state.get("final")},
         "evaluations": run.evaluations(),
-        "sections": {"lengths": {"version": 1, "src_tokens_mean": run.sentence_tokens()}},
+        "sections": {"lengths": {"version": 1, "src_tokens_mean": run.sentence_tokens()},
+                     "lexicon": run_lexicon(run).section()},
     }
     atomic_write(output, lambda f: torch.save(contents, f), what="model file")
     n_params = sum({v.data_ptr(): v.numel() for v in state["model"].values()}.values())

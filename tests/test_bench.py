@@ -172,9 +172,11 @@ def test_students_bench_tabulates_quality_speed_size_and_memory(trained_run, tmp
 
     out = tmp_path / "students.json"
     assert students(["--split", "test_toy", "--lines", "60", "--rounds", "1", "--arm", f"beam 2={trained_run}:2",
-                     "--arm", f"greedy={trained_run}:1", "--out", str(out)]) == 0
+                     "--arm", f"greedy, shortlist={trained_run}:1:decode.lexical_shortlist=true,decode.lexical_words=5",
+                     "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["arm"] for r in rows] == ["beam 2", "greedy"]
+    assert [r["arm"] for r in rows] == ["beam 2", "greedy, shortlist"]
+    assert rows[1]["decode"] == ["decode.lexical_shortlist=true", "decode.lexical_words=5"]
     for row in rows:
         assert row["decode_sentences_per_s"] > 0 and row["translate_s"] > 0 and row["peak_mib"] > 50
         assert row["model_mb"] > 0 and 0 <= row["bleu"] <= 100 and row["lines_per_s_translate"] > 0

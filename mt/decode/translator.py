@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,10 +21,12 @@ from mt.backends import resolve_backend, use_decoding
 from mt.checkpoint import load_checkpoint, optional_section
 from mt.config import Config, apply_overrides, config_from_dict
 from mt.data.batching import collate, make_batches
+from mt.data.lexicon import Lexicon, run_lexicon
 from mt.data.tokenizer import Tokenizer
 from mt.decode.beam import beam_search
 from mt.decode.ensemble import Ensemble
 from mt.decode.greedy import greedy_search
+from mt.decode.lexical_shortlist import LexicallyShortlisted, can_shortlist
 from mt.decode.pipeline import Sentence, TextPipeline
 from mt.decode.protect import Glossary, known_characters
 from mt.decode.sampling import Sampling, sample_search
@@ -73,6 +76,9 @@ class Translator:
         self.glossary: Glossary | None = None
         self.pipeline = self._pipeline()
         self.facts: dict = {}  # what from_run knows about the checkpoint: languages, size, training progress
+        self.lexicon_source: Callable[[], Lexicon | None] = lambda: None  # decode.lexical_shortlist's table
+        self._lexicon: Lexicon | None = None
+        self._shortlist_refused = False
 
     def _pipeline(self, markup: str | None = None) -> TextPipeline:
         d = self.cfg.decode
@@ -111,6 +117,7 @@ class Translator:
             members = [_quantize(m, quantize, dev) for m in members]
         model = members[0] if len(members) == 1 else Ensemble(members)
         translator = cls(model.to(dev), run.tokenizer(), cfg, dev, meta["src"], run.sentence_tokens())
+        translator.lexicon_source = lambda: run_lexicon(run)  # learned from RUN's training pairs on first use
         if quantize:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         progress = state.get("progress", {})
@@ -141,6 +148,10 @@ class Translator:
         lengths = optional_section(contents, "lengths", 1) or {}
         translator = cls(model.to(dev), model_file_tokenizer(contents, str(path)), cfg, dev,
                          contents["languages"]["src"], lengths.get("src_tokens_mean"))
+        lexicon = optional_section(contents, "lexicon", 1)
+        if lexicon is not None:
+            table = Lexicon.from_section(lexicon, *contents["vocab"], source=str(path))
+            translator.lexicon_source = lambda: table
         if quantize:
             translator.precision = "fp32"  # int8 layers take fp32 inputs
         translator.facts = {**contents["languages"], **contents["training"], "checkpoint": str(path),
@@ -271,20 +282,38 @@ class Translator:
         for batch_idx in make_batches([len(ids[i]) for i in todo], None, d.batch_tokens):
             rows = [todo[j] for j in batch_idx]
             b = collate([ids[i] for i in rows], None, rows).to(self.device)
+            model = self._search_model() if sampling is None else self.model
             with torch.inference_mode(), autocast(self.device, self.precision):
                 if sampling is not None:
                     hyps = [[h] for h in sample_search(self.model, b.src, b.src_lens, sampling,
                                                        [keys[i] for i in rows], d.max_len_ratio, d.max_len_extra,
                                                        return_attention)]
                 elif beam == 1:
-                    hyps = [[h] for h in greedy_search(self.model, b.src, b.src_lens, d.max_len_ratio,
+                    hyps = [[h] for h in greedy_search(model, b.src, b.src_lens, d.max_len_ratio,
                                                        d.max_len_extra, return_attention)]
                 else:
-                    hyps = beam_search(self.model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
+                    hyps = beam_search(model, b.src, b.src_lens, beam, alpha, d.max_len_ratio,
                                        d.max_len_extra, nbest, return_attention)
             for i, h in zip(rows, hyps):
                 found[i] = h
         return found
+
+    def _search_model(self):
+        """What greedy and beam search decode with: the model, restricted to a lexical shortlist where
+        ``decode.lexical_shortlist`` asks for one and the model allows it (a single model with a table)."""
+        d = self.cfg.decode
+        if not d.lexical_shortlist:
+            return self.model
+        if self._lexicon is None and can_shortlist(self.model):
+            self._lexicon = self.lexicon_source()
+        if self._lexicon is None:
+            if not self._shortlist_refused:
+                self._shortlist_refused = True
+                log.warning("decode.lexical_shortlist ignored: %s", "this model file has no lexical table (export "
+                            "it again)" if can_shortlist(self.model) else "an ensemble or an int8 output layer "
+                            "scores the whole vocabulary")
+            return self.model
+        return LexicallyShortlisted(self.model, self._lexicon, d.lexical_words, d.lexical_frequent)
 
     def _translation(self, pipeline: TextPipeline, sentence: Sentence, src_ids: list[int], hyps: list[Hypothesis],
                      with_pieces: bool) -> Translation:

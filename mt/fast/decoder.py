@@ -180,15 +180,15 @@ class FastDecoder(Decoder):
         return (self.rnn.cell == "lstm" and self.rnn.layers == 1 and torch.is_grad_enabled()
                 and isinstance(self.attention, BahdanauAttention))
 
-    def _step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: FastStepContext):
-        """prev: (B,) last tokens -> the output layer's inputs (B, H or E), new state, attention (B, S) or None."""
+    def step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: FastStepContext):
+        """As ``Decoder.step_vectors``: prev (B,) -> the output layer's inputs (B, H or E), new state, attention."""
         x_proj = self._search_inputs(self.embed, self.rnn, prev)  # (B, G*H)
         state, weights = self._advance(x_proj, state, ctx)
         return self.readout(state.feed), state, weights  # bf16 under bf16 autocast
 
     def step(self, prev: torch.Tensor, state: DecoderState, ctx: FastStepContext):
         """As ``Decoder.step``: prev (B,) -> log-probabilities (B, V), new state, attention (B, S) or None."""
-        vectors, state, weights = self._step_vectors(prev, state, ctx)
+        vectors, state, weights = self.step_vectors(prev, state, ctx)
         with torch.autocast(vectors.device.type, enabled=False):
             logits = self.output(vectors.float())  # (B, V) fp32
         return torch.log_softmax(logits, dim=-1), state, weights
@@ -198,7 +198,7 @@ class FastDecoder(Decoder):
         if type(self.output) is not nn.Linear:  # e.g. a dynamically quantised layer: the plain route
             log_probs, state, weights = self.step(prev, state, ctx)
             return (*log_probs.topk(min(n, log_probs.shape[1]), dim=1), state, weights)
-        vectors, state, weights = self._step_vectors(prev, state, ctx)
+        vectors, state, weights = self.step_vectors(prev, state, ctx)
         with torch.autocast(vectors.device.type, enabled=False):
             # fp32 scores, block by block (from a bf16 or int8 shortlist where ctx has one)
             values, ids = top_log_probs(vectors, self.output.weight, n, shortlist=ctx.shortlist)

@@ -89,10 +89,14 @@ class Decoder(nn.Module):
             feeds.append(state.feed)
         return self.readout(torch.stack(feeds, dim=1))  # (B, T, H) -> (B, T, H or E)
 
+    def step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """prev: (B,) last tokens -> the output layer's inputs (B, H or E), new state, attention (B, S) or None."""
+        state, weights = self.advance(self.embed(prev), state, ctx)
+        return self.readout(state.feed), state, weights
+
     def step(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
         """Search step. prev: (B,) last tokens -> log-probabilities (B, V), new state, attention (B, S) or None."""
-        state, weights = self.advance(self.embed(prev), state, ctx)
-        vectors = self.readout(state.feed)  # (B, H or E)
+        vectors, state, weights = self.step_vectors(prev, state, ctx)  # (B, H or E)
         # The logits in fp32 whatever the decoding precision: a bf16 logit keeps 8 bits (about 0.06 at 10), which
         # moves close choices (docs/results.md, "Decoding precision")
         with torch.autocast(vectors.device.type, enabled=False):

@@ -58,6 +58,11 @@ class Seq2Seq(nn.Module):
         attention (B, S) or None."""
         return self.decoder.step(prev, state, ctx)
 
+    def step_vectors(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext):
+        """One search step up to the output layer: prev (B,) -> its inputs (B, H or E), new state, attention (B, S)
+        or None (a lexical shortlist multiplies them with a few rows of ``output_layer``)."""
+        return self.decoder.step_vectors(prev, state, ctx)
+
     def step_top(self, prev: torch.Tensor, state: DecoderState, ctx: StepContext, n: int):
         """One search step for the n best continuations of each row: log-probabilities (B, n), ids (B, n), new
         state, attention (B, S) or None."""
