@@ -8,7 +8,7 @@ An arm is ``NAME=RUN:BEAM``, ``NAME=RUN+RUN2...:BEAM`` (an ensemble) or ``NAME=R
 decode-only sentences/s (the split's sources through one ``Translator``, after a warm-up), the whole-process time
 of `mt translate` on ``--lines`` lines (the split's sources repeated, so start-up does not dominate) with its peak
 resident memory, and the size of the model as `mt export` writes it. Speed is measured in rounds, every arm once
-per round, and the best round counts. A plot of BLEU against decode-only sentences/s goes beside ``--out``.
+per round, and the best round counts. A plot of BLEU against decode-only sentences/s goes beside ``--out``, and each arm's translations in ``OUT.hyps/``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps({"split": args.split, "lines": args.lines, "rows": table,
                                               "signature": result["signature"]}, indent=1) + "\n", encoding="utf-8")
         _plot(table, Path(args.out).with_suffix(".png"))
+        folder = Path(args.out).with_suffix(".hyps")  # each arm's translations, for `mt score --hyp A B --ref R`
+        folder.mkdir(exist_ok=True)
+        for a in arms:
+            slug = "".join(c if c.isalnum() else "-" for c in a.name).strip("-")
+            (folder / f"{slug}.txt").write_text("".join(h + "\n" for h in hyps[a.name]), encoding="utf-8")
     return 0
 
 

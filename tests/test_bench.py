@@ -182,3 +182,4 @@ def test_students_bench_tabulates_quality_speed_size_and_memory(trained_run, tmp
         assert row["model_mb"] > 0 and 0 <= row["bleu"] <= 100 and row["lines_per_s_translate"] > 0
     assert "bleu_p" in rows[1] and "bleu_p" not in rows[0]
     assert out.with_suffix(".png").stat().st_size > 0
+    assert len((out.with_suffix(".hyps") / "greedy--shortlist.txt").read_text().splitlines()) == 30
