@@ -77,7 +77,8 @@ serve-bench: $(STAMP)
 STUDENT ?= runs/student
 students-bench: $(STAMP)
 	$(BIN)/python -m bench.students --split $(SPLIT) --arm "teacher beam 5=$(RUN):5" --arm "teacher greedy=$(RUN):1" \
-		--arm "student greedy=$(STUDENT):1" --arm "student beam 5=$(STUDENT):5" $(ARGS)
+		--arm "student greedy=$(STUDENT):1" --arm "student beam 5=$(STUDENT):5" \
+		--arm "student greedy, lexical shortlist=$(STUDENT):1:decode.lexical_shortlist=true" $(ARGS)
 
 messy-bench: $(STAMP)
 	$(BIN)/python -m bench.messy --run $(RUN) --split $(SPLIT) $(if $(filter en-de,$(SRC)-$(TGT)),--glossary bench/glossary.en-de.tsv) $(ARGS)

@@ -181,7 +181,8 @@ def run_lexicon(run) -> Lexicon:
     made for other data."""
     meta = run.meta()
     path = Path(run.data_dir) / "lexicon.pt"
-    made_for = hashlib.sha256(f"{meta['tokenizer_sha256']} {meta.get('cache_key')}".encode()).hexdigest()
+    settings = (VERSION, KEEP_WORDS, KEEP_FREQUENT, MIN_PROBABILITY, MAX_PAIRS)  # a table made otherwise is stale
+    made_for = hashlib.sha256(f"{meta['tokenizer_sha256']} {meta.get('cache_key')} {settings}".encode()).hexdigest()
     if path.is_file():
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
