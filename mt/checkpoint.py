@@ -83,19 +83,25 @@ def optional_section(state: dict[str, Any], name: str, version: int) -> dict[str
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights of several checkpoints of one run."""
+    """Element-wise mean of the model weights of several checkpoints of one run. Names that share one tensor
+    (tied embeddings) share the mean too, so the result is saved once, as the checkpoints were."""
     if not paths:
         raise MTError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
+    same_as: dict[str, str] = {}  # name -> the first name of the tensor it shares (in the first checkpoint)
     for path in paths:
         model = load_checkpoint(path)["model"]
         if total and model.keys() != total.keys():
             raise MTError(f"checkpoint {path} has different parameters from {paths[0]}")
+        if not same_as:
+            first: dict[tuple, str] = {}
+            same_as = {name: first.setdefault((t.data_ptr(), t.shape, t.stride()), name) for name, t in model.items()}
         for name, tensor in model.items():
             dtypes[name] = tensor.dtype
-            total[name] = total.get(name, 0) + tensor.double()
-    return {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}
+            total[name] = total.get(name, 0) + tensor.double() if same_as[name] == name else 0
+    means = {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items() if same_as[name] == name}
+    return {name: means[same_as[name]] for name in total}
 
 
 def average_last(folder: Path, last: int, output: str = "averaged") -> tuple[list[Path], Path]:

@@ -599,3 +599,27 @@ def test_tensorboard_gets_the_logs_numbers_at_their_steps(train_tiny):
         assert expected, kind
         assert [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)] == expected, tag
     assert not (train_tiny(1, name="plain") / "tensorboard").exists()  # off by default
+
+
+def test_averaging_keeps_tied_weights_one_tensor(tmp_path):
+    """The mean of checkpoints of a model whose embeddings and output layer are one matrix is one matrix too: an
+    averaged final.pt (and its model file) is not larger than the checkpoints."""
+    from mt.checkpoint import average_checkpoints
+    from mt.config import ModelConfig
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(ModelConfig(emb_dim=8, hidden_dim=8), 30, 30)
+        paths.append(tmp_path / f"step-{seed}.pt")
+        save_checkpoint({"model": model.state_dict(), "config": {}}, paths[-1])
+    state = load_checkpoint(paths[0])["model"]
+    shared = {name for name, t in state.items() if t.data_ptr() == state["decoder.output.weight"].data_ptr()}
+    assert len(shared) >= 2  # tied (and shared with the source embeddings)
+    mean = average_checkpoints(paths)
+    assert len({mean[name].data_ptr() for name in shared}) == 1
+    expected = (load_checkpoint(paths[0])["model"]["decoder.output.weight"].double()
+                + load_checkpoint(paths[1])["model"]["decoder.output.weight"].double()) / 2
+    assert torch.allclose(mean["decoder.output.weight"].double(), expected)
+    save_checkpoint({"model": mean, "config": {}}, tmp_path / "averaged.pt")
+    assert (tmp_path / "averaged.pt").stat().st_size <= paths[0].stat().st_size + 1024
