@@ -117,12 +117,13 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for row in rows:
         ax.scatter(row["decode_sentences_per_s"], row["bleu"], s=30)
         ax.annotate(row["arm"], (row["decode_sentences_per_s"], row["bleu"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.08)  # room for the labels of the fastest and best arms
     ax.set_xlabel("decode-only sentences/s (log scale)")
     ax.set_ylabel("BLEU")
     ax.grid(alpha=0.3)
