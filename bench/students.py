@@ -4,11 +4,13 @@
         --arm "teacher beam 5=runs/multi30k-en-de:5" --arm "student greedy=runs/student:1" [--out F.json]
 
 An arm is ``NAME=RUN:BEAM``, ``NAME=RUN+RUN2...:BEAM`` (an ensemble) or ``NAME=RUN:BEAM:decode.k=v,decode.k=v``
-(decoding settings, e.g. ``decode.lexical_shortlist=true``). For each: BLEU and chrF on the split (and the paired bootstrap against the first arm),
+(decoding settings, e.g. ``decode.lexical_shortlist=true``). For each: BLEU and chrF on the split (and the
+paired bootstrap against the first arm),
 decode-only sentences/s (the split's sources through one ``Translator``, after a warm-up), the whole-process time
 of `mt translate` on ``--lines`` lines (the split's sources repeated, so start-up does not dominate) with its peak
 resident memory, and the size of the model as `mt export` writes it. Speed is measured in rounds, every arm once
-per round, and the best round counts. A plot of BLEU against decode-only sentences/s goes beside ``--out``, and each arm's translations in ``OUT.hyps/``.
+per round, and the best round counts. A plot of BLEU against decode-only sentences/s goes beside ``--out``, and
+each arm's translations in ``OUT.hyps/``.
 """
 
 from __future__ import annotations
@@ -78,14 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             rows[a.name]["model_mb"] = round(sum(sizes) / 1e6, 1)
         for _ in range(args.rounds):
             for a in arms:
-                name = a.name
-                rate, hyps[name] = _decode(a, sources)
+                rate, hyps[a.name] = _decode(a, sources)
                 seconds, peak = timed_translate(a.runs[0], big, beam=a.beam, ensemble=a.runs[1:], overrides=a.overrides)
-                row = rows[name]
+                row = rows[a.name]
                 row["decode_sentences_per_s"] = max(row.get("decode_sentences_per_s", 0), round(rate, 1))
                 row["translate_s"] = min(row.get("translate_s", 1e9), round(seconds, 1))
                 row["peak_mib"] = max(row.get("peak_mib", 0), round(peak))
-                print(json.dumps({"arm": name, "decode_sentences_per_s": round(rate, 1),
+                print(json.dumps({"arm": a.name, "decode_sentences_per_s": round(rate, 1),
                                   "translate_s": round(seconds, 1)}), flush=True)
     tgt = RunDir.of(arms[0].runs[0]).meta()["tgt"]
     result = compare([(a.name, hyps[a.name]) for a in arms], references, tgt)

@@ -1,6 +1,6 @@
 """A lexical table learned from the training pairs: for each source subword, the target subwords it most likely
-translates to, and the most frequent target subwords. Decoding with ``decode.shortlist=lexical`` scores only these
-for each sentence (``mt.decode.shortlist``), as Marian's lexical shortlists do.
+translates to, and the most frequent target subwords. Decoding with ``decode.lexical_shortlist=true`` scores only
+these for each sentence (``mt.decode.lexical_shortlist``), as Marian's lexical shortlists do.
 
 The translation probabilities are IBM Model 1's (Brown et al. 1993): t(e | f), the probability that source
 subword f produces target subword e, learned by expectation-maximisation. Each target subword of a pair is
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,13 +31,16 @@ from mt.data.tokenizer import EOS_ID, UNK_ID
 from mt.errors import MTError
 from mt.files import atomic_write
 
+if TYPE_CHECKING:
+    from mt.run import RunDir
+
 __all__ = ["Lexicon", "learn_lexicon", "run_lexicon"]
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-KEEP_WORDS = 100  # targets kept per source subword, most likely first (decoding uses the first decode.shortlist_words)
-KEEP_FREQUENT = 1000  # most frequent targets kept (decoding uses the first decode.shortlist_frequent)
+KEEP_WORDS = 100  # targets kept per source subword, most likely first (decoding uses the first decode.lexical_words)
+KEEP_FREQUENT = 1000  # most frequent targets kept (decoding uses the first decode.lexical_frequent)
 MIN_PROBABILITY = 1e-4  # targets below this t(e | f) are dropped
 MAX_PAIRS = 100_000  # training pairs sampled to learn from
 CHUNK_PAIRS = 4096  # pairs per E-step chunk: (chunk, S + 1, T) co-occurrences at a time
@@ -63,8 +66,9 @@ class Lexicon:
         src = src.cpu()
         batch, length = src.shape
         valid = torch.arange(length)[None, :] < src_lens.cpu()[:, None]  # (B, S)
-        ids = src[valid].clamp(0, len(self.offsets) - 2)  # (N,) every source token of the batch
+        tokens = src[valid]  # (N,) every source token of the batch
         sentence = torch.arange(batch)[:, None].expand(batch, length)[valid]  # (N,) whose token it is
+        ids = tokens.clamp(0, len(self.offsets) - 2)  # (N,)
         starts = self.offsets[ids]  # (N,)
         counts = (self.offsets[ids + 1] - starts).clamp(max=words)  # (N,)
         owner = torch.repeat_interleave(sentence, counts)  # (M,) one entry per (token, target)
@@ -73,8 +77,8 @@ class Lexicon:
         common = torch.cat([self.frequent[:frequent], torch.tensor([EOS_ID, UNK_ID])])  # (F',)
         own_ids, own_rows = [found], [owner]
         if self.copy:
-            inside = src[valid] < self.tgt_vocab
-            own_ids.append(src[valid][inside])
+            inside = tokens < self.tgt_vocab
+            own_ids.append(tokens[inside])
             own_rows.append(sentence[inside])
         own_ids, own_rows = torch.cat(own_ids), torch.cat(own_rows)
         cand = torch.unique(torch.cat([own_ids, common]))  # (C,) sorted
@@ -176,7 +180,7 @@ def _table(keys: torch.Tensor, prob: torch.Tensor, source: torch.Tensor, pairs: 
     return Lexicon(offsets, targets, frequent, joint, tgt_vocab)
 
 
-def run_lexicon(run) -> Lexicon:
+def run_lexicon(run: RunDir) -> Lexicon:
     """RUN's lexical table: RUN/data/lexicon.pt, learned from its training split (and saved) when missing or
     made for other data."""
     meta = run.meta()
@@ -188,7 +192,7 @@ def run_lexicon(run) -> Lexicon:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(stored, dict) and stored.get("made_for") == made_for:
                 return Lexicon.from_section(stored, meta["src_vocab_size"], meta["tgt_vocab_size"], str(path))
-        except (MTError, Exception) as e:  # noqa: BLE001 - a damaged cache is learned again
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign cache (MTError included) is learned again
             log.warning("learning the lexical table again: %s is unreadable (%s)", path, str(e).splitlines()[0][:200])
     train = run.encoded()["train"]
     sample = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:MAX_PAIRS]

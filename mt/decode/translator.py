@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
