@@ -6,7 +6,10 @@ rows, then adds it into the weight's gradient (an 8 MB ``add_`` per step for the
 bookkeeping of some thirty graph nodes. Here the backward loop only carries activation gradients; the weight
 gradients of all T steps are four large multiplies at the end, where the CPU runs near its peak rate.
 The activations kept for the backward pass live in a ``Workspace`` that is reused from batch to batch: freshly
-allocated memory of that size costs page faults at every step.
+allocated memory of that size costs page faults at every step. The attention energies are not kept: at (T, S, B, A)
+they would be most of the workspace (hundreds of MB for a batch of 4,000 tokens, growing with sentence length);
+the backward pass makes each step's energies again from the queries (T, B, A), in one (S, B, A) buffer that stays
+in the cache, which costs about what writing and reading them back from memory did.
 
 The step, for a batch of B sentences, S source positions, hidden size H and attention size A:
     gates  = x_t + [feed_{t-1}; h_{t-1}] @ W^T              (B, 4H)  x_t: embedding projection plus biases
@@ -21,8 +24,10 @@ operands (weights cast once per call; h_t, [feed; h] and [h; ctx] are stored in 
 that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
 softmax, every gradient carried from step to step and the gradients returned for the fp32 weights stay fp32.
 
-tanh is computed as 2 * sigmoid(2x) - 1 (mt.fast.activations): the energies' tanh over (S, B, A) at every step
-is the largest element-wise cost.
+The energies' tanh over (S, B, A) at every step is the largest element-wise cost, so the loop works with
+s = sigmoid(2x) instead (x = keys + q_t, tanh(x) = 2s - 1): the scores v^T tanh(x) = (2v)^T s - sum(v), and the
+constant -sum(v) drops out of the softmax; d tanh(x)/dx = 4 s (1 - s); the gradient of v sums d_score * (2s - 1).
+One pass (the sigmoid) where tanh through sigmoid takes four, and exact in real numbers on every device.
 """
 
 from __future__ import annotations
@@ -83,14 +88,13 @@ class _LstmAttentionLoop(torch.autograd.Function):
         low: the multiply dtype (bf16) or None (the weights' own) -> attentional vectors (B, T, H)."""
         steps, batch, _ = x_proj.shape
         hidden = h.shape[1]
+        src_len, att_dim = keys.shape[1], keys.shape[2]
         full = w.dtype  # the cell state, gates, energies, softmax, gradients: fp32 (fp64 in tests)
         mm = low or full  # what the multiplies read
         w, w_query, w_combine, states = w.to(mm), w_query.to(mm), w_combine.to(mm), states.to(mm)
         blocked = ~mask  # (B, S)
-        # (S, B, A): adding the query (B, A) is twice as fast this way
-        keys = torch.empty((keys.shape[1], batch, keys.shape[2]), dtype=full, device=keys.device).copy_(
-            keys.transpose(0, 1))
-        joined, acts, cells, tanh_c, h_all, combined, energies, alphas = spaces[0].take(
+        v2 = (v.squeeze(0) * 2).to(full)  # (A,): the scores are (2v)^T s, s = sigmoid(2 (keys + q))
+        joined, acts, cells, tanh_c, h_all, combined, queries, alphas, keys2, energy = spaces[0].take(
             x_proj.device,
             ((steps, batch, 2 * hidden), mm),  # joined: [feed_{t-1}; h_{t-1}]
             ((steps, batch, 4 * hidden), full),  # acts: sig(i), sig(f), tanh(g), sig(o)
@@ -98,9 +102,12 @@ class _LstmAttentionLoop(torch.autograd.Function):
             ((steps, batch, hidden), full),  # tanh_c: tanh(c_t)
             ((steps, batch, hidden), mm),  # h_all: h_t
             ((steps, batch, 2 * hidden), mm),  # combined: drop_t * [h_t; ctx_t]
-            ((steps, *keys.shape), full),  # energies (T, S, B, A)
-            ((steps, batch, keys.shape[0]), full),  # alphas (T, B, S)
+            ((steps, batch, att_dim), mm),  # queries: q_t = h_t @ Wq^T
+            ((steps, batch, src_len), full),  # alphas (T, B, S)
+            ((src_len, batch, att_dim), full),  # keys2: 2 * keys, (S, B, A): adding q (B, A) is faster this way
+            ((src_len, batch, att_dim), full),  # energy: one step's s, reused by every step
         )
+        torch.mul(keys.transpose(0, 1), 2, out=keys2)
         ctx.spaces, ctx.generation, ctx.x_dtype = spaces, spaces[0].generation, x_proj.dtype
         feeds = x_proj.new_empty(steps, batch, hidden, dtype=full)  # the output: not in the workspace
         cells[0] = c
@@ -119,8 +126,9 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 c = torch.addcmul(f * cells[t], i, g, out=cells[t + 1])  # (B, H)
                 h = torch.mul(o, tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
             with span(ATTENTION):
-                energy = tanh_(torch.add(keys, h @ w_query.t(), out=energies[t]))  # (S, B, A)
-                scores = (energy @ v.squeeze(0)).t().masked_fill(blocked, torch.finfo(energy.dtype).min)  # (B, S)
+                torch.mm(h, w_query.t(), out=queries[t])  # (B, A)
+                s = _energy_sigmoid(keys2, queries[t], energy)  # (S, B, A)
+                scores = (s @ v2).t().masked_fill(blocked, torch.finfo(full).min)  # (B, S), shifted by a constant
                 alpha = torch.softmax(scores, dim=1)  # (B, S)
                 alphas[t] = alpha
                 combined[t, :, :hidden] = h
@@ -128,7 +136,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 if drop is not None:
                     combined[t].mul_(drop[t])
                 feed = tanh((combined[t] @ w_combine.t()).to(full), out=feeds[t])  # (B, H)
-        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, energies, alphas, feeds, states,
+        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, queries, keys2, alphas, feeds, states,
                               w, w_query, v, w_combine, drop)
         return feeds.transpose(0, 1)  # (B, T, H)
 
@@ -160,7 +168,8 @@ class _Saved(NamedTuple):
     tanh_c: torch.Tensor
     h_all: torch.Tensor
     combined: torch.Tensor
-    energies: torch.Tensor
+    queries: torch.Tensor
+    keys2: torch.Tensor
     alphas: torch.Tensor
     feeds: torch.Tensor
     states: torch.Tensor
@@ -178,20 +187,30 @@ class _Gradients:
     def __init__(self, s: _Saved, space: Workspace, x_dtype: torch.dtype):
         steps, batch, _ = s.feeds.shape
         full = s.feeds.dtype
-        self.d_gates, self.grad_x, self.d_pre_combine, self.d_ctx, self.d_scores, self.d_query = space.take(
+        (self.d_gates, self.grad_x, self.d_pre_combine, self.d_ctx, self.d_query, self.d_keys, self.energy,
+         self.d_energy) = space.take(
             s.feeds.device,
             (s.acts.shape, full),  # d_gates (T, B, 4H): gradients of the gate pre-activations
             (s.acts.shape if x_dtype != full else (0,), x_dtype),  # grad_x: d_gates in x_proj's dtype
             (s.feeds.shape, full),  # d_pre_combine (T, B, H)
             (s.feeds.shape, full),  # d_ctx (T, B, H)
-            ((steps, s.alphas.shape[2], batch), full),  # d_scores (T, S, B) like the energies
-            ((steps, batch, s.w_query.shape[0]), full),  # d_query (T, B, A)
+            (s.queries.shape, full),  # d_query (T, B, A)
+            (s.keys2.shape, full),  # d_keys (S, B, A), summed over the steps
+            (s.keys2.shape, full),  # energy (S, B, A): step t's s, made again
+            (s.keys2.shape, full),  # d_energy (S, B, A): its gradient, reused by every step
         )
-        self.d_keys = torch.zeros_like(s.energies[0])  # (S, B, A)
-        self.d_energy = torch.empty_like(s.energies[0])  # (S, B, A), reused by every step
+        self.d_keys.zero_()
+        self.grad_v = s.feeds.new_zeros(s.v.shape)  # (1, A)
+        self.v4 = s.v.squeeze(0) * 4  # (A,): d tanh(x) / dx = 4 s (1 - s)
         self.d_feed = torch.zeros_like(s.feeds[0])  # (B, H): from the next step's input
         self.d_h_next = torch.zeros_like(s.feeds[0])  # (B, H): from the next step's recurrence
         self.d_c = torch.zeros_like(s.feeds[0])  # (B, H)
+
+
+def _energy_sigmoid(keys2: torch.Tensor, query: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """keys2 (S, B, A) = 2 * keys, query (B, A) -> s = sigmoid(2 (keys + query)) = (1 + tanh(keys + query)) / 2
+    into out (S, B, A). The forward pass and the backward pass call this with the same operands: the same s."""
+    return torch.add(keys2, query, alpha=2, out=out).sigmoid_()
 
 
 def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tensor) -> torch.Tensor:
@@ -207,12 +226,14 @@ def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tenso
     g.d_ctx[t] = d_combined[:, hidden:]
     alpha = s.alphas[t]  # (B, S)
     d_alpha = torch.bmm(s.states, g.d_ctx[t].unsqueeze(2).to(s.states.dtype)).squeeze(2).to(s.feeds.dtype)  # (B, S)
-    d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha)  # softmax backward
-    g.d_scores[t] = d_score.t()
-    torch.mul(g.d_scores[t].unsqueeze(2), s.v.squeeze(0), out=g.d_energy)  # (S, B, A): gradient of the tanh output
-    torch.ops.aten.tanh_backward.grad_input(g.d_energy, s.energies[t], grad_input=g.d_energy)  # through tanh
-    g.d_keys.add_(g.d_energy)
-    torch.sum(g.d_energy, dim=0, out=g.d_query[t])  # (B, A)
+    d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha).t()  # (S, B) softmax backward
+    energy = _energy_sigmoid(s.keys2, s.queries[t], g.energy)  # (S, B, A): the forward pass's s
+    # v's gradient: sum over S, B of d_score * tanh(x) = 2 d_score . s - sum(d_score)
+    g.grad_v.addmm_(d_score.reshape(1, -1), energy.view(-1, energy.shape[2]), alpha=2).sub_(d_score.sum())
+    d_energy = torch.mul(d_score.unsqueeze(2), g.v4, out=g.d_energy)  # (S, B, A): 4 * d_score * v
+    d_energy.mul_(energy.addcmul_(energy, energy, value=-1))  # * s (1 - s): the gradient of x = keys + q_t
+    g.d_keys.add_(d_energy)
+    torch.sum(d_energy, dim=0, out=g.d_query[t])  # (B, A)
     return _add_mm_(d_h, g.d_query[t], s.w_query)  # (B, H)
 
 
@@ -241,20 +262,19 @@ def _weight_gradients(s: _Saved, g: _Gradients):
     with span(ATTENTION):
         grad_w_combine = _mm(flat(g.d_pre_combine).t(), flat(s.combined))  # (H, 2H)
         grad_w_query = _mm(flat(g.d_query).t(), flat(s.h_all))  # (A, H)
-        grad_v = (g.d_scores.reshape(1, -1) @ s.energies.reshape(-1, s.energies.shape[-1]))  # (1, A)
         # d_states: sum over steps of alpha_t (B, S) x d_ctx_t (B, H) -> (B, S, H) in one batched multiply
         grad_states = torch.bmm(s.alphas.permute(1, 2, 0).to(s.states.dtype),
                                 g.d_ctx.transpose(0, 1).to(s.states.dtype))  # (B, S, T) @ (B, T, H)
-    return grad_w, grad_w_query, grad_v, grad_w_combine, grad_states
+    return grad_w, grad_w_query, g.grad_v, grad_w_combine, grad_states
 
 
 def fused_lstm_attention_loop(x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop=None,
                               spaces: tuple[Workspace, Workspace] | None = None, low: torch.dtype | None = None):
     """See the module doc; returns the attentional vectors (B, T, H). ``spaces``: workspaces to reuse across
     calls (the decoder keeps a pair); fresh ones when None. ``low``: bf16 to multiply in bf16 (call it with
-    autocast off). The gradient for ``x_proj`` is a view of the backward workspace, valid until the next call:
-    fine for a computed x_proj, not for a leaf tensor."""
-    if spaces is None or (x_proj.is_leaf and x_proj.requires_grad):
+    autocast off). The gradients for ``x_proj`` and ``keys`` are views of the backward workspace, valid until the
+    next call: fine for computed tensors (autograd hands them on at once), not for leaf tensors."""
+    if spaces is None or any(x.is_leaf and x.requires_grad for x in (x_proj, keys)):
         spaces = (Workspace(), Workspace())
     return _LstmAttentionLoop.apply(x_proj, h, c, feed, keys, states, mask, w, w_query, v, w_combine, drop, spaces,
                                     low)
