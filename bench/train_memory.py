@@ -97,7 +97,8 @@ class MemoryProbe(Hook):
 
 
 def plot(out: Path, curves: list[str]) -> None:
-    """curves: ``FILE:LABEL``, each a memory.jsonl -> one line of anonymous RSS against minutes per file."""
+    """curves: ``FILE:LABEL``, each a memory.jsonl -> one line of anonymous RSS against updates per file (not
+    minutes: runs that shared the cores with others stay comparable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,15 +106,15 @@ def plot(out: Path, curves: list[str]) -> None:
 
     from mt.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
     for spec in curves:
         path, _, label = spec.partition(":")
         rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        ax.plot([r["minutes"] for r in rows], [r["rss_anon_mib"] / 1024 for r in rows], label=label or path)
+        ax.plot([r["step"] for r in rows], [r["rss_anon_mib"] / 1024 for r in rows], label=label or path)
     ax.axhline(1.5, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("minutes of training")
+    ax.set_xlabel("updates")
     ax.set_ylabel("anonymous resident memory, GiB")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     save_figure(fig, out)
 
 
