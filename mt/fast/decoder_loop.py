@@ -9,7 +9,7 @@ The activations kept for the backward pass live in a ``Workspace`` that is reuse
 allocated memory of that size costs page faults at every step. The attention energies are not kept: at (T, S, B, A)
 they would be most of the workspace (hundreds of MB for a batch of 4,000 tokens, growing with sentence length);
 the backward pass makes each step's energies again from the queries (T, B, A), in one (S, B, A) buffer that stays
-in the cache, which costs about what writing and reading them back from memory did.
+in the cache (docs/results.md, "The energies made again").
 
 The step, for a batch of B sentences, S source positions, hidden size H and attention size A:
     gates  = x_t + [feed_{t-1}; h_{t-1}] @ W^T              (B, 4H)  x_t: embedding projection plus biases
@@ -20,8 +20,8 @@ The step, for a batch of B sentences, S source positions, hidden size H and atte
     feed_t = tanh((drop_t * [h_t; ctx_t]) @ Wc^T)           (B, H)  the attentional vector, the output
 
 bf16 (``low=torch.bfloat16``, what the decoder passes under bf16 autocast): every matrix multiply reads bf16
-operands (weights cast once per call; h_t, [feed; h] and [h; ctx] are stored in bf16, since multiplies are all
-that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
+operands (weights cast once per call; h_t, [feed; h], [h; ctx] and the queries are stored in bf16, as multiplies
+made them or are all that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
 softmax, every gradient carried from step to step and the gradients returned for the fp32 weights stay fp32.
 
 The energies' tanh over (S, B, A) at every step is the largest element-wise cost, so the loop works with
