@@ -119,10 +119,14 @@ def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for row in rows:
-        ax.scatter(row["decode_sentences_per_s"], row["bleu"], s=30)
-        ax.annotate(row["arm"], (row["decode_sentences_per_s"], row["bleu"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+    placed: list[tuple[float, float]] = []  # labelled points: a label near another's goes one line lower
+    for row in sorted(rows, key=lambda r: -r["bleu"]):
+        x, y = row["decode_sentences_per_s"], row["bleu"]
+        near = sum(abs(y - py) < 0.15 and max(x, px) / min(x, px) < 1.4 for px, py in placed)
+        placed.append((x, y))
+        ax.scatter(x, y, s=30)
+        ax.annotate(row["arm"], (x, y), textcoords="offset points", xytext=(12 if near else 5, 4 - 11 * near),
+                    fontsize=8, arrowprops=dict(arrowstyle="-", lw=0.5, color="grey") if near else None)
     ax.set_xscale("log")
     ax.margins(x=0.3, y=0.08)  # room for the labels of the fastest and best arms
     ax.set_xlabel("decode-only sentences/s (log scale)")
