@@ -270,6 +270,22 @@ def test_fused_decoder_in_bf16_stays_within_what_bf16_allows(dropout):
         assert g is None or (g.dtype == torch.float32 and relative(g, r) < 0.02), name
 
 
+def test_fused_decoder_memory_does_not_grow_with_target_times_source_length():
+    """The fused loop keeps per-step activations (T, B, n) and one step's attention energies (S, B, A), made again
+    in the backward pass: its workspaces stay below what the energies of all steps, (T, S, B, A) in fp32, would
+    take alone (the largest item of a training step's memory before they were made again)."""
+    torch.manual_seed(0)
+    batch, src_len, tgt_len, hidden = 4, 60, 60, 16
+    model = make_model(0.0, 8, hidden, 30).train()
+    src = torch.randint(4, 30, (batch, src_len))
+    tgt_in = torch.randint(4, 30, (batch, tgt_len))
+    out = teacher_forced(model, src, torch.full((batch,), src_len), tgt_in, fused=True)
+    out.sum().backward()
+    all_energies = tgt_len * src_len * batch * hidden * 4  # bytes; the attention size is the hidden size
+    forward, backward = (space.buffer.numel() for space in model.decoder._workspaces)
+    assert forward < all_energies / 2 and backward < all_energies / 2
+
+
 def test_fused_decoder_refuses_a_backward_after_another_forward():
     model = make_model().train()
     src, lens = padded_batch()
