@@ -21,8 +21,9 @@ The step, for a batch of B sentences, S source positions, hidden size H and atte
 
 bf16 (``low=torch.bfloat16``, what the decoder passes under bf16 autocast): every matrix multiply reads bf16
 operands (weights cast once per call; h_t, [feed; h], [h; ctx] and the queries are stored in bf16, as multiplies
-made them or are all that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the attention energies and
-softmax, every gradient carried from step to step and the gradients returned for the fp32 weights stay fp32.
+made them or are all that read them) and accumulates in fp32 inside the kernel; the cell state, the gates, the
+attention energies and softmax, every gradient carried from step to step and the gradients returned for the fp32
+weights stay fp32.
 
 The energies' tanh over (S, B, A) at every step is the largest element-wise cost, so the loop works with
 s = sigmoid(2x) instead (x = keys + q_t, tanh(x) = 2s - 1): the scores v^T tanh(x) = (2v)^T s - sum(v), and the
@@ -254,8 +255,9 @@ def _lstm_step_back(t: int, s: _Saved, g: _Gradients, d_h: torch.Tensor) -> None
 
 
 def _weight_gradients(s: _Saved, g: _Gradients):
-    """The gradients of the weights and of the encoder states, summed over all steps in a few large multiplies:
-    -> W (4H, 2H), W_query (A, H), v (1, A), W_combine (H, 2H), states (B, S, H)."""
+    """The gradients of the weights and of the encoder states, summed over all steps in a few large multiplies
+    (v's was summed step by step, with the energies made again): -> W (4H, 2H), W_query (A, H), v (1, A),
+    W_combine (H, 2H), states (B, S, H)."""
     flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  (T, B, n) -> (T * B, n)
     with span(DECODER_LSTM):
         grad_w = _mm(flat(g.d_gates).t(), flat(s.joined))  # (4H, 2H)
