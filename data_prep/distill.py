@@ -116,16 +116,23 @@ def translate_sources(teachers: list[str], folder: Path, meta: dict, beam: int |
 
 
 def _append_references(teacher: RunDir, corpus: Path, meta: dict) -> None:
-    """``--keep-references``: the original training pairs after the distilled ones (once)."""
+    """``--keep-references``: the original training pairs after the distilled ones, once. An append that a crash
+    cut short is cut back to the end of the translations (progress.json's sizes) and made again."""
     marker = corpus.parent / "references.added"
     if marker.exists():
         return
+    translated = json.loads((corpus.parent / "progress.json").read_text())["bytes"]
     train = teacher.encoded()["train"]
-    for column, lang in (("src", meta["src"]), ("tgt", meta["tgt"])):
-        with open(corpus / f"train.{lang}", "a", encoding="utf-8") as f:
+    for (column, lang), size in zip((("src", meta["src"]), ("tgt", meta["tgt"])), translated):
+        with open(corpus / f"train.{lang}", "r+b") as f:
+            f.truncate(size)
+            f.seek(size)
             for start in range(0, train.num_rows, CHUNK):  # a chunk at a time: the corpus may not fit in memory
-                f.writelines(line + "\n" for line in train[start:start + CHUNK][column])
-    marker.write_text("the original training pairs follow the distilled ones in corpus/train.*\n")
+                f.write("".join(line + "\n" for line in train[start:start + CHUNK][column]).encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    atomic_write(marker, "the original training pairs follow the distilled ones in corpus/train.*\n",
+                 what="distillation progress")
 
 
 def _write_eval_splits(teacher: RunDir, corpus: Path, meta: dict) -> None:

@@ -50,6 +50,27 @@ def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tm
                                                          "val.de.gz", "val.en.gz"]
 
 
+def test_kept_references_follow_the_translations_once_even_after_a_crash_in_the_append(trained_run, tmp_path):
+    student = tmp_path / "student"
+    args = ["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate",
+            "--keep-references"]
+    assert main(args) == 0
+    corpus = student / "distill" / "corpus"
+    train = RunDir.of(trained_run).encoded()["train"]
+    for column, lang in (("src", "en"), ("tgt", "de")):
+        lines = (corpus / f"train.{lang}").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 2 * train.num_rows and lines[train.num_rows:] == list(train[column])
+    kept = {lang: (corpus / f"train.{lang}").read_bytes() for lang in ("en", "de")}
+
+    (student / "distill" / "references.added").unlink()  # a crash after part of the append, before its marker
+    with open(corpus / "train.de", "a", encoding="utf-8") as f:
+        f.write("a reference that was written twice\nhalf a ref")
+    assert main(args) == 0
+    assert {lang: (corpus / f"train.{lang}").read_bytes() for lang in ("en", "de")} == kept
+    assert main(args) == 0  # the marker stops a second append
+    assert {lang: (corpus / f"train.{lang}").read_bytes() for lang in ("en", "de")} == kept
+
+
 def test_the_student_learns_from_the_teacher_with_its_tokenizer(trained_run, tmp_path, capsys):
     student = tmp_path / "student"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("decode.beam=")]  # the student's default decides
