@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["tanh", "tanh_", "uses_torch_tanh"]
+__all__ = ["half_tanh_of_sum", "tanh", "tanh_", "uses_torch_tanh"]
 
 
 def uses_torch_tanh(x: torch.Tensor) -> bool:
@@ -32,3 +32,11 @@ def tanh(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if out is None and torch.is_grad_enabled() and x.requires_grad:
         return torch.sigmoid(x * 2) * 2 - 1
     return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def half_tanh_of_sum(twice_a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """s = sigmoid(2 (a + b)) = (1 + tanh(a + b)) / 2 into out, in one pass, from 2a (computed once by the caller)
+    and b (broadcast). For additive attention this is tanh with its affine parts folded into the other factors:
+    v^T tanh(x) = (2v)^T s - sum(v), where the constant -sum(v) drops out of a softmax, and
+    d tanh(x) / dx = 4 s (1 - s)."""
+    return torch.add(twice_a, b, alpha=2, out=out).sigmoid_()

@@ -3,16 +3,15 @@ computes the same scores for the whole batch at once).
 
 The energies (B, K, S, A) of a whole search batch are tens of MB, and each element-wise pass over them goes to
 memory; here they are made a block of sentences at a time in one reused buffer that stays in the cache for the
-add, the tanh and the product with v. In fp32 the tanh goes through sigmoid (``mt.fast.activations``) with its
-affine parts folded away: v^T tanh(x) = 2 v^T sigmoid(2x) - sum(v), and -sum(v) is a constant per row, which the
-softmax over S ignores: one pass instead of four.
+add, the tanh and the product with v. In fp32 the tanh goes through sigmoid with its affine parts folded away
+(``mt.fast.activations.half_tanh_of_sum``, which the fused training loop shares): one pass instead of four.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mt.fast.activations import uses_torch_tanh
+from mt.fast.activations import half_tanh_of_sum, uses_torch_tanh
 
 __all__ = ["ENERGY_BLOCK_BYTES", "search_scores"]
 
@@ -27,12 +26,16 @@ def search_scores(keys: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
     src_len = keys.shape[1]
     block = max(1, block_bytes // (k * src_len * att_dim * keys.element_size()))  # sentences per block
     via_sigmoid = not uses_torch_tanh(keys)
-    v = (v * 2 if via_sigmoid else v).to(keys.dtype)
+    v = (v * 2 if via_sigmoid else v).to(keys.dtype)  # (A,): with the sigmoid, the scores are (2v)^T s
+    keys = keys * 2 if via_sigmoid else keys  # (B, S, A): 2 * keys, K times smaller than the energies
     scores = keys.new_empty(batch, k, src_len)
     buf = keys.new_empty(min(block, batch), k, src_len, att_dim)
     for start in range(0, batch, block):
         b = min(block, batch - start)
-        energy = torch.add(keys[start:start + b].unsqueeze(1), q[start:start + b], out=buf[:b])  # (b, K, S, A)
-        energy = energy.mul_(2).sigmoid_() if via_sigmoid else energy.tanh_()
+        rows = keys[start:start + b].unsqueeze(1), q[start:start + b]
+        if via_sigmoid:
+            energy = half_tanh_of_sum(*rows, out=buf[:b])  # (b, K, S, A)
+        else:
+            energy = torch.add(*rows, out=buf[:b]).tanh_()
         torch.matmul(energy, v, out=scores[start:start + b])  # (b, K, S)
     return scores

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import torch
 
-from mt.fast.activations import tanh, tanh_
+from mt.fast.activations import half_tanh_of_sum, tanh, tanh_
 from mt.profiling import ATTENTION, DECODER_LSTM, span
 
 __all__ = ["Workspace", "fused_lstm_attention_loop"]
@@ -128,7 +128,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 h = torch.mul(o, tanh(c, out=tanh_c[t]), out=h_all[t])  # (B, H)
             with span(ATTENTION):
                 torch.mm(h, w_query.t(), out=queries[t])  # (B, A)
-                s = _energy_sigmoid(keys2, queries[t], energy)  # (S, B, A)
+                s = half_tanh_of_sum(keys2, queries[t], energy)  # (S, B, A)
                 scores = (s @ v2).t().masked_fill(blocked, torch.finfo(full).min)  # (B, S), shifted by a constant
                 alpha = torch.softmax(scores, dim=1)  # (B, S)
                 alphas[t] = alpha
@@ -208,12 +208,6 @@ class _Gradients:
         self.d_c = torch.zeros_like(s.feeds[0])  # (B, H)
 
 
-def _energy_sigmoid(keys2: torch.Tensor, query: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """keys2 (S, B, A) = 2 * keys, query (B, A) -> s = sigmoid(2 (keys + query)) = (1 + tanh(keys + query)) / 2
-    into out (S, B, A). The forward pass and the backward pass call this with the same operands: the same s."""
-    return torch.add(keys2, query, alpha=2, out=out).sigmoid_()
-
-
 def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tensor) -> torch.Tensor:
     """Step t's attentional vector, attention and query, backwards: grad_out (B, H) of feed_t -> the gradient
     of h_t (B, H), from the output, the next step's recurrence and the query."""
@@ -228,7 +222,7 @@ def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tenso
     alpha = s.alphas[t]  # (B, S)
     d_alpha = torch.bmm(s.states, g.d_ctx[t].unsqueeze(2).to(s.states.dtype)).squeeze(2).to(s.feeds.dtype)  # (B, S)
     d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha).t()  # (S, B) softmax backward
-    energy = _energy_sigmoid(s.keys2, s.queries[t], g.energy)  # (S, B, A): the forward pass's s
+    energy = half_tanh_of_sum(s.keys2, s.queries[t], g.energy)  # (S, B, A): the forward pass's s, made again
     # v's gradient: sum over S, B of d_score * tanh(x) = 2 d_score . s - sum(d_score)
     g.grad_v.addmm_(d_score.reshape(1, -1), energy.view(-1, energy.shape[2]), alpha=2).sub_(d_score.sum())
     d_energy = torch.mul(d_score.unsqueeze(2), g.v4, out=g.d_energy)  # (S, B, A): 4 * d_score * v
