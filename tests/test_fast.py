@@ -296,6 +296,15 @@ def test_fused_decoder_refuses_a_backward_after_another_forward():
         first.sum().backward()
 
 
+def test_fused_decoder_refuses_a_second_backward_through_one_forward():
+    model = make_model().train()
+    src, lens = padded_batch()
+    out = model(src, lens, torch.randint(4, V, (B, 6)))
+    out.sum().backward(retain_graph=True)  # the gate gradients now lie where the gate activations were
+    with pytest.raises(RuntimeError, match="backward pass ran twice"):
+        out.sum().backward()
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-15), (torch.float32, 3e-7)])
 def test_tanh_through_sigmoid_matches_torch_tanh_values_and_gradients(dtype, tol):
     from mt.fast.activations import tanh, tanh_

@@ -109,7 +109,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
             ((src_len, batch, att_dim), full),  # energy: one step's s, reused by every step
         )
         torch.mul(keys.transpose(0, 1), 2, out=keys2)
-        ctx.spaces, ctx.generation, ctx.x_dtype = spaces, spaces[0].generation, x_proj.dtype
+        ctx.spaces, ctx.generation, ctx.x_dtype, ctx.spent = spaces, spaces[0].generation, x_proj.dtype, False
         feeds = x_proj.new_empty(steps, batch, hidden, dtype=full)  # the output: not in the workspace
         cells[0] = c
         for t in range(steps):
@@ -146,6 +146,10 @@ class _LstmAttentionLoop(torch.autograd.Function):
         if ctx.spaces[0].generation != ctx.generation:
             raise RuntimeError("the fused decoder ran another forward pass before this backward pass, which "
                                "overwrote its saved activations; use model.backend=reference for this use")
+        if ctx.spent:
+            raise RuntimeError("the fused decoder's backward pass ran twice on one forward pass, but the first "
+                               "overwrote its saved activations; use model.backend=reference for this use")
+        ctx.spent = True
         saved = _Saved(*ctx.saved_tensors)
         g = _Gradients(saved, ctx.spaces[1], ctx.x_dtype)
         grad_out = grad_out.transpose(0, 1)  # (T, B, H)
@@ -182,19 +186,20 @@ class _Saved(NamedTuple):
 
 
 class _Gradients:
-    """The backward pass's buffers: per-step gradients kept for the weight gradients at the end (in the backward
-    Workspace), and what one step hands to the step before it."""
+    """The backward pass's buffers: per-step gradients kept for the weight gradients at the end, and what one
+    step hands to the step before it. Two of them take the place of forward activations that the backward pass
+    has read for the last time: step t's gate gradients overwrite its gate activations (acts[t]), and step t's
+    context gradient overwrites c_t (cells[t + 1]), which only step t + 1 read. The rest are in the backward
+    Workspace."""
 
     def __init__(self, s: _Saved, space: Workspace, x_dtype: torch.dtype):
-        steps, batch, _ = s.feeds.shape
         full = s.feeds.dtype
-        (self.d_gates, self.grad_x, self.d_pre_combine, self.d_ctx, self.d_query, self.d_keys, self.energy,
-         self.d_energy) = space.take(
+        self.d_gates = s.acts  # (T, B, 4H): gradients of the gate pre-activations, in place of the activations
+        self.d_ctx = s.cells[1:]  # (T, B, H): gradients of the contexts, in place of c_0 ... c_{T-1}
+        self.grad_x, self.d_pre_combine, self.d_query, self.d_keys, self.energy, self.d_energy = space.take(
             s.feeds.device,
-            (s.acts.shape, full),  # d_gates (T, B, 4H): gradients of the gate pre-activations
             (s.acts.shape if x_dtype != full else (0,), x_dtype),  # grad_x: d_gates in x_proj's dtype
             (s.feeds.shape, full),  # d_pre_combine (T, B, H)
-            (s.feeds.shape, full),  # d_ctx (T, B, H)
             (s.queries.shape, full),  # d_query (T, B, A)
             (s.keys2.shape, full),  # d_keys (S, B, A), summed over the steps
             (s.keys2.shape, full),  # energy (S, B, A): step t's s, made again
@@ -233,17 +238,20 @@ def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tenso
 
 
 def _lstm_step_back(t: int, s: _Saved, g: _Gradients, d_h: torch.Tensor) -> None:
-    """Step t's LSTM cell backwards from d_h (B, H): its gate gradients (g.d_gates[t]), and the gradients of
-    c_{t-1}, h_{t-1} and feed_{t-1} for the step before it."""
+    """Step t's LSTM cell backwards from d_h (B, H): its gate gradients (g.d_gates[t], written over the gate
+    activations acts[t] as each is read for the last time), and the gradients of c_{t-1}, h_{t-1} and feed_{t-1}
+    for the step before it."""
     hidden = s.feeds.shape[2]
-    i, f, gate, o = s.acts[t].chunk(4, dim=1)
-    d_i, d_f, d_g, d_o = g.d_gates[t].chunk(4, dim=1)
-    torch.mul(d_h, s.tanh_c[t], out=d_o).mul_(o * (1 - o))
-    g.d_c.addcmul_(d_h * o, 1 - s.tanh_c[t].square())  # (B, H)
-    torch.mul(g.d_c, gate, out=d_i).mul_(i * (1 - i))
-    torch.mul(g.d_c, s.cells[t], out=d_f).mul_(f * (1 - f))
-    torch.mul(g.d_c, i, out=d_g).mul_(1 - gate.square())
-    g.d_c.mul_(f)  # to c_{t-1}
+    i, f, gate, o = s.acts[t].chunk(4, dim=1)  # (B, H) each; they become d_i, d_f, d_g, d_o
+    tanh_c = s.tanh_c[t]
+    g.d_c.addcmul_(d_h * o, 1 - tanh_c.square())  # (B, H): dL/dc_t, from h_t and from c_{t+1}
+    o.mul_(1 - o).mul_(d_h).mul_(tanh_c)  # d_o = d_h * tanh(c_t) * o (1 - o)
+    d_c_i = g.d_c * i  # (B, H)
+    i.mul_(1 - i).mul_(gate).mul_(g.d_c)  # d_i = d_c * g * i (1 - i)
+    gate.square_().neg_().add_(1).mul_(d_c_i)  # d_g = d_c * i * (1 - g^2)
+    d_c_prev = g.d_c * f  # to c_{t-1}
+    f.mul_(1 - f).mul_(g.d_c).mul_(s.cells[t])  # d_f = d_c * c_{t-1} * f (1 - f)
+    g.d_c = d_c_prev
     d_joined = _mm(g.d_gates[t], s.w)  # (B, 2H)
     g.d_feed, g.d_h_next = d_joined[:, :hidden], d_joined[:, hidden:]
 
