@@ -93,6 +93,8 @@ class _LinearRDrop(torch.autograd.Function):
         # gradients (2 rows, V); their probabilities; d (rows, V); under ``low`` the bf16 product / gradient
         logp, probs, diff = x1.new_empty(2 * rows, vocab), x1.new_empty(2 * rows, vocab), x1.new_empty(rows, vocab)
         buf_mm = w_mm.new_empty(2 * rows, vocab) if low else logp
+        if low and want_grad:  # the weight gradient of a block: bf16 product, its fp32 copy (V, H), reused
+            prod, prod_full = w_mm.new_empty(weight.shape), torch.empty_like(weight)
         for start in range(0, n, block):
             m = min(block, n - start)
             xs = torch.cat([x1[start:start + m], x2[start:start + m]])  # (2m, H): pass 1's rows, then pass 2's
@@ -127,7 +129,10 @@ class _LinearRDrop(torch.autograd.Function):
                 grad = buf_mm[:2 * m].copy_(lp) if low else lp
                 both = grad @ w_mm  # (2m, H)
                 grad_x1[start:start + m], grad_x2[start:start + m] = both[:m], both[m:]
-                grad_w += torch.mm(grad.t(), xs_mm).to(grad_w.dtype)  # (V, H) fp32 sum over blocks
+                if low:
+                    grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs_mm, out=prod)))  # (V, H): fp32 sum over blocks
+                else:
+                    grad_w.addmm_(grad.t(), xs_mm)  # (V, H)
         ctx.save_for_backward(grad_x1, grad_x2, grad_w)
         return total
 
