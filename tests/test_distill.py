@@ -1,5 +1,6 @@
-"""`mt distill` on the tiny synthetic task: the teacher's translations become the student's training data (the
-teacher's tokenizer, its evaluation splits), a killed translation stage resumes, and the student learns."""
+"""`mt distill` on the tiny synthetic task: the teacher's translations (and the original pairs) become the student's
+training data (the teacher's tokenizer, its evaluation splits), a killed translation stage resumes, and the
+student learns."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tm
 
     monkeypatch.setattr(Translator, "translate", dies_on_the_third_chunk)
     student = tmp_path / "student"
-    assert main(["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate"]) == 130
+    args = ["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate",
+            "--no-keep-references"]
+    assert main(args) == 130
     progress = json.loads((student / "distill" / "progress.json").read_text())
     assert progress["lines"] == 128
     corpus = student / "distill" / "corpus"
@@ -38,7 +41,7 @@ def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tm
 
     calls.clear()
     monkeypatch.setattr(Translator, "translate", real)
-    assert main(["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate"]) == 0
+    assert main(args) == 0
     sources = RunDir.of(trained_run).encoded()["train"]["src"]
     src_lines = (corpus / "train.en").read_text(encoding="utf-8").splitlines()
     tgt_lines = (corpus / "train.de").read_text(encoding="utf-8").splitlines()
@@ -52,9 +55,8 @@ def test_a_killed_translation_stage_resumes_after_its_last_chunk(trained_run, tm
 
 def test_kept_references_follow_the_translations_once_even_after_a_crash_in_the_append(trained_run, tmp_path):
     student = tmp_path / "student"
-    args = ["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate",
-            "--keep-references"]
-    assert main(args) == 0
+    args = ["distill", "--teacher", str(trained_run), "--student", str(student), "--stage", "translate"]
+    assert main(args) == 0  # the original pairs are kept by default
     corpus = student / "distill" / "corpus"
     train = RunDir.of(trained_run).encoded()["train"]
     for column, lang in (("src", "en"), ("tgt", "de")):
@@ -75,7 +77,7 @@ def test_the_student_learns_from_the_teacher_with_its_tokenizer(trained_run, tmp
     student = tmp_path / "student"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("decode.beam=")]  # the student's default decides
     args = ["distill", "--teacher", str(trained_run), "--student", str(student), *tiny, *STUDENT,
-            "train.max_epochs=8"]
+            "train.max_epochs=4", "train.validate_min_steps=10"]  # twice the teacher's pairs: translations, originals
     assert main(args) == 0
     run, teacher = RunDir.of(student), RunDir.of(trained_run)
     assert run.meta()["tokenizer_sha256"] == teacher.meta()["tokenizer_sha256"]  # one vocabulary for both
