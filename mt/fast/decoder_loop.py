@@ -137,7 +137,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 if drop is not None:
                     combined[t].mul_(drop[t])
                 feed = tanh((combined[t] @ w_combine.t()).to(full), out=feeds[t])  # (B, H)
-        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, queries, keys2, alphas, feeds, states,
+        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, queries, keys2, energy, alphas, feeds, states,
                               w, w_query, v, w_combine, drop)
         return feeds.transpose(0, 1)  # (B, T, H)
 
@@ -175,6 +175,7 @@ class _Saved(NamedTuple):
     combined: torch.Tensor
     queries: torch.Tensor
     keys2: torch.Tensor
+    energy: torch.Tensor  # (S, B, A): the forward pass's one-step buffer, which the backward pass reuses
     alphas: torch.Tensor
     feeds: torch.Tensor
     states: torch.Tensor
@@ -189,21 +190,20 @@ class _Gradients:
     """The backward pass's buffers: per-step gradients kept for the weight gradients at the end, and what one
     step hands to the step before it. Two of them take the place of forward activations that the backward pass
     has read for the last time: step t's gate gradients overwrite its gate activations (acts[t]), and step t's
-    context gradient overwrites c_t (cells[t + 1]), which only step t + 1 read. The rest are in the backward
-    Workspace."""
+    context gradient overwrites c_t (cells[t + 1]), which only step t + 1 read. Each step's energies are made
+    again in the forward pass's one-step buffer, and their gradient in place of them. The rest are in the
+    backward Workspace."""
 
     def __init__(self, s: _Saved, space: Workspace, x_dtype: torch.dtype):
         full = s.feeds.dtype
         self.d_gates = s.acts  # (T, B, 4H): gradients of the gate pre-activations, in place of the activations
         self.d_ctx = s.cells[1:]  # (T, B, H): gradients of the contexts, in place of c_0 ... c_{T-1}
-        self.grad_x, self.d_pre_combine, self.d_query, self.d_keys, self.energy, self.d_energy = space.take(
+        self.grad_x, self.d_pre_combine, self.d_query, self.d_keys = space.take(
             s.feeds.device,
             (s.acts.shape if x_dtype != full else (0,), x_dtype),  # grad_x: d_gates in x_proj's dtype
             (s.feeds.shape, full),  # d_pre_combine (T, B, H)
             (s.queries.shape, full),  # d_query (T, B, A)
             (s.keys2.shape, full),  # d_keys (S, B, A), summed over the steps
-            (s.keys2.shape, full),  # energy (S, B, A): step t's s, made again
-            (s.keys2.shape, full),  # d_energy (S, B, A): its gradient, reused by every step
         )
         self.d_keys.zero_()
         self.grad_v = s.feeds.new_zeros(s.v.shape)  # (1, A)
@@ -227,11 +227,11 @@ def _attention_step_back(t: int, s: _Saved, g: _Gradients, grad_out: torch.Tenso
     alpha = s.alphas[t]  # (B, S)
     d_alpha = torch.bmm(s.states, g.d_ctx[t].unsqueeze(2).to(s.states.dtype)).squeeze(2).to(s.feeds.dtype)  # (B, S)
     d_score = d_alpha.sub_((alpha * d_alpha).sum(dim=1, keepdim=True)).mul_(alpha).t()  # (S, B) softmax backward
-    energy = half_tanh_of_sum(s.keys2, s.queries[t], g.energy)  # (S, B, A): the forward pass's s, made again
+    energy = half_tanh_of_sum(s.keys2, s.queries[t], s.energy)  # (S, B, A): the forward pass's s, made again
     # v's gradient: sum over S, B of d_score * tanh(x) = 2 d_score . s - sum(d_score)
     g.grad_v.addmm_(d_score.reshape(1, -1), energy.view(-1, energy.shape[2]), alpha=2).sub_(d_score.sum())
-    d_energy = torch.mul(d_score.unsqueeze(2), g.v4, out=g.d_energy)  # (S, B, A): 4 * d_score * v
-    d_energy.mul_(energy.addcmul_(energy, energy, value=-1))  # * s (1 - s): the gradient of x = keys + q_t
+    # in place of s: 4 * d_score * v * s (1 - s), the gradient of x = keys + q_t (S, B, A)
+    d_energy = energy.addcmul_(energy, energy, value=-1).mul_(d_score.unsqueeze(2)).mul_(g.v4)
     g.d_keys.add_(d_energy)
     torch.sum(d_energy, dim=0, out=g.d_query[t])  # (B, A)
     return _add_mm_(d_h, g.d_query[t], s.w_query)  # (B, H)
