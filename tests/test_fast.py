@@ -286,6 +286,19 @@ def test_fused_decoder_memory_does_not_grow_with_target_times_source_length():
     assert forward < all_energies / 2 and backward < all_energies / 2
 
 
+def test_fused_decoder_backward_writes_its_gate_gradients_over_the_gate_activations():
+    """The backward pass's own workspace holds the gradients of the attentional vectors, the queries and the keys,
+    but not the gate gradients (T, B, 4H), which overwrite the activations they come from: in fp32 it is smaller
+    than the gate activations alone."""
+    batch, src_len, tgt_len, hidden = 4, 5, 40, 16
+    model = make_model(0.0, 8, hidden, 30).train()
+    out = teacher_forced(model, torch.randint(4, 30, (batch, src_len)), torch.full((batch,), src_len),
+                         torch.randint(4, 30, (batch, tgt_len)), fused=True)
+    out.sum().backward()
+    gate_activations = tgt_len * batch * 4 * hidden * 4  # bytes, fp32
+    assert model.decoder._workspaces[1].buffer.numel() < gate_activations
+
+
 def test_fused_decoder_refuses_a_backward_after_another_forward():
     model = make_model().train()
     src, lens = padded_batch()
