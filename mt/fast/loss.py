@@ -71,6 +71,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_x * grad_output, grad_w * grad_output, None, None, None, None
 
 
+def _weight_grad_adder(grad_w: torch.Tensor, w_mm: torch.Tensor, low: torch.dtype | None):
+    """-> add(grad (n, V), xs (n, H)): grad_w (V, H) += grad^T @ xs, in place; under ``low`` the product is bf16
+    in one reused buffer and its fp32 copy in another (no (V, H) tensor per block)."""
+    if not low:
+        return lambda grad, xs: grad_w.addmm_(grad.t(), xs)
+    prod, prod_full = w_mm.new_empty(grad_w.shape), torch.empty_like(grad_w)
+    return lambda grad, xs: grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs, out=prod)))
+
+
 class _LinearRDrop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
@@ -93,8 +102,7 @@ class _LinearRDrop(torch.autograd.Function):
         # gradients (2 rows, V); their probabilities; d (rows, V); under ``low`` the bf16 product / gradient
         logp, probs, diff = x1.new_empty(2 * rows, vocab), x1.new_empty(2 * rows, vocab), x1.new_empty(rows, vocab)
         buf_mm = w_mm.new_empty(2 * rows, vocab) if low else logp
-        if low and want_grad:  # the weight gradient of a block: bf16 product, its fp32 copy (V, H), reused
-            prod, prod_full = w_mm.new_empty(weight.shape), torch.empty_like(weight)
+        add_weight_grad = _weight_grad_adder(grad_w, w_mm, low) if want_grad else None
         for start in range(0, n, block):
             m = min(block, n - start)
             xs = torch.cat([x1[start:start + m], x2[start:start + m]])  # (2m, H): pass 1's rows, then pass 2's
@@ -129,10 +137,7 @@ class _LinearRDrop(torch.autograd.Function):
                 grad = buf_mm[:2 * m].copy_(lp) if low else lp
                 both = grad @ w_mm  # (2m, H)
                 grad_x1[start:start + m], grad_x2[start:start + m] = both[:m], both[m:]
-                if low:
-                    grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs_mm, out=prod)))  # (V, H): fp32 sum over blocks
-                else:
-                    grad_w.addmm_(grad.t(), xs_mm)  # (V, H)
+                add_weight_grad(grad, xs_mm)
         ctx.save_for_backward(grad_x1, grad_x2, grad_w)
         return total
 
