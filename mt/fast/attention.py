@@ -27,15 +27,14 @@ def search_scores(keys: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
     block = max(1, block_bytes // (k * src_len * att_dim * keys.element_size()))  # sentences per block
     via_sigmoid = not uses_torch_tanh(keys)
     v = (v * 2 if via_sigmoid else v).to(keys.dtype)  # (A,): with the sigmoid, the scores are (2v)^T s
-    keys = keys * 2 if via_sigmoid else keys  # (B, S, A): 2 * keys, K times smaller than the energies
     scores = keys.new_empty(batch, k, src_len)
     buf = keys.new_empty(min(block, batch), k, src_len, att_dim)
     for start in range(0, batch, block):
         b = min(block, batch - start)
-        rows = keys[start:start + b].unsqueeze(1), q[start:start + b]
-        if via_sigmoid:
-            energy = half_tanh_of_sum(*rows, out=buf[:b])  # (b, K, S, A)
+        block_keys, block_q = keys[start:start + b].unsqueeze(1), q[start:start + b]  # (b, 1, S, A), (b, K, 1, A)
+        if via_sigmoid:  # sigmoid(2q + 2 keys): the query, S times smaller than the keys, is the one doubled
+            energy = half_tanh_of_sum(block_q * 2, block_keys, out=buf[:b])  # (b, K, S, A)
         else:
-            energy = torch.add(*rows, out=buf[:b]).tanh_()
+            energy = torch.add(block_keys, block_q, out=buf[:b]).tanh_()
         torch.matmul(energy, v, out=scores[start:start + b])  # (b, K, S)
     return scores

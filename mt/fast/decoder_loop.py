@@ -45,8 +45,9 @@ __all__ = ["Workspace", "fused_lstm_attention_loop"]
 
 
 class Workspace:
-    """One flat byte buffer handed out as typed views, reused by every call. ``generation`` counts the calls, so
-    that a backward pass can tell when a newer forward pass has overwritten what it saved (and refuse to run)."""
+    """One flat byte buffer handed out as typed views, reused by every call. ``generation`` counts the calls and
+    the backward passes that wrote over what a forward pass saved, so that a backward pass can tell when its saved
+    activations are gone (and refuse to run)."""
 
     ALIGN = 64  # bytes: every view starts on a cache line
 
@@ -109,7 +110,7 @@ class _LstmAttentionLoop(torch.autograd.Function):
             ((src_len, batch, att_dim), full),  # energy: one step's s, reused by every step
         )
         torch.mul(keys.transpose(0, 1), 2, out=keys2)
-        ctx.spaces, ctx.generation, ctx.x_dtype, ctx.spent = spaces, spaces[0].generation, x_proj.dtype, False
+        ctx.spaces, ctx.generation, ctx.x_dtype = spaces, spaces[0].generation, x_proj.dtype
         feeds = x_proj.new_empty(steps, batch, hidden, dtype=full)  # the output: not in the workspace
         cells[0] = c
         for t in range(steps):
@@ -137,19 +138,17 @@ class _LstmAttentionLoop(torch.autograd.Function):
                 if drop is not None:
                     combined[t].mul_(drop[t])
                 feed = tanh((combined[t] @ w_combine.t()).to(full), out=feeds[t])  # (B, H)
-        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, queries, keys2, energy, alphas, feeds, states,
-                              w, w_query, v, w_combine, drop)
+        ctx.save_for_backward(joined, acts, cells, tanh_c, h_all, combined, queries, keys2, energy, alphas, feeds,
+                              states, w, w_query, v, w_combine, drop)
         return feeds.transpose(0, 1)  # (B, T, H)
 
     @staticmethod
     def backward(ctx, grad_out):
         if ctx.spaces[0].generation != ctx.generation:
-            raise RuntimeError("the fused decoder ran another forward pass before this backward pass, which "
-                               "overwrote its saved activations; use model.backend=reference for this use")
-        if ctx.spent:
-            raise RuntimeError("the fused decoder's backward pass ran twice on one forward pass, but the first "
-                               "overwrote its saved activations; use model.backend=reference for this use")
-        ctx.spent = True
+            raise RuntimeError("the fused decoder's saved activations were overwritten: it ran another forward pass "
+                               "before this backward pass, or its backward pass ran twice on one forward pass; use "
+                               "model.backend=reference for this use")
+        ctx.spaces[0].generation += 1  # this backward pass writes gradients over the saved activations
         saved = _Saved(*ctx.saved_tensors)
         g = _Gradients(saved, ctx.spaces[1], ctx.x_dtype)
         grad_out = grad_out.transpose(0, 1)  # (T, B, H)

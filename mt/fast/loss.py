@@ -18,6 +18,15 @@ from mt.profiling import OUTPUT_LOSS, span
 __all__ = ["FastSummedLoss", "linear_cross_entropy", "linear_rdrop_cross_entropy"]
 
 
+def _weight_grad_adder(grad_w: torch.Tensor, w_mm: torch.Tensor, low: torch.dtype | None):
+    """-> add(grad (n, V), xs (n, H)): grad_w (V, H) += grad^T @ xs, in place; under ``low`` the product is bf16
+    in one reused buffer and its fp32 copy in another (no (V, H) tensor per block)."""
+    if not low:
+        return lambda grad, xs: grad_w.addmm_(grad.t(), xs)
+    prod, prod_full = w_mm.new_empty(grad_w.shape), torch.empty_like(grad_w)
+    return lambda grad, xs: grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs, out=prod)))
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, smoothing: float, block: int,
@@ -35,8 +44,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = min(block, n)
         buf = x.new_empty(rows, vocab)
         buf_mm = x_mm.new_empty(rows, vocab) if low else buf
-        if low and want_grad:  # the weight gradient of a block: bf16 product, its fp32 copy (V, H), reused
-            prod, prod_full = w_mm.new_empty(weight.shape), torch.empty_like(weight)
+        add_weight_grad = _weight_grad_adder(grad_w, w_mm, low) if want_grad else None
         for start in range(0, n, block):
             xs, ts = x_mm[start:start + block], target[start:start + block]  # (n_b, H), (n_b,)
             logits = torch.mm(xs, w_mm.t(), out=buf_mm[:xs.shape[0]])  # (n_b, V)
@@ -58,10 +66,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if low:
                     grad = buf_mm[:xs.shape[0]].copy_(grad)
                 grad_x[start:start + block] = grad @ w_mm  # (n_b, H)
-                if low:
-                    grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs, out=prod)))  # (V, H): fp32 sum over blocks
-                else:
-                    grad_w.addmm_(grad.t(), xs)  # (V, H)
+                add_weight_grad(grad, xs)
         ctx.save_for_backward(grad_x, grad_w)
         return total
 
@@ -69,15 +74,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
         return grad_x * grad_output, grad_w * grad_output, None, None, None, None
-
-
-def _weight_grad_adder(grad_w: torch.Tensor, w_mm: torch.Tensor, low: torch.dtype | None):
-    """-> add(grad (n, V), xs (n, H)): grad_w (V, H) += grad^T @ xs, in place; under ``low`` the product is bf16
-    in one reused buffer and its fp32 copy in another (no (V, H) tensor per block)."""
-    if not low:
-        return lambda grad, xs: grad_w.addmm_(grad.t(), xs)
-    prod, prod_full = w_mm.new_empty(grad_w.shape), torch.empty_like(grad_w)
-    return lambda grad, xs: grad_w.add_(prod_full.copy_(torch.mm(grad.t(), xs, out=prod)))
 
 
 class _LinearRDrop(torch.autograd.Function):
